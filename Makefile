@@ -1,0 +1,36 @@
+# The two commands that matter: `make run` starts the platform, `make test`
+# runs every test. Both work on a fresh Debian machine (see README).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint format venv migrate bench validate-deploy clean
+
+run:
+	@ops/scripts/run-platform.sh
+
+test:
+	@ops/scripts/test.sh
+
+venv:
+	@ops/scripts/bootstrap.sh
+
+lint: venv
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+format: venv
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+migrate: venv
+	@$(PY) -m shared.migrate
+
+bench: venv
+	@$(PY) ops/bench/gateway_accounts.py
+
+validate-deploy:
+	@ops/scripts/validate-deploy.sh
+
+clean:
+	rm -rf var/ build/ *.egg-info

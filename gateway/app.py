@@ -1,0 +1,84 @@
+"""The gateway's app factory."""
+
+import logging
+import time
+
+from flask import Flask, g, request
+from flask_smorest import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from gateway import metrics, problems, settings
+from gateway.blueprints import accounts, auth, health
+from gateway.extensions import Platform, limiter
+from shared import correlation
+
+log = logging.getLogger("gateway.access")
+
+
+class _Api(Api):
+    """flask-smorest, with its error bodies replaced by problem+json."""
+
+    def handle_http_exception(self, error):
+        return problems.handle_http_exception(error)
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(settings.from_env())
+    app.config.update(config or {})
+    if app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
+
+    api = _Api(app, spec_kwargs={"servers": [{"url": "/"}]})
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    for blueprint in (auth.blp, accounts.blp):
+        api.register_blueprint(blueprint)
+    app.register_blueprint(health.blp)
+
+    # First registered: binds the correlation id before any other hook runs,
+    # and (after_request runs in reverse) finishes the response last.
+    _init_request_context(app)
+    limiter.init_app(app)
+    problems.init_app(app)
+    metrics.init_app(app)
+    app.extensions["fintech"] = Platform(app.config)
+    return app
+
+
+def _init_request_context(app: Flask) -> None:
+    @app.before_request
+    def _bind_correlation_id():
+        g.correlation_id = correlation.sanitize(request.headers.get(correlation.HEADER))
+        g.correlation_token = correlation.bind(g.correlation_id)
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        response.headers[correlation.HEADER] = g.get("correlation_id") or correlation.new_id()
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if response.status_code not in (429, 503):
+            # Flask-Limiter sends Retry-After on every response; it only
+            # means something when the client is asked to come back later.
+            response.headers.pop("Retry-After", None)
+        if response.status_code == 401:
+            response.headers.setdefault("WWW-Authenticate", 'Bearer realm="fintech"')
+        if "request_started" in g:
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 2),
+                },
+            )
+        return response
+
+    @app.teardown_request
+    def _unbind(_exc):
+        token = g.pop("correlation_token", None)
+        if token is not None:
+            correlation.reset(token)

@@ -1,0 +1,69 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+from gateway.extensions import limiter, platform
+from gateway.problems import problem
+from shared.errors import ServiceError
+
+blp = Blueprint("health", __name__)
+
+
+@blp.route("/health/live")
+@limiter.exempt
+def live():
+    return jsonify(status="live")
+
+
+def _check_service(name: str) -> str:
+    try:
+        with platform().health_rpc.client() as rpc:
+            getattr(rpc, name).health()
+        return "ok"
+    except ServiceError as exc:
+        return exc.code
+    except Exception as exc:  # noqa: BLE001 (any failure is "not ready"; name it)
+        return type(exc).__name__
+
+
+@blp.route("/health/ready")
+@limiter.exempt
+def ready():
+    services = current_app.config["READY_SERVICES"]
+    app = current_app._get_current_object()
+
+    def check(name):
+        with app.app_context():
+            return _check_service(name)
+
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        checks = dict(zip(services, pool.map(check, services), strict=True))
+    plat = platform()
+    plat.revocation_listener.ensure_started()
+    checks["revocations"] = "ok" if plat.revocation_listener.connected.wait(2) else "disconnected"
+    failing = sorted(name for name, state in checks.items() if state != "ok")
+    if failing:
+        response = problem(
+            503, "not_ready", "Service Unavailable", f"Not ready: {', '.join(failing)}."
+        )
+        body = response.get_json()
+        body["checks"] = checks
+        response.set_data(current_app.json.dumps(body))
+        return response
+    return jsonify(status="ready", checks=checks)
+
+
+@blp.route("/metrics")
+@limiter.exempt
+def metrics():
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # every gunicorn worker's samples
+    else:
+        registry = DEFAULT_REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,84 @@
+"""The gateway's long-lived helpers, one set per process, made in create_app."""
+
+import functools
+
+from flask import current_app, g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from gateway.revocations import RevocationList, RevocationListener
+from gateway.rpc import RpcPool
+from gateway.tokens import Principal, TokenVerifier
+from shared.errors import Forbidden, Unauthenticated
+
+
+def _rate_limit_key() -> str:
+    return get_remote_address()
+
+
+limiter = Limiter(
+    key_func=_rate_limit_key, default_limits=[lambda: current_app.config["RATELIMIT_DEFAULT"]]
+)
+
+
+def auth_rate_limit():
+    """Stricter limit for endpoints that take credentials (per client address)."""
+    return limiter.limit(lambda: current_app.config["RATELIMIT_AUTH"], key_func=_rate_limit_key)
+
+
+class Platform:
+    """What views use to reach the services."""
+
+    def __init__(self, settings: dict):
+        self.rpc = RpcPool(
+            settings["AMQP_URI"], timeout=settings["RPC_TIMEOUT"], size=settings["RPC_POOL_SIZE"]
+        )
+        self.health_rpc = RpcPool(settings["AMQP_URI"], timeout=settings["HEALTH_TIMEOUT"], size=4)
+        self.revoked = RevocationList(keep_for=settings["ACCESS_TOKEN_MAX_TTL"])
+        self.revocation_listener = RevocationListener(
+            settings["AMQP_URI"], self.revoked, self._current_revocations
+        )
+        self.verifier = TokenVerifier(self._jwks, self.revoked.__contains__)
+
+    def _jwks(self) -> dict:
+        with self.rpc.client() as rpc:
+            return rpc.auth.jwks()
+
+    def _current_revocations(self) -> list[dict]:
+        with self.rpc.client() as rpc:
+            return rpc.auth.revoked_sessions()
+
+
+def platform() -> Platform:
+    return current_app.extensions["fintech"]
+
+
+def principal() -> Principal:
+    """The caller, verified from the bearer token (401 when absent or bad)."""
+    if "principal" in g:
+        return g.principal
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("missing_token", "Send Authorization: Bearer <access_token>.")
+    plat = platform()
+    plat.revocation_listener.ensure_started()
+    g.principal = plat.verifier.verify(token.strip())
+    return g.principal
+
+
+def require_role(role: str) -> Principal:
+    caller = principal()
+    if role not in caller.roles:
+        raise Forbidden("forbidden", f"This needs the {role} role.")
+    return caller
+
+
+def authenticated(view):
+    """Verify the caller before anything else (a bad token is 401, not 422)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        principal()
+        return view(*args, **kwargs)
+
+    return wrapper

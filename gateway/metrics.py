@@ -1,0 +1,30 @@
+"""Request metrics for Prometheus (per endpoint, not per URL: bounded labels)."""
+
+import time
+
+from flask import Flask, g, request
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter(
+    "gateway_http_requests_total", "HTTP requests handled", ["method", "endpoint", "status"]
+)
+LATENCY = Histogram(
+    "gateway_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+        if "started" in g:
+            LATENCY.labels(request.method, endpoint).observe(time.perf_counter() - g.started)
+        return response

@@ -1,0 +1,29 @@
+"""Gateway settings: environment defaults, overridable through create_app(config)."""
+
+from shared import config
+
+
+def from_env() -> dict:
+    return {
+        "AMQP_URI": config.amqp_uri(),
+        "RPC_TIMEOUT": config.env_int("GATEWAY_RPC_TIMEOUT", 10, minimum=1),
+        "RPC_POOL_SIZE": config.env_int("GATEWAY_THREADS", 8, minimum=1) + 2,
+        "HEALTH_TIMEOUT": config.env_int("GATEWAY_HEALTH_TIMEOUT", 2, minimum=1),
+        # Services the gateway needs before it calls itself ready.
+        "READY_SERVICES": config.env_list("GATEWAY_READY_SERVICES") or ["auth", "accounts"],
+        # Longest access-token lifetime: how long a revoked session is remembered.
+        "ACCESS_TOKEN_MAX_TTL": config.env_int("AUTH_ACCESS_TOKEN_MAX_TTL", 900, minimum=60),
+        "MAX_CONTENT_LENGTH": config.env_int("GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+        "RATELIMIT_STORAGE_URI": config.env_str("RATE_LIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_DEFAULT": config.env_str("RATE_LIMIT_DEFAULT", "1200 per minute"),
+        "RATELIMIT_AUTH": config.env_str("RATE_LIMIT_AUTH", "20 per minute"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        # Hops of trusted reverse proxies in front (X-Forwarded-For); 0 locally.
+        "TRUSTED_PROXIES": config.env_int("GATEWAY_TRUSTED_PROXIES", 0),
+        "API_TITLE": "fintech-services",
+        "API_VERSION": "v1",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "JSON_SORT_KEYS": False,
+    }

@@ -1,0 +1,42 @@
+"""Wait until the gateway says it is ready, print how to reach everything, then idle.
+
+Runs as the last Procfile entry; it must not exit, or honcho stops the
+platform.
+"""
+
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+
+host = os.environ.get("GATEWAY_HOST", "127.0.0.1")
+port = os.environ.get("GATEWAY_PORT", "8000")
+gateway = f"http://{host}:{port}"
+deadline = time.monotonic() + 120
+last_error = ""
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(f"{gateway}/health/ready", timeout=2):  # noqa: S310
+            break
+    except (urllib.error.URLError, OSError) as exc:
+        last_error = str(getattr(exc, "reason", exc))
+        time.sleep(0.5)
+else:
+    print(f"platform not ready after 120 s ({last_error}); see the logs above", file=sys.stderr)
+
+print(
+    f"""
+============================================================
+ fintech-services is up
+   gateway         {gateway}   (OpenAPI: {gateway}/openapi.json)
+   RabbitMQ UI     http://127.0.0.1:15672   (guest / guest)
+   nameko shell    nameko shell --config config.yml
+                   >>> n.rpc.accounts.health()
+ Ctrl-C stops everything.
+============================================================
+""",
+    flush=True,
+)
+signal.pause()

@@ -1,0 +1,1 @@
+"""The platform's Nameko services, one package each."""

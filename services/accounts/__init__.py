@@ -1,0 +1,1 @@
+"""accounts: customer accounts and the double-entry ledger behind them."""

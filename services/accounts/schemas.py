@@ -1,0 +1,19 @@
+"""accounts' RPC argument schemas."""
+
+from marshmallow import Schema, fields, validate
+
+
+class OpenAccountArgs(Schema):
+    owner_id = fields.UUID(required=True)
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$"))
+    name = fields.String(load_default=None, allow_none=True)
+
+
+class AccountRef(Schema):
+    owner_id = fields.UUID(required=True)
+    account_id = fields.UUID(required=True)
+
+
+class HistoryArgs(AccountRef):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(load_default=None, allow_none=True)

@@ -1,0 +1,1 @@
+"""auth: identities, passwords, sessions, tokens and MFA."""

@@ -1,0 +1,438 @@
+"""auth's use cases. Each takes the unit of work and plain values.
+
+Slow or security-sensitive steps (argon2) run outside any transaction so no
+database connection is held while the CPU works. Outcomes that must be
+recorded *and* refused (a reused refresh token, a failed login) commit
+first and raise after the transaction has ended.
+"""
+
+import hmac
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyotp
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.auth import passwords
+from services.auth.domain import (
+    DEFAULT_ROLE,
+    ROLES,
+    LockoutPolicy,
+    TokenPolicy,
+    check_full_name,
+    check_password_policy,
+    new_opaque_token,
+    normalise_email,
+    token_digest,
+)
+from services.auth.keys import KeyRing
+from services.auth.models import AuthSession, MfaChallenge, RefreshToken, User, UserRole
+from shared import contracts
+from shared.database import UnitOfWork
+from shared.errors import Conflict, InvalidInput, Locked, NotFound, Unauthenticated
+from shared.outbox import record_event
+
+TOTP_ISSUER = "fintech-services"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    tokens: TokenPolicy = field(default_factory=TokenPolicy)
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _invalid_credentials() -> Unauthenticated:
+    return Unauthenticated("invalid_credentials", "Email or password is wrong.")
+
+
+def _locked(until: datetime) -> Locked:
+    return Locked("account_locked", f"Too many failed logins. Try again after {until.isoformat()}.")
+
+
+# registration ---------------------------------------------------------------
+
+
+def register(uow: UnitOfWork, email: str, password: str, full_name: str, now: datetime) -> dict:
+    email = normalise_email(email)
+    check_password_policy(password)
+    full_name = check_full_name(full_name)
+    password_hash = passwords.hash_password(password)
+    user_id = _new_id()
+    try:
+        with uow.transaction() as session:
+            if session.scalar(select(User.id).where(User.email == email)):
+                raise _email_taken()
+            session.add(
+                User(
+                    id=user_id,
+                    email=email,
+                    password_hash=password_hash,
+                    full_name=full_name,
+                    created_at=now,
+                    failed_logins=0,
+                    mfa_enabled=False,
+                )
+            )
+            session.flush()
+            session.add(UserRole(user_id=user_id, role=DEFAULT_ROLE))
+            record_event(
+                session,
+                contracts.USER_REGISTERED,
+                {"user_id": user_id, "email": email, "full_name": full_name},
+            )
+    except IntegrityError:
+        raise _email_taken() from None  # a concurrent registration won the race
+    return {"user_id": user_id, "email": email}
+
+
+def _email_taken() -> Conflict:
+    return Conflict("email_taken", "An account with this email already exists.")
+
+
+# login ----------------------------------------------------------------------
+
+
+def login(
+    uow: UnitOfWork, keys: KeyRing, settings: AuthSettings, email: str, password: str, now: datetime
+) -> dict:
+    try:
+        email = normalise_email(email)
+    except InvalidInput:
+        email = None
+    with uow.transaction() as session:
+        user = session.scalar(select(User).where(User.email == email)) if email else None
+    if user is not None and settings.lockout.is_locked(user.locked_until, now):
+        raise _locked(user.locked_until)
+    # Verify even for unknown emails: equal cost, no user enumeration by timing.
+    valid = passwords.verify_password(user.password_hash if user else None, password)
+    if user is None:
+        raise _invalid_credentials()
+    if not valid:
+        locked_until = _record_failed_login(uow, settings.lockout, user.id, now)
+        if locked_until:
+            raise _locked(locked_until)
+        raise _invalid_credentials()
+
+    with uow.transaction() as session:
+        user = session.get(User, user.id)
+        user.failed_logins = 0
+        if passwords.needs_rehash(user.password_hash):
+            user.password_hash = passwords.hash_password(password)
+        if user.mfa_enabled:
+            return _start_mfa_challenge(session, settings.tokens, user.id, now)
+        return _open_session(session, keys, settings.tokens, user.id, now, mfa=False)
+
+
+def _record_failed_login(
+    uow: UnitOfWork, policy: LockoutPolicy, user_id: str, now: datetime
+) -> datetime | None:
+    with uow.transaction() as session:
+        # One atomic increment: concurrent failures are all counted.
+        failures = session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(failed_logins=User.failed_logins + 1)
+            .returning(User.failed_logins)
+        ).scalar_one()
+        locked_until = policy.lock_after(failures, now)
+        if locked_until:
+            session.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(locked_until=locked_until, failed_logins=0)
+            )
+        record_event(
+            session,
+            contracts.LOGIN_FAILED,
+            {
+                "user_id": user_id,
+                "failures": failures,
+                "locked_until": locked_until.isoformat() if locked_until else None,
+            },
+        )
+    return locked_until
+
+
+def _start_mfa_challenge(
+    session: Session, policy: TokenPolicy, user_id: str, now: datetime
+) -> dict:
+    token = new_opaque_token()
+    session.add(
+        MfaChallenge(
+            id=_new_id(),
+            user_id=user_id,
+            token_hash=token_digest(token),
+            created_at=now,
+            expires_at=now + policy.mfa_challenge_ttl,
+            attempts=0,
+        )
+    )
+    return {"mfa_required": True, "mfa_token": token}
+
+
+def _roles(session: Session, user_id: str) -> list[str]:
+    return sorted(session.scalars(select(UserRole.role).where(UserRole.user_id == user_id)))
+
+
+def _open_session(
+    session: Session, keys: KeyRing, policy: TokenPolicy, user_id: str, now: datetime, mfa: bool
+) -> dict:
+    session_id = _new_id()
+    session.add(
+        AuthSession(
+            id=session_id, user_id=user_id, created_at=now, expires_at=now + policy.session_max_age
+        )
+    )
+    session.flush()
+    record_event(
+        session,
+        contracts.LOGIN_SUCCEEDED,
+        {"user_id": user_id, "session_id": session_id, "mfa": mfa},
+    )
+    return _issue_tokens(session, keys, policy, user_id, session_id, now)
+
+
+def _issue_tokens(
+    session: Session,
+    keys: KeyRing,
+    policy: TokenPolicy,
+    user_id: str,
+    session_id: str,
+    now: datetime,
+) -> dict:
+    refresh_token = new_opaque_token()
+    session.add(
+        RefreshToken(
+            id=_new_id(),
+            session_id=session_id,
+            token_hash=token_digest(refresh_token),
+            created_at=now,
+            expires_at=now + policy.refresh_ttl,
+        )
+    )
+    issued_at = int(now.timestamp())
+    ttl = int(policy.access_ttl.total_seconds())
+    access_token = keys.sign(
+        {
+            "iss": contracts.TOKEN_ISSUER,
+            "aud": contracts.TOKEN_AUDIENCE,
+            "sub": user_id,
+            "sid": session_id,
+            "roles": _roles(session, user_id),
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": issued_at + ttl,
+            "jti": _new_id(),
+        }
+    )
+    return {
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+    }
+
+
+# MFA ------------------------------------------------------------------------
+
+
+def _matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """The TOTP time step `code` belongs to (clock drift of one step allowed)."""
+    totp = pyotp.TOTP(secret)
+    current = int(now.timestamp()) // totp.interval
+    for step in (current, current - 1, current + 1):
+        if hmac.compare_digest(totp.at(step * totp.interval), code):
+            return step
+    return None
+
+
+def enroll_mfa(uow: UnitOfWork, user_id: str) -> dict:
+    with uow.transaction() as session:
+        user = _get_user(session, user_id)
+        if user.mfa_enabled:
+            raise Conflict("mfa_already_enabled", "MFA is already enabled for this user.")
+        secret = pyotp.random_base32()
+        user.mfa_pending_secret = secret
+        uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
+    return {"secret": secret, "otpauth_uri": uri}
+
+
+def confirm_mfa(uow: UnitOfWork, user_id: str, code: str, now: datetime) -> None:
+    with uow.transaction() as session:
+        user = _get_user(session, user_id)
+        if user.mfa_enabled:
+            raise Conflict("mfa_already_enabled", "MFA is already enabled for this user.")
+        if not user.mfa_pending_secret:
+            raise Conflict("mfa_not_enrolled", "Start with POST /v1/auth/mfa/enroll.")
+        step = _matching_step(user.mfa_pending_secret, code, now)
+        if step is None:
+            raise InvalidInput(
+                "invalid_mfa_code",
+                "The code is wrong or expired.",
+                {"code": ["The code is wrong or expired."]},
+            )
+        user.mfa_secret, user.mfa_pending_secret = user.mfa_pending_secret, None
+        user.mfa_enabled = True
+        user.mfa_last_step = step
+        record_event(session, contracts.MFA_ENABLED, {"user_id": user_id})
+
+
+def verify_mfa(
+    uow: UnitOfWork, keys: KeyRing, settings: AuthSettings, mfa_token: str, code: str, now: datetime
+) -> dict:
+    refused = Unauthenticated("invalid_mfa", "The MFA token or code is wrong or expired.")
+    with uow.transaction() as session:
+        challenge = session.scalar(
+            select(MfaChallenge)
+            .where(MfaChallenge.token_hash == token_digest(mfa_token))
+            .with_for_update()
+        )
+        if (
+            challenge is None
+            or challenge.consumed_at is not None
+            or challenge.expires_at <= now
+            or challenge.attempts >= settings.tokens.mfa_max_attempts
+        ):
+            raise refused
+        user = session.get(User, challenge.user_id)
+        if settings.lockout.is_locked(user.locked_until, now):
+            raise _locked(user.locked_until)
+        step = _matching_step(user.mfa_secret, code, now)
+        # A code already used (same or earlier step) is a replay.
+        if step is None or (user.mfa_last_step is not None and step <= user.mfa_last_step):
+            challenge.attempts += 1
+            tokens = None
+        else:
+            challenge.consumed_at = now
+            user.mfa_last_step = step
+            tokens = _open_session(session, keys, settings.tokens, user.id, now, mfa=True)
+    if tokens is None:
+        raise refused  # after commit: the failed attempt stays counted
+    return tokens
+
+
+# refresh, logout, revocation ----------------------------------------------------
+
+
+def refresh(
+    uow: UnitOfWork, keys: KeyRing, settings: AuthSettings, refresh_token: str, now: datetime
+) -> dict:
+    with uow.transaction() as session:
+        token = session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == token_digest(refresh_token))
+        )
+        if token is None:
+            raise Unauthenticated("invalid_refresh_token", "The refresh token is not valid.")
+        # Claim the token atomically: of two concurrent uses, exactly one wins.
+        claimed = session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+        ).rowcount
+        auth_session = session.get(AuthSession, token.session_id)
+        if not claimed:
+            # Reuse means the token leaked: end the whole family.
+            _revoke(session, auth_session, "refresh_token_reused", now)
+            tokens = None
+        elif (
+            auth_session.revoked_at is not None
+            or auth_session.expires_at <= now
+            or token.expires_at <= now
+        ):
+            raise Unauthenticated("invalid_refresh_token", "The refresh token is not valid.")
+        else:
+            tokens = _issue_tokens(
+                session, keys, settings.tokens, auth_session.user_id, auth_session.id, now
+            )
+    if tokens is None:
+        raise Unauthenticated(
+            "refresh_token_reused", "This refresh token was already used; the session is revoked."
+        )
+    return tokens
+
+
+def _revoke(session: Session, auth_session: AuthSession, reason: str, now: datetime) -> None:
+    if auth_session.revoked_at is not None:
+        return
+    auth_session.revoked_at = now
+    auth_session.revoked_reason = reason
+    record_event(
+        session,
+        contracts.SESSION_REVOKED,
+        {
+            "session_id": auth_session.id,
+            "user_id": auth_session.user_id,
+            "reason": reason,
+            "revoked_at": now.isoformat(),
+        },
+    )
+
+
+def logout(uow: UnitOfWork, user_id: str, session_id: str, now: datetime) -> None:
+    with uow.transaction() as session:
+        auth_session = session.get(AuthSession, session_id)
+        if auth_session is None or auth_session.user_id != user_id:
+            raise NotFound("session_not_found", "No such session.")
+        _revoke(session, auth_session, "logout", now)
+
+
+def revoked_sessions(uow: UnitOfWork, settings: AuthSettings, now: datetime) -> list[dict]:
+    """Sessions revoked recently enough that their access tokens may still live."""
+    horizon = now - settings.tokens.access_ttl
+    with uow.transaction() as session:
+        rows = session.execute(
+            select(AuthSession.id, AuthSession.revoked_at).where(AuthSession.revoked_at >= horizon)
+        ).all()
+    return [{"session_id": sid, "revoked_at": at.isoformat()} for sid, at in rows]
+
+
+# users ----------------------------------------------------------------------
+
+
+def _get_user(session: Session, user_id: str) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("user_not_found", "No such user.")
+    return user
+
+
+def me(uow: UnitOfWork, user_id: str, session_id: str, now: datetime) -> dict:
+    with uow.transaction() as session:
+        auth_session = session.get(AuthSession, session_id)
+        if (
+            auth_session is None
+            or auth_session.user_id != user_id
+            or auth_session.revoked_at is not None
+            or auth_session.expires_at <= now
+        ):
+            raise Unauthenticated("session_revoked", "This session has ended.")
+        user = _get_user(session, user_id)
+        return {
+            "user_id": user.id,
+            "email": user.email,
+            "full_name": user.full_name,
+            "mfa_enabled": user.mfa_enabled,
+            "roles": _roles(session, user.id),
+        }
+
+
+def grant_role(uow: UnitOfWork, user_id: str, role: str) -> list[str]:
+    if role not in ROLES:
+        raise InvalidInput(
+            "unknown_role",
+            f"Role must be one of {sorted(ROLES)}.",
+            {"role": [f"Must be one of {sorted(ROLES)}."]},
+        )
+    with uow.transaction() as session:
+        _get_user(session, user_id)
+        if session.get(UserRole, (user_id, role)) is None:
+            session.add(UserRole(user_id=user_id, role=role))
+        session.flush()
+        return _roles(session, user_id)

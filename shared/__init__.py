@@ -1,0 +1,1 @@
+"""Cross-cutting pieces every service and the gateway stand on."""

@@ -1,0 +1,149 @@
+"""A database per service: engine built in setup(), a unit of work per use.
+
+SQLite (embedded default) and PostgreSQL (tests, production) behave the
+same to the code above. Neither may block the eventlet hub for long:
+
+- psycopg2 is made cooperative with eventlet's wait callback, so a slow
+  query parks only its own worker;
+- SQLite is given one connection per process, handed out by a pool whose
+  waits are green under monkey patching, so workers queue for the file
+  instead of spinning in SQLite's busy handler inside C.
+
+Work happens in `with db.transaction() as session:` blocks that commit when
+the block ends and roll back when it raises. The commit happens inside the
+entrypoint, before an RPC reply is sent, so a failed commit is reported to
+the caller instead of being lost after a success reply.
+"""
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from nameko.extensions import DependencyProvider
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared import config
+
+log = logging.getLogger(__name__)
+
+# Guard rails for PostgreSQL sessions: nothing waits forever on a lock, and
+# a transaction left open by a bug is cut instead of pinning vacuum.
+_PG_OPTIONS = (
+    "-c statement_timeout=15000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=60000"
+)
+
+
+def make_engine(url: str, *, application_name: str = "fintech", pool_size: int = 10) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername != "postgresql+psycopg2":
+            # SQLAlchemy 2.1 defaults to psycopg 3, which blocks the eventlet
+            # hub; psycopg2 with eventlet's wait callback does not.
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+        _make_psycopg2_green()
+        return create_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=5,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args={"application_name": application_name, "options": _PG_OPTIONS},
+        )
+    raise config.ConfigError(f"unsupported database {parsed.get_backend_name()!r} in {url!r}")
+
+
+def _sqlite_engine(url) -> Engine:
+    if url.database and url.database != ":memory:":
+        from pathlib import Path
+
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=60,
+        connect_args={"check_same_thread": False, "timeout": 5},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def _make_psycopg2_green() -> None:
+    """Install eventlet's psycopg2 wait callback when the hub is in use."""
+    import eventlet.patcher
+    import psycopg2.extensions
+
+    if not eventlet.patcher.is_monkey_patched("socket"):
+        return  # plain threads (gateway, CLI): blocking I/O is fine there
+    if psycopg2.extensions.get_wait_callback() is None:
+        from eventlet.support import psycopg2_patcher
+
+        psycopg2_patcher.make_psycopg_green()
+
+
+class UnitOfWork:
+    """What a worker sees: transactions on its service's database."""
+
+    def __init__(self, session_factory: Callable[[], Session], after_commit: Callable[[], None]):
+        self._session_factory = session_factory
+        self._after_commit = after_commit
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        session = self._session_factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        self._after_commit()
+
+
+class Database(DependencyProvider):
+    """The owning service's database (see config.database_url)."""
+
+    def __init__(self):
+        self.engine: Engine | None = None
+        self._sessionmaker = None
+        self._commit_listeners: list[Callable[[], None]] = []
+
+    def setup(self):
+        service = self.container.service_name
+        url = config.database_url(service)
+        workers = int(self.container.config.get("max_workers", 10))
+        self.engine = make_engine(url, application_name=service, pool_size=workers)
+        self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        log.info("database ready", extra={"database": self.engine.url.render_as_string()})
+
+    def stop(self):
+        if self.engine is not None:
+            self.engine.dispose()
+
+    def kill(self):
+        self.stop()
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> None:
+        """Called after every successful commit (the outbox relay wakes on it)."""
+        self._commit_listeners.append(listener)
+
+    def _notify_commit(self) -> None:
+        for listener in self._commit_listeners:
+            listener()
+
+    def get_dependency(self, worker_ctx):
+        return UnitOfWork(self._sessionmaker, self._notify_commit)
