@@ -1,0 +1,137 @@
+"""Test harness: real RabbitMQ and real PostgreSQL, isolated per run.
+
+Each run gets its own RabbitMQ vhosts and PostgreSQL databases, named
+after a unique run id, created here and dropped at the end, so concurrent
+runs on one machine cannot see each other's messages or rows.
+
+    TEST_AMQP_URI             broker (default amqp://guest:guest@127.0.0.1:5672/)
+    RABBITMQ_MANAGEMENT_URL   its HTTP API (default http://guest:guest@127.0.0.1:15672)
+    TEST_DATABASE_URL         a PostgreSQL role that may CREATE DATABASE
+"""
+
+# nameko runs on eventlet; patch before anything imports socket or threading.
+import eventlet
+
+eventlet.monkey_patch()
+
+import os  # noqa: E402
+import time  # noqa: E402
+from contextlib import closing  # noqa: E402
+import urllib.parse  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import psycopg2  # noqa: E402
+import pytest  # noqa: E402
+import requests  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+SERVICES = ("auth", "accounts")
+RUN_ID = f"{time.strftime('%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
+
+
+def _amqp_base() -> str:
+    return os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _management() -> tuple[str, tuple[str, str]]:
+    url = urllib.parse.urlsplit(
+        os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"))
+    base = f"{url.scheme}://{url.hostname}:{url.port or 15672}"
+    return base, (url.username or "guest", url.password or "guest")
+
+
+def _admin_db_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class Environment:
+    """One isolated world: a vhost and a database per service."""
+
+    label: str
+    vhost: str
+    amqp_uri: str
+    database_urls: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        values = {"AMQP_URI": self.amqp_uri}
+        for service, url in self.database_urls.items():
+            values[f"{service.upper()}_DATABASE_URL"] = url
+        return values
+
+
+def _create_vhost(vhost: str) -> None:
+    base, auth = _management()
+    quoted = urllib.parse.quote(vhost, safe="")
+    try:
+        requests.put(f"{base}/api/vhosts/{quoted}", auth=auth, timeout=10).raise_for_status()
+    except requests.RequestException as exc:
+        pytest.exit(f"cannot create a RabbitMQ vhost through the management API at {base} "
+                    f"({exc}); run `make test`, which enables rabbitmq_management", returncode=3)
+    requests.put(f"{base}/api/permissions/{quoted}/{auth[0]}", auth=auth, timeout=10,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+
+
+def _delete_vhost(vhost: str) -> None:
+    base, auth = _management()
+    response = requests.delete(f"{base}/api/vhosts/{urllib.parse.quote(vhost, safe='')}",
+                               auth=auth, timeout=30)
+    if response.status_code not in (204, 404):
+        print(f"warning: vhost {vhost} not deleted: HTTP {response.status_code} {response.text}")
+
+
+def _admin_connection():
+    conn = psycopg2.connect(_admin_db_url(), connect_timeout=5)
+    conn.autocommit = True
+    return conn
+
+
+def make_environment(label: str) -> Environment:
+    vhost = f"ft_{RUN_ID}_{label}"
+    _create_vhost(vhost)
+    base = urllib.parse.urlsplit(_amqp_base())
+    amqp_uri = urllib.parse.urlunsplit(
+        (base.scheme, base.netloc, "/" + urllib.parse.quote(vhost, safe=""), "", ""))
+    environment = Environment(label, vhost, amqp_uri)
+    admin = make_url(_admin_db_url())
+    with closing(_admin_connection()) as conn, conn.cursor() as cur:
+        for service in SERVICES:
+            name = f"ft_{RUN_ID}_{label}_{service}"
+            cur.execute(f'CREATE DATABASE "{name}"')
+            environment.database_urls[service] = admin.set(database=name).render_as_string(
+                hide_password=False)
+    from shared.migrate import upgrade
+
+    for service, url in environment.database_urls.items():
+        upgrade(service, url)
+    return environment
+
+
+def destroy_environment(environment: Environment) -> None:
+    _delete_vhost(environment.vhost)
+    with closing(_admin_connection()) as conn, conn.cursor() as cur:
+        for url in environment.database_urls.values():
+            cur.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def environment_factory():
+    made: list[Environment] = []
+
+    def make(label: str) -> Environment:
+        environment = make_environment(label)
+        made.append(environment)
+        return environment
+
+    yield make
+    for environment in made:
+        destroy_environment(environment)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Where generated development keys live for this run."""
+    path = tmp_path_factory.mktemp("data")
+    os.environ["DATA_DIR"] = str(path)
+    return path
