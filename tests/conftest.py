@@ -16,9 +16,9 @@ eventlet.monkey_patch()
 
 import os  # noqa: E402
 import time  # noqa: E402
-from contextlib import closing  # noqa: E402
 import urllib.parse  # noqa: E402
 import uuid  # noqa: E402
+from contextlib import closing  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import psycopg2  # noqa: E402
@@ -36,7 +36,8 @@ def _amqp_base() -> str:
 
 def _management() -> tuple[str, tuple[str, str]]:
     url = urllib.parse.urlsplit(
-        os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"))
+        os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+    )
     base = f"{url.scheme}://{url.hostname}:{url.port or 15672}"
     return base, (url.username or "guest", url.password or "guest")
 
@@ -67,16 +68,24 @@ def _create_vhost(vhost: str) -> None:
     try:
         requests.put(f"{base}/api/vhosts/{quoted}", auth=auth, timeout=10).raise_for_status()
     except requests.RequestException as exc:
-        pytest.exit(f"cannot create a RabbitMQ vhost through the management API at {base} "
-                    f"({exc}); run `make test`, which enables rabbitmq_management", returncode=3)
-    requests.put(f"{base}/api/permissions/{quoted}/{auth[0]}", auth=auth, timeout=10,
-                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        pytest.exit(
+            f"cannot create a RabbitMQ vhost through the management API at {base} "
+            f"({exc}); run `make test`, which enables rabbitmq_management",
+            returncode=3,
+        )
+    requests.put(
+        f"{base}/api/permissions/{quoted}/{auth[0]}",
+        auth=auth,
+        timeout=10,
+        json={"configure": ".*", "write": ".*", "read": ".*"},
+    ).raise_for_status()
 
 
 def _delete_vhost(vhost: str) -> None:
     base, auth = _management()
-    response = requests.delete(f"{base}/api/vhosts/{urllib.parse.quote(vhost, safe='')}",
-                               auth=auth, timeout=30)
+    response = requests.delete(
+        f"{base}/api/vhosts/{urllib.parse.quote(vhost, safe='')}", auth=auth, timeout=30
+    )
     if response.status_code not in (204, 404):
         print(f"warning: vhost {vhost} not deleted: HTTP {response.status_code} {response.text}")
 
@@ -92,7 +101,8 @@ def make_environment(label: str) -> Environment:
     _create_vhost(vhost)
     base = urllib.parse.urlsplit(_amqp_base())
     amqp_uri = urllib.parse.urlunsplit(
-        (base.scheme, base.netloc, "/" + urllib.parse.quote(vhost, safe=""), "", ""))
+        (base.scheme, base.netloc, "/" + urllib.parse.quote(vhost, safe=""), "", "")
+    )
     environment = Environment(label, vhost, amqp_uri)
     admin = make_url(_admin_db_url())
     with closing(_admin_connection()) as conn, conn.cursor() as cur:
@@ -100,7 +110,8 @@ def make_environment(label: str) -> Environment:
             name = f"ft_{RUN_ID}_{label}_{service}"
             cur.execute(f'CREATE DATABASE "{name}"')
             environment.database_urls[service] = admin.set(database=name).render_as_string(
-                hide_password=False)
+                hide_password=False
+            )
     from shared.migrate import upgrade
 
     for service, url in environment.database_urls.items():

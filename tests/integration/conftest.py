@@ -18,8 +18,12 @@ def integration_env(environment_factory, data_dir):
 
 @pytest.fixture
 def config(integration_env):
-    return {"AMQP_URI": integration_env.amqp_uri, "max_workers": 10,
-            "parent_calls_tracked": 10, "serializer": "json"}
+    return {
+        "AMQP_URI": integration_env.amqp_uri,
+        "max_workers": 10,
+        "parent_calls_tracked": 10,
+        "serializer": "json",
+    }
 
 
 @pytest.fixture
@@ -55,8 +59,13 @@ def event_tap(config):
         channel = conn.channel()
         exchange = Exchange(f"{service}.events", type="topic", durable=True)
         exchange(channel).declare()
-        queue = Queue(f"test-tap-{uuid.uuid4()}", exchange, routing_key=routing_key,
-                      exclusive=True, auto_delete=True)(channel)
+        queue = Queue(
+            f"test-tap-{uuid.uuid4()}",
+            exchange,
+            routing_key=routing_key,
+            exclusive=True,
+            auto_delete=True,
+        )(channel)
         queue.declare()
 
         def next_event(timeout=5.0, of_type=None):

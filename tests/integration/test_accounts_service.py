@@ -28,8 +28,11 @@ def test_opening_an_account_starts_it_empty_and_announces_it(accounts, rpc, sql,
     account = rpc.accounts.open_account(alice, "EUR", "Main")
     assert account["currency"] == "EUR" and account["status"] == "active"
     assert account["balance"] == 0 and account["available_balance"] == 0
-    assert sql("accounts", "SELECT balance, held FROM balances WHERE account_id = :id",
-               id=account["account_id"]) == [(0, 0)]
+    assert sql(
+        "accounts",
+        "SELECT balance, held FROM balances WHERE account_id = :id",
+        id=account["account_id"],
+    ) == [(0, 0)]
     event = opened(of_type=contracts.ACCOUNT_OPENED)
     assert event.payload["payload"]["account_id"] == account["account_id"]
     assert event.payload["payload"]["owner_id"] == alice
@@ -41,7 +44,9 @@ def test_accounts_are_listed_and_read_only_by_their_owner(accounts, rpc):
     jpy = rpc.accounts.open_account(alice, "JPY", "Yen")
     assert eur["name"] == "EUR account"
     assert [a["account_id"] for a in rpc.accounts.list_accounts(alice)] == [
-        eur["account_id"], jpy["account_id"]]
+        eur["account_id"],
+        jpy["account_id"],
+    ]
     assert rpc.accounts.list_accounts(bob) == []
     assert rpc.accounts.get_account(alice, jpy["account_id"])["currency"] == "JPY"
     with pytest.raises(NotFound):
@@ -64,11 +69,24 @@ def test_unsupported_currency_and_malformed_ids_change_nothing(accounts, rpc, sq
 def _post(sql, account_id, amount, balance_after, transfer_id=None):
     entry_id = str(uuid.uuid4())
     now = datetime.now(UTC)
-    sql("accounts", "INSERT INTO journal_entries (id, transfer_id, description, created_at) "
-        "VALUES (:id, :t, 'test entry', :now)", id=entry_id, t=transfer_id, now=now)
-    sql("accounts", "INSERT INTO postings (entry_id, account_id, amount, currency, "
+    sql(
+        "accounts",
+        "INSERT INTO journal_entries (id, transfer_id, description, created_at) "
+        "VALUES (:id, :t, 'test entry', :now)",
+        id=entry_id,
+        t=transfer_id,
+        now=now,
+    )
+    sql(
+        "accounts",
+        "INSERT INTO postings (entry_id, account_id, amount, currency, "
         "balance_after, created_at) VALUES (:e, :a, :amt, 'EUR', :after, :now)",
-        e=entry_id, a=account_id, amt=amount, after=balance_after, now=now)
+        e=entry_id,
+        a=account_id,
+        amt=amount,
+        after=balance_after,
+        now=now,
+    )
     return entry_id
 
 
@@ -89,15 +107,26 @@ def test_history_pages_newest_first_with_a_cursor(accounts, rpc, sql):
 
 def test_the_database_refuses_an_overdraft_even_from_a_buggy_writer(accounts, rpc, sql):
     account = rpc.accounts.open_account(owner(), "EUR")
-    sql("accounts", "UPDATE balances SET balance = 500 WHERE account_id = :id",
-        id=account["account_id"])
+    sql(
+        "accounts",
+        "UPDATE balances SET balance = 500 WHERE account_id = :id",
+        id=account["account_id"],
+    )
     with pytest.raises(IntegrityError, match="no_overdraft"):
-        sql("accounts", "UPDATE balances SET held = 501 WHERE account_id = :id",
-            id=account["account_id"])
+        sql(
+            "accounts",
+            "UPDATE balances SET held = 501 WHERE account_id = :id",
+            id=account["account_id"],
+        )
     with pytest.raises(IntegrityError, match="no_overdraft"):
-        sql("accounts", "UPDATE balances SET balance = -1 WHERE account_id = :id",
-            id=account["account_id"])
+        sql(
+            "accounts",
+            "UPDATE balances SET balance = -1 WHERE account_id = :id",
+            id=account["account_id"],
+        )
     with pytest.raises(IntegrityError, match="amount_not_zero"):
         _post(sql, account["account_id"], 0, 500)
-    assert rpc.accounts.get_account(account["owner_id"], account["account_id"])[
-        "available_balance"] == 500
+    assert (
+        rpc.accounts.get_account(account["owner_id"], account["account_id"])["available_balance"]
+        == 500
+    )

@@ -36,8 +36,9 @@ def registered(rpc, email=None):
 def test_register_normalises_email_and_stores_an_argon2_hash(auth, rpc, sql):
     user, email = registered(rpc)
     assert user["email"] == email.lower()
-    [(stored_hash,)] = sql("auth", "SELECT password_hash FROM users WHERE id = :id",
-                           id=user["user_id"])
+    [(stored_hash,)] = sql(
+        "auth", "SELECT password_hash FROM users WHERE id = :id", id=user["user_id"]
+    )
     assert stored_hash.startswith("$argon2id$")
     assert PASSWORD not in stored_hash
 
@@ -81,8 +82,13 @@ def test_login_issues_an_access_token_verifiable_with_the_published_jwks(auth, r
     header = jwt.get_unverified_header(tokens["access_token"])
     keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(rpc.auth.jwks()).keys}
     assert header["alg"] == "RS256" and header["kid"] in keys
-    claims = jwt.decode(tokens["access_token"], keys[header["kid"]].key, algorithms=["RS256"],
-                        audience=contracts.TOKEN_AUDIENCE, issuer=contracts.TOKEN_ISSUER)
+    claims = jwt.decode(
+        tokens["access_token"],
+        keys[header["kid"]].key,
+        algorithms=["RS256"],
+        audience=contracts.TOKEN_AUDIENCE,
+        issuer=contracts.TOKEN_ISSUER,
+    )
     assert claims["sub"] == user["user_id"]
     assert claims["roles"] == ["customer"]
     assert claims["exp"] - claims["iat"] == tokens["expires_in"]
@@ -97,7 +103,8 @@ def test_unknown_email_and_wrong_password_look_the_same(auth, rpc):
 
 
 def test_fifth_consecutive_failure_locks_the_account_even_for_the_right_password(
-        auth, rpc, sql, event_tap):
+    auth, rpc, sql, event_tap
+):
     next_event = event_tap("auth", contracts.LOGIN_FAILED)
     user, email = registered(rpc)
     for _ in range(4):
@@ -108,8 +115,9 @@ def test_fifth_consecutive_failure_locks_the_account_even_for_the_right_password
     with pytest.raises(Locked) as caught:
         rpc.auth.login(email, PASSWORD)
     assert caught.value.code == "account_locked"
-    [(locked_until,)] = sql("auth", "SELECT locked_until FROM users WHERE id = :id",
-                            id=user["user_id"])
+    [(locked_until,)] = sql(
+        "auth", "SELECT locked_until FROM users WHERE id = :id", id=user["user_id"]
+    )
     assert locked_until is not None
     failures = [next_event(of_type=contracts.LOGIN_FAILED) for _ in range(5)]
     assert [m.payload["payload"]["failures"] for m in failures] == [1, 2, 3, 4, 5]
@@ -151,8 +159,11 @@ def test_refresh_rotates_and_a_reused_token_revokes_the_whole_family(auth, rpc, 
         rpc.auth.me(user["user_id"], sid)
     message = revoked(of_type=contracts.SESSION_REVOKED)
     assert message.payload["payload"] == {
-        "session_id": sid, "user_id": user["user_id"], "reason": "refresh_token_reused",
-        "revoked_at": message.payload["payload"]["revoked_at"]}
+        "session_id": sid,
+        "user_id": user["user_id"],
+        "reason": "refresh_token_reused",
+        "revoked_at": message.payload["payload"]["revoked_at"],
+    }
     assert sid in {s["session_id"] for s in rpc.auth.revoked_sessions()}
 
 
@@ -201,14 +212,21 @@ def test_mfa_enrol_confirm_then_login_needs_a_fresh_code(auth, rpc, sql):
     enrolment = rpc.auth.enroll_mfa(user["user_id"])
     assert enrolment["otpauth_uri"].startswith("otpauth://totp/")
     with pytest.raises(InvalidInput):
-        rpc.auth.confirm_mfa(user["user_id"], "000000" if _code(enrolment["secret"]) != "000000"
-                             else "111111")
+        rpc.auth.confirm_mfa(
+            user["user_id"], "000000" if _code(enrolment["secret"]) != "000000" else "111111"
+        )
     rpc.auth.confirm_mfa(user["user_id"], _code(enrolment["secret"]))
-    assert rpc.auth.me(
-        user["user_id"],
-        _session_of(rpc.auth.verify_mfa(rpc.auth.login(email, PASSWORD)["mfa_token"],
-                                        _code(enrolment["secret"], 1))["access_token"])["sid"],
-    )["mfa_enabled"] is True
+    assert (
+        rpc.auth.me(
+            user["user_id"],
+            _session_of(
+                rpc.auth.verify_mfa(
+                    rpc.auth.login(email, PASSWORD)["mfa_token"], _code(enrolment["secret"], 1)
+                )["access_token"]
+            )["sid"],
+        )["mfa_enabled"]
+        is True
+    )
     [(secret,)] = sql("auth", "SELECT mfa_secret FROM users WHERE id = :id", id=user["user_id"])
     assert secret == enrolment["secret"]
 

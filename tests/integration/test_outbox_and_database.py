@@ -19,46 +19,67 @@ from shared.service import ServiceBase
 
 
 def test_an_event_is_published_once_with_its_envelope_after_commit(
-        container_factory, config, rpc, event_tap, sql):
+    container_factory, config, rpc, event_tap, sql
+):
     next_event = event_tap("auth", contracts.USER_REGISTERED)
     container_factory(AuthService, config).start()
     email = f"outbox-{uuid.uuid4().hex[:8]}@example.com"
     user = rpc.auth.register(email, "correct horse battery", "Outbox")
     message = next_event(of_type=contracts.USER_REGISTERED)
     envelope = message.payload
-    assert set(envelope) == {"event_id", "type", "schema_version", "occurred_at",
-                             "correlation_id", "causation_id", "payload"}
-    assert envelope["payload"] == {"user_id": user["user_id"], "email": email,
-                                   "full_name": "Outbox"}
+    assert set(envelope) == {
+        "event_id",
+        "type",
+        "schema_version",
+        "occurred_at",
+        "correlation_id",
+        "causation_id",
+        "payload",
+    }
+    assert envelope["payload"] == {
+        "user_id": user["user_id"],
+        "email": email,
+        "full_name": "Outbox",
+    }
     assert envelope["correlation_id"] == "it-test"
     # A failed (rolled back) registration publishes nothing.
     with pytest.raises(Conflict):
         rpc.auth.register(email, "correct horse battery", "Outbox")
     assert next_event(timeout=1.0, of_type=contracts.USER_REGISTERED) is None
-    [(published_at,)] = sql("auth", "SELECT published_at FROM outbox WHERE event_id = :id",
-                            id=envelope["event_id"])
+    [(published_at,)] = sql(
+        "auth", "SELECT published_at FROM outbox WHERE event_id = :id", id=envelope["event_id"]
+    )
     assert published_at is not None
 
 
 def test_events_left_pending_by_a_crash_are_published_when_the_service_starts(
-        container_factory, config, integration_env, event_tap, sql):
+    container_factory, config, integration_env, event_tap, sql
+):
     """Commit happened, the process died before publishing: nothing is lost."""
     next_event = event_tap("auth", contracts.SESSION_REVOKED)
     engine = make_engine(integration_env.database_urls["auth"], pool_size=1)
     from sqlalchemy.orm import Session
 
     with Session(engine) as session, session.begin():
-        staged = record_event(session, contracts.SESSION_REVOKED,
-                              {"session_id": "crash-test", "user_id": "u", "reason": "test",
-                               "revoked_at": "2026-01-01T00:00:00+00:00"})
+        staged = record_event(
+            session,
+            contracts.SESSION_REVOKED,
+            {
+                "session_id": "crash-test",
+                "user_id": "u",
+                "reason": "test",
+                "revoked_at": "2026-01-01T00:00:00+00:00",
+            },
+        )
     engine.dispose()
     assert next_event(timeout=1.0) is None  # no relay running: still pending
 
     container_factory(AuthService, config).start()
     message = next_event(timeout=10.0, of_type=contracts.SESSION_REVOKED)
     assert message is not None and message.payload["event_id"] == staged["event_id"]
-    [(published_at,)] = sql("auth", "SELECT published_at FROM outbox WHERE event_id = :id",
-                            id=staged["event_id"])
+    [(published_at,)] = sql(
+        "auth", "SELECT published_at FROM outbox WHERE event_id = :id", id=staged["event_id"]
+    )
     assert published_at is not None
 
 
@@ -118,13 +139,16 @@ def test_a_transaction_commits_on_success_and_rolls_back_on_error(dbprobe, rpc, 
     assert rpc.dbprobe.health() == {"service": "dbprobe", "status": "ok"}
 
 
-def test_outbox_rows_are_json_and_carry_the_correlation_header(container_factory, config,
-                                                                rpc, sql):
+def test_outbox_rows_are_json_and_carry_the_correlation_header(container_factory, config, rpc, sql):
     container_factory(AuthService, config).start()
-    user = rpc.auth.register(f"hdr-{uuid.uuid4().hex[:8]}@example.com",
-                             "correct horse battery", "Header")
-    rows = sql("auth", "SELECT body, headers FROM outbox WHERE event_type = :t "
-               "ORDER BY id DESC LIMIT 1", t=contracts.USER_REGISTERED)
+    user = rpc.auth.register(
+        f"hdr-{uuid.uuid4().hex[:8]}@example.com", "correct horse battery", "Header"
+    )
+    rows = sql(
+        "auth",
+        "SELECT body, headers FROM outbox WHERE event_type = :t ORDER BY id DESC LIMIT 1",
+        t=contracts.USER_REGISTERED,
+    )
     body, headers = (json.loads(value) for value in rows[0])
     assert body["payload"]["user_id"] == user["user_id"]
     assert headers == {"nameko.correlation_id": "it-test"}

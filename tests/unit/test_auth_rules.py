@@ -17,11 +17,21 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def test_emails_are_trimmed_and_case_folded():
     assert normalise_email("  Alice.Smith@Example.COM ") == "alice.smith@example.com"
     # NFKC: a full-width @ is the same address as an ASCII one
-    assert normalise_email("bob＠example.com") == "bob@example.com"
+    assert normalise_email("bob\uff20example.com") == "bob@example.com"
 
 
-@pytest.mark.parametrize("email", ["", "plain", "a@b", "a@@b.com", "a b@c.com",
-                                   "x" * 65 + "@example.com", "a@" + "b" * 250 + ".com"])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "",
+        "plain",
+        "a@b",
+        "a@@b.com",
+        "a b@c.com",
+        "x" * 65 + "@example.com",
+        "a@" + "b" * 250 + ".com",
+    ],
+)
 def test_malformed_emails_are_refused(email):
     with pytest.raises(InvalidInput) as caught:
         normalise_email(email)

@@ -20,7 +20,7 @@ def test_service_specific_url_wins_over_the_shared_template(monkeypatch):
 def test_a_shared_url_without_placeholder_is_refused(monkeypatch):
     monkeypatch.delenv("AUTH_DATABASE_URL", raising=False)
     monkeypatch.setenv("DATABASE_URL", "postgresql://db/fintech")
-    with pytest.raises(config.ConfigError, match="{service}"):
+    with pytest.raises(config.ConfigError, match=r"\{service\}"):
         config.database_url("auth")
 
 

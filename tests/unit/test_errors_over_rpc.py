@@ -24,7 +24,10 @@ def test_each_category_crosses_rpc_with_code_detail_and_errors(category):
     received = deserialize(json.loads(json.dumps(serialize(sent))))
     assert type(received) is category
     assert (received.code, received.detail, received.errors) == (
-        "some_code", "Some detail.", {"field": ["Bad."]})
+        "some_code",
+        "Some detail.",
+        {"field": ["Bad."]},
+    )
 
 
 def test_no_field_errors_stay_none_after_the_round_trip():

@@ -13,16 +13,20 @@ from shared.errors import InvalidInput
 
 def test_a_transfer_entry_balances():
     check_balanced([Posting("a", -500, "EUR"), Posting("b", 500, "EUR")])
-    check_balanced([Posting("a", -500, "EUR"), Posting("b", 300, "EUR"),
-                    Posting("fees", 200, "EUR")])
+    check_balanced(
+        [Posting("a", -500, "EUR"), Posting("b", 300, "EUR"), Posting("fees", 200, "EUR")]
+    )
 
 
-@pytest.mark.parametrize("postings", [
-    [Posting("a", -500, "EUR")],
-    [Posting("a", -500, "EUR"), Posting("b", 499, "EUR")],
-    [Posting("a", -500, "EUR"), Posting("b", 500, "USD")],
-    [Posting("a", 0, "EUR"), Posting("b", 0, "EUR")],
-])
+@pytest.mark.parametrize(
+    "postings",
+    [
+        [Posting("a", -500, "EUR")],
+        [Posting("a", -500, "EUR"), Posting("b", 499, "EUR")],
+        [Posting("a", -500, "EUR"), Posting("b", 500, "USD")],
+        [Posting("a", 0, "EUR"), Posting("b", 0, "EUR")],
+    ],
+)
 def test_unbalanced_or_degenerate_entries_are_refused(postings):
     with pytest.raises(UnbalancedEntry):
         check_balanced(postings)

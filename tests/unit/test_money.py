@@ -6,9 +6,15 @@ from shared.money import Money, format_minor, minor_digits
 
 @pytest.mark.parametrize(
     ("amount", "currency", "minor"),
-    [("12.34", "EUR", 1234), ("12.3", "EUR", 1230), ("12", "USD", 1200), ("1234", "JPY", 1234),
-     ("0.001", "KWD", 1), ("0.01", "GBP", 1), ("999999999999999999.99", "EUR",
-                                               99999999999999999999)],
+    [
+        ("12.34", "EUR", 1234),
+        ("12.3", "EUR", 1230),
+        ("12", "USD", 1200),
+        ("1234", "JPY", 1234),
+        ("0.001", "KWD", 1),
+        ("0.01", "GBP", 1),
+        ("999999999999999999.99", "EUR", 99999999999999999999),
+    ],
 )
 def test_parses_decimal_strings_into_minor_units(amount, currency, minor):
     assert Money.parse(amount, currency) == Money(minor, currency)

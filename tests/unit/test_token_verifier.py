@@ -33,9 +33,17 @@ def verifier(keyring, revoked):
 
 def claims(**overrides):
     now = int(time.time())
-    values = {"iss": contracts.TOKEN_ISSUER, "aud": contracts.TOKEN_AUDIENCE,
-              "sub": "user-1", "sid": "session-1", "roles": ["customer"],
-              "iat": now, "nbf": now, "exp": now + 300, "jti": "j"}
+    values = {
+        "iss": contracts.TOKEN_ISSUER,
+        "aud": contracts.TOKEN_AUDIENCE,
+        "sub": "user-1",
+        "sid": "session-1",
+        "roles": ["customer"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": "j",
+    }
     values.update(overrides)
     return values
 
@@ -53,7 +61,10 @@ def refused(verifier, token, code="invalid_token"):
 def test_a_genuine_token_yields_the_principal(verifier, keyring):
     principal = verifier.verify(keyring.sign(claims()))
     assert (principal.user_id, principal.session_id, principal.roles) == (
-        "user-1", "session-1", ("customer",))
+        "user-1",
+        "session-1",
+        ("customer",),
+    )
 
 
 def test_alg_none_is_refused(verifier, keyring):
@@ -70,7 +81,8 @@ def test_tampered_claims_break_the_signature(verifier, keyring):
 
 def test_hs256_signed_with_the_public_key_is_refused(verifier, keyring):
     public_pem = keyring.active.private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     header = {"alg": "HS256", "kid": keyring.active.kid, "typ": "JWT"}
     signing_input = f"{b64(header)}.{b64(claims(roles=['admin']))}".encode()
     import hashlib
@@ -119,8 +131,9 @@ def test_unknown_key_ids_refetch_the_jwks_at_most_once_per_interval(keyring):
 
     verifier = TokenVerifier(fetch, lambda sid: False)
     verifier.verify(keyring.sign(claims()))
-    unknown_kid = jwt.encode(claims(), keyring.active.private_key, algorithm="RS256",
-                             headers={"kid": "not-a-known-kid"})
+    unknown_kid = jwt.encode(
+        claims(), keyring.active.private_key, algorithm="RS256", headers={"kid": "not-a-known-kid"}
+    )
     for _ in range(5):
         refused(verifier, unknown_kid)
     assert len(fetches) == 1
