@@ -100,8 +100,11 @@ class RevocationListener:
                             conn.drain_events(timeout=1)
                         except TimeoutError:
                             conn.heartbeat_check()
-            except Exception:  # reconnect forever: revocations must keep flowing
+            except Exception as exc:  # noqa: BLE001 (reconnect forever: revocations must flow)
                 self.connected.clear()
-                log.warning("revocation listener disconnected; retrying", exc_info=True)
+                log.warning(
+                    "revocation listener disconnected; retrying",
+                    extra={"error": repr(exc), "retry_in": backoff},
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)

@@ -1,5 +1,6 @@
-"""What every service has: a correlation context and a health check."""
+"""What every service has: a correlation context, call traces, a health check."""
 
+from nameko_tracer import Tracer
 from sqlalchemy import text
 
 from shared.context import CorrelationContext
@@ -8,6 +9,8 @@ from shared.rpc import rpc
 
 class ServiceBase:
     correlation_id = CorrelationContext()
+    # One log line per entrypoint call (see shared.logs.TraceSummaryFilter).
+    tracer = Tracer()
 
     @rpc
     def health(self) -> dict:

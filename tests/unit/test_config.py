@@ -11,6 +11,7 @@ def test_each_service_gets_its_own_sqlite_file_by_default(monkeypatch, tmp_path)
 
 
 def test_service_specific_url_wins_over_the_shared_template(monkeypatch):
+    monkeypatch.delenv("AUTH_DATABASE_URL", raising=False)
     monkeypatch.setenv("DATABASE_URL", "postgresql://db/fintech_{service}")
     monkeypatch.setenv("ACCOUNTS_DATABASE_URL", "postgresql://other/accounts")
     assert config.database_url("auth") == "postgresql://db/fintech_auth"

@@ -1,0 +1,62 @@
+"""The gateway app on its own: limits, errors and a dead broker (no services needed)."""
+
+import pytest
+
+from gateway.app import create_app
+
+DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1/"
+
+
+@pytest.fixture
+def client():
+    app = create_app(
+        {
+            "AMQP_URI": DEAD_BROKER,
+            "RPC_TIMEOUT": 1,
+            "HEALTH_TIMEOUT": 1,
+            "RATELIMIT_AUTH": "3 per minute",
+            "RATELIMIT_STORAGE_URI": "memory://",
+        }
+    )
+    return app.test_client()
+
+
+def test_credential_endpoints_are_rate_limited_with_retry_after(client):
+    statuses = [client.post("/v1/auth/login", json={}).status_code for _ in range(4)]
+    assert statuses == [422, 422, 422, 429]
+    limited = client.post("/v1/auth/login", json={})
+    assert limited.status_code == 429
+    assert limited.mimetype == "application/problem+json"
+    assert limited.get_json()["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) > 0
+
+
+def test_retry_after_is_only_sent_when_asking_to_come_back(client):
+    response = client.post("/v1/auth/login", json={})
+    assert response.status_code == 422
+    assert "Retry-After" not in response.headers
+
+
+def test_an_unreachable_broker_is_503_problem_json_not_500(client):
+    response = client.post(
+        "/v1/auth/register",
+        json={"email": "a@example.com", "password": "long enough pass", "full_name": "A"},
+    )
+    assert response.status_code == 503
+    assert response.get_json()["code"] == "broker_unavailable"
+
+
+def test_readiness_names_what_is_down(client):
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["checks"]["auth"] == "broker_unavailable"
+    assert body["checks"]["accounts"] == "broker_unavailable"
+    assert "auth" in body["detail"]
+    assert client.get("/health/live").status_code == 200
+
+
+def test_a_malformed_bearer_token_is_refused_without_calling_auth(client):
+    response = client.get("/v1/me", headers={"Authorization": "Bearer not.a.jwt"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
