@@ -7,9 +7,9 @@ status; anything else is a 500 that reveals nothing but the correlation id.
 
 import logging
 
-from flask import Flask, Response, json
+from flask import Flask, Response, json, request
 from flask_limiter.errors import RateLimitExceeded
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared import correlation
 from shared.errors import ServiceError, http_status
@@ -99,6 +99,23 @@ def handle_http_exception(error: HTTPException) -> Response:
     return problem(status, code, title, detail, errors, headers)
 
 
+# Rejected bodies up to this size are read and discarded so the client's
+# keep-alive connection stays usable (gunicorn silently closes a connection
+# whose body was left unread); larger ones just lose the connection.
+DRAIN_LIMIT = 1024 * 1024
+
+
+def handle_too_large(error: RequestEntityTooLarge) -> Response:
+    remaining = min(request.content_length or 0, DRAIN_LIMIT)
+    stream = request.environ["wsgi.input"]
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 65536))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+    return handle_http_exception(error)
+
+
 def handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error")
     return problem(
@@ -111,5 +128,6 @@ def handle_unexpected(error: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(ServiceError, handle_service_error)
+    app.register_error_handler(RequestEntityTooLarge, handle_too_large)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

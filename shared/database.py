@@ -93,6 +93,10 @@ def _make_psycopg2_green() -> None:
         psycopg2_patcher.make_psycopg_green()
 
 
+# Set in Session.info by whoever stages outbox events in that transaction.
+STAGED_EVENTS = "staged_events"
+
+
 class UnitOfWork:
     """What a worker sees: transactions on its service's database."""
 
@@ -106,12 +110,15 @@ class UnitOfWork:
         try:
             yield session
             session.commit()
+            # Only transactions that staged outbox events need the relay.
+            staged_events = session.info.pop(STAGED_EVENTS, False)
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
-        self._after_commit()
+        if staged_events:
+            self._after_commit()
 
 
 class Database(DependencyProvider):
@@ -138,7 +145,7 @@ class Database(DependencyProvider):
         self.stop()
 
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
-        """Called after every successful commit (the outbox relay wakes on it)."""
+        """Called after each commit that staged events (the outbox relay wakes on it)."""
         self._commit_listeners.append(listener)
 
     def _notify_commit(self) -> None:

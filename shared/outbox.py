@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from shared import correlation
-from shared.database import Database
+from shared.database import STAGED_EVENTS, Database
 from shared.events import envelope
 from shared.sqltypes import UtcDateTime
 
@@ -85,6 +85,7 @@ def record_event(
             created_at=datetime.now(UTC),
         )
     )
+    session.info[STAGED_EVENTS] = True
     return message
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: lint, then every test against the real RabbitMQ and PostgreSQL.
+# `make test`: lint, offline validation of the deployment files, then every
+# test against the real RabbitMQ and PostgreSQL.
 # Each run makes its own vhosts and databases (tests/conftest.py), so runs
 # on one machine cannot collide. Extra arguments go to pytest.
 set -euo pipefail
@@ -15,6 +16,9 @@ export TEST_AMQP_URI=${TEST_AMQP_URI:-${AMQP_URI:-amqp://guest:guest@127.0.0.1:5
 echo "==> lint (ruff)"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+
+echo "==> deployment files (hadolint, compose/stack config, kustomize, schemas)"
+ops/scripts/validate-deploy.sh
 
 echo "==> tests (unit, integration, end to end)"
 exec "$VENV/bin/python" -m pytest "$@"

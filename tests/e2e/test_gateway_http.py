@@ -32,9 +32,12 @@ def test_unknown_routes_and_methods_are_problem_json(api):
     assert "GET" in response.headers["Allow"]
 
 
-def test_oversized_bodies_are_413(api):
+def test_oversized_bodies_are_413_and_the_connection_survives(api):
     big = {"email": "big@example.com", "password": "x" * 100_000, "full_name": "Big"}
-    assert_problem(api.post("/v1/auth/register", json=big), 413, "payload_too_large")
+    for _ in range(3):
+        assert_problem(api.post("/v1/auth/register", json=big), 413, "payload_too_large")
+        # The same keep-alive connection carries the next request.
+        assert api.get("/health/live").status_code == 200
 
 
 def test_health_and_metrics(api):
