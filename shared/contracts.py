@@ -8,6 +8,9 @@ are listed beside each type.
 
 AUTH = "auth"
 ACCOUNTS = "accounts"
+TRANSACTIONS = "transactions"
+RISK = "risk"
+PAYMENTS = "payments"
 
 # auth.events
 USER_REGISTERED = "user_registered"  # {user_id, email, full_name}
@@ -18,6 +21,46 @@ MFA_ENABLED = "mfa_enabled"  # {user_id}
 
 # accounts.events
 ACCOUNT_OPENED = "account_opened"  # {account_id, owner_id, currency, name}
+FUNDS_RESERVED = "funds_reserved"  # {transfer_id, hold_id, account_id, amount, currency}
+FUNDS_RESERVATION_FAILED = "funds_reservation_failed"  # {transfer_id, reason}
+FUNDS_RELEASED = "funds_released"  # {transfer_id, hold_id, account_id, reason}
+TRANSFER_POSTED = "transfer_posted"  # {transfer_id, entry_id}  internal: debit + credit
+DEPOSIT_CREDITED = "deposit_credited"  # {transfer_id, entry_id}
+PAYOUT_CAPTURED = "payout_captured"  # {transfer_id, entry_id}
+
+# transactions.events (the saga's first and last word)
+# {transfer_id, kind, owner_id, amount, currency, from_account_id, to_account_id,
+#  reference, source (deposit: {type, token}), beneficiary (payout: {name, iban}),
+#  deadline}
+TRANSFER_REQUESTED = "transfer_requested"
+TRANSFER_COMPLETED = "transfer_completed"  # {transfer_id, kind, amount, currency, ...}
+TRANSFER_FAILED = "transfer_failed"  # {transfer_id, kind, reason, ...}
+
+# risk.events
+TRANSFER_ASSESSED = "transfer_assessed"  # {transfer_id, decision, score, reasons}
+
+# payments.events
+CARD_CHARGED = "card_charged"  # {transfer_id, provider, provider_reference}
+CARD_CHARGE_FAILED = "card_charge_failed"  # {transfer_id, reason}
+PAYOUT_SUCCEEDED = "payout_succeeded"  # {transfer_id, provider, provider_reference}
+PAYOUT_FAILED = "payout_failed"  # {transfer_id, reason}
+
+# Transfer kinds and failure reasons (API: failure_reason).
+KIND_DEPOSIT = "deposit"
+KIND_INTERNAL = "internal"
+KIND_PAYOUT = "payout"
+REASON_INSUFFICIENT_FUNDS = "insufficient_funds"
+REASON_RISK_REJECTED = "risk_rejected"
+REASON_CARD_DECLINED = "card_declined"
+REASON_PAYOUT_FAILED = "payout_failed"
+REASON_PROVIDER_UNAVAILABLE = "provider_unavailable"
+REASON_ACCOUNT_UNAVAILABLE = "account_unavailable"
+REASON_TIMED_OUT = "timed_out"
+
+# Risk decisions.
+APPROVE = "approve"
+REVIEW = "review"
+REJECT = "reject"
 
 # Access-token claims the gateway relies on.
 TOKEN_ISSUER = "fintech-auth"  # noqa: S105 (a name, not a secret)

@@ -26,7 +26,6 @@ import pytest  # noqa: E402
 import requests  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-SERVICES = ("auth", "accounts")
 RUN_ID = f"{time.strftime('%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
 
 
@@ -104,16 +103,17 @@ def make_environment(label: str) -> Environment:
         (base.scheme, base.netloc, "/" + urllib.parse.quote(vhost, safe=""), "", "")
     )
     environment = Environment(label, vhost, amqp_uri)
+    from shared.migrate import services_with_migrations, upgrade
+
     admin = make_url(_admin_db_url())
     with closing(_admin_connection()) as conn, conn.cursor() as cur:
-        for service in SERVICES:
+        # Every service with migrations gets its own database, migrated.
+        for service in services_with_migrations():
             name = f"ft_{RUN_ID}_{label}_{service}"
             cur.execute(f'CREATE DATABASE "{name}"')
             environment.database_urls[service] = admin.set(database=name).render_as_string(
                 hide_password=False
             )
-    from shared.migrate import upgrade
-
     for service, url in environment.database_urls.items():
         upgrade(service, url)
     return environment
