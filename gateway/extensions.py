@@ -9,7 +9,10 @@ from flask_limiter.util import get_remote_address
 from gateway.revocations import RevocationList, RevocationListener
 from gateway.rpc import RpcPool
 from gateway.tokens import Principal, TokenVerifier
-from shared.errors import Forbidden, Unauthenticated
+from shared.errors import Forbidden, Unauthenticated, Unavailable
+
+# How long a request waits for the revocation feed before refusing (503).
+REVOCATIONS_WAIT = 3.0
 
 
 def _rate_limit_key() -> str:
@@ -38,7 +41,15 @@ class Platform:
         self.revocation_listener = RevocationListener(
             settings["AMQP_URI"], self.revoked, self._current_revocations
         )
-        self.verifier = TokenVerifier(self._jwks, self.revoked.__contains__)
+        self.verifier = TokenVerifier(self._jwks, self._is_revoked)
+
+    def _is_revoked(self, session_id: str) -> bool:
+        # Fail closed: without the revocation feed a logged-out token would
+        # still be accepted. A fresh worker waits briefly for its first sync.
+        if not self.revocation_listener.connected.wait(REVOCATIONS_WAIT):
+            raise Unavailable("revocations_unavailable",
+                              "Cannot verify sessions right now; retry shortly.")
+        return session_id in self.revoked
 
     def _jwks(self) -> dict:
         with self.rpc.client() as rpc:

@@ -12,6 +12,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,8 +27,14 @@ from shared.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-# Failures after which a client is dropped rather than reused.
-_BROKEN = (OSError, socket.timeout, AmqpConnectionError, OperationalError, RpcTimeout)
+# Failures after which a client is dropped rather than reused. nameko's
+# standalone client raises RuntimeError once its consumer has disconnected.
+_BROKEN = (OSError, socket.timeout, AmqpConnectionError, OperationalError, RpcTimeout,
+           RuntimeError)
+# A client idle this long is replaced rather than trusted: the standalone
+# client sends no heartbeats, so a connection silently cut by a NAT or load
+# balancer would otherwise cost a full timeout to discover.
+MAX_IDLE_SECONDS = 120.0
 
 
 class _Client:
@@ -39,6 +46,7 @@ class _Client:
             {"AMQP_URI": amqp_uri}, context_data=self.context, timeout=timeout
         )
         self.services = self._proxy.start()
+        self.last_used = time.monotonic()
 
     def close(self) -> None:
         try:
@@ -64,7 +72,8 @@ class RpcPool:
         """Borrow a client: `with pool.client() as rpc: rpc.accounts.get_account(...)`."""
         if os.getpid() != self._pid:
             self._reset()  # forked: the parent's sockets are not ours
-        if not self._slots.acquire(timeout=self._timeout):
+        slots = self._slots  # release the one acquired, even if _reset() swaps it
+        if not slots.acquire(timeout=self._timeout):
             raise Unavailable("gateway_busy", "All RPC clients are busy; retry shortly.")
         client = None
         try:
@@ -84,19 +93,23 @@ class RpcPool:
             raise Unavailable("broker_unavailable", "The message broker is unreachable.") from None
         finally:
             if client is not None:
+                client.last_used = time.monotonic()
                 self._idle.put(client)
-            self._slots.release()
+            slots.release()
 
     def _checkout(self) -> _Client:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
+        while True:
             try:
-                return _Client(self._amqp_uri, self._timeout)
-            except _BROKEN:
-                raise Unavailable(
-                    "broker_unavailable", "The message broker is unreachable."
-                ) from None
+                client = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if time.monotonic() - client.last_used < MAX_IDLE_SECONDS:
+                return client
+            client.close()
+        try:
+            return _Client(self._amqp_uri, self._timeout)
+        except _BROKEN:
+            raise Unavailable("broker_unavailable", "The message broker is unreachable.") from None
 
     def close(self) -> None:
         while True:

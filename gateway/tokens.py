@@ -1,10 +1,11 @@
 """Access tokens verified locally: cached JWKS, no RPC per request.
 
-The verifier fetches auth's JWKS once and again only when a token names a
-key id it does not know (a rotation), at most every MIN_REFETCH seconds so
-forged kids cannot make it hammer auth. Only RS256 is accepted: `alg: none`
-and HS256 tokens signed with the public key are refused before any
-signature check could be fooled.
+The verifier fetches auth's JWKS, refreshes it every JWKS_TTL seconds (so
+a key removed from the set, after a rotation or a compromise, stops
+verifying), and early when a token names a key id it does not know, at
+most every MIN_REFETCH seconds so forged kids cannot make it hammer auth.
+Only RS256 is accepted: `alg: none` and HS256 tokens signed with the public
+key are refused before any signature check could be fooled.
 """
 
 import threading
@@ -19,6 +20,7 @@ from shared.errors import Unauthenticated
 
 ALGORITHMS = ["RS256"]
 MIN_REFETCH = 30.0
+JWKS_TTL = 300.0
 LEEWAY = 5
 
 
@@ -71,15 +73,32 @@ class TokenVerifier:
         return Principal(claims["sub"], claims["sid"], tuple(roles))
 
     def _key(self, kid: str) -> jwt.PyJWK:
+        age = time.monotonic() - self._fetched_at
         key = self._keys.get(kid)
-        if key is not None:
+        if key is not None and age < JWKS_TTL:
             return key
+        if key is None and age < MIN_REFETCH:
+            raise _invalid()
         with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched_at >= MIN_REFETCH:
-                jwks = jwt.PyJWKSet.from_dict(self._fetch_jwks())
-                self._keys = {k.key_id: k for k in jwks.keys if k.key_id}
+            # Another thread may have refreshed while this one waited.
+            if time.monotonic() - self._fetched_at >= (MIN_REFETCH if key is None else JWKS_TTL):
+                self._keys = _usable_keys(self._fetch_jwks())
                 self._fetched_at = time.monotonic()
         key = self._keys.get(kid)
         if key is None:
             raise _invalid()
         return key
+
+
+def _usable_keys(jwks: dict) -> dict[str, jwt.PyJWK]:
+    """RS256 keys with an id; anything else in the set is ignored, and an
+    empty set is simply no keys (every token refused), not an error."""
+    keys = {}
+    for data in jwks.get("keys") or []:
+        try:
+            key = jwt.PyJWK(data)
+        except jwt.PyJWTError:
+            continue
+        if key.key_id and key.algorithm_name in ALGORITHMS:
+            keys[key.key_id] = key
+    return keys

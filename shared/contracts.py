@@ -15,7 +15,7 @@ PAYMENTS = "payments"
 # auth.events
 USER_REGISTERED = "user_registered"  # {user_id, email, full_name}
 LOGIN_SUCCEEDED = "login_succeeded"  # {user_id, session_id, mfa}
-LOGIN_FAILED = "login_failed"  # {user_id, failures, locked_until|null}
+LOGIN_FAILED = "login_failed"  # {user_id, failures, factor: password|totp, locked_until|null}
 SESSION_REVOKED = "session_revoked"  # {session_id, user_id, reason, revoked_at}
 MFA_ENABLED = "mfa_enabled"  # {user_id}
 

@@ -47,6 +47,9 @@ def make_engine(url: str, *, application_name: str = "fintech", pool_size: int =
         _make_psycopg2_green()
         return create_engine(
             parsed,
+            # Error messages would otherwise quote bound values (password
+            # hashes, MFA secrets) into logs and RPC error replies.
+            hide_parameters=True,
             pool_size=pool_size,
             max_overflow=5,
             pool_pre_ping=True,
@@ -63,6 +66,7 @@ def _sqlite_engine(url) -> Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
+        hide_parameters=True,
         pool_size=1,
         max_overflow=0,
         pool_timeout=60,

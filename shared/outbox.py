@@ -11,6 +11,7 @@ delivery is at least once, and consumers deduplicate by event_id.
 import json
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
 from nameko.amqp.publish import Publisher
@@ -129,8 +130,14 @@ class OutboxRelay(DependencyProvider):
     def _run(self):
         failures = 0
         while not self._stopping:
-            self._wake.wait(self.poll_interval if not failures else min(30, 2**failures))
-            self._wake.clear()
+            if failures:
+                # After a failure, back off even if commits keep waking us:
+                # retrying at the commit rate would hammer a sick broker.
+                self._wake.clear()
+                time.sleep(min(30, 2**failures))  # green under monkey patching
+            else:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
             try:
                 while not self._stopping and self.publish_pending() == _BATCH:
                     pass
@@ -142,6 +149,12 @@ class OutboxRelay(DependencyProvider):
                 )
 
     def publish_pending(self) -> int:
+        """Publish one batch in id order; returns how many rows it looked at.
+
+        Rows sent are marked published in their own commit, even when a
+        later row fails, and the failing row's attempt count is committed
+        separately, so neither is rolled back with the failure.
+        """
         engine = self._database.engine
         query = (
             select(_OUTBOX.c.id, _OUTBOX.c.event_type, _OUTBOX.c.body, _OUTBOX.c.headers)
@@ -152,31 +165,38 @@ class OutboxRelay(DependencyProvider):
         if engine.dialect.name == "postgresql":
             # Several instances share the table: each row goes to one relay.
             query = query.with_for_update(skip_locked=True)
-        with engine.begin() as conn:
-            rows = conn.execute(query).all()
-            published = []
-            try:
-                for row in rows:
-                    self._publisher.publish(
-                        json.loads(row.body),
-                        exchange=self._exchange,
-                        routing_key=row.event_type,
-                        extra_headers=json.loads(row.headers),
-                    )
-                    published.append(row.id)
-            finally:
+        with engine.connect() as conn:
+            with conn.begin():
+                rows = conn.execute(query).all()
+                published, failed = self._publish(rows)
                 if published:
                     conn.execute(
                         update(_OUTBOX)
                         .where(_OUTBOX.c.id.in_(published))
                         .values(published_at=datetime.now(UTC))
                     )
-                if len(published) < len(rows):
-                    # Count the failure against the row that could not be sent,
-                    # so operators can spot one that never goes out.
+            if failed is not None:
+                row_id, error = failed
+                with conn.begin():
                     conn.execute(
                         update(_OUTBOX)
-                        .where(_OUTBOX.c.id == rows[len(published)].id)
+                        .where(_OUTBOX.c.id == row_id)
                         .values(attempts=_OUTBOX.c.attempts + 1)
                     )
+                raise error
         return len(rows)
+
+    def _publish(self, rows) -> tuple[list[int], tuple[int, Exception] | None]:
+        published = []
+        for row in rows:
+            try:
+                self._publisher.publish(
+                    json.loads(row.body),
+                    exchange=self._exchange,
+                    routing_key=row.event_type,
+                    extra_headers=json.loads(row.headers),
+                )
+            except Exception as exc:  # noqa: BLE001 (reported to the caller with the row)
+                return published, (row.id, exc)
+            published.append(row.id)
+        return published, None

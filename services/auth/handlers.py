@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyotp
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -107,22 +107,37 @@ def login(
     except InvalidInput:
         email = None
     with uow.transaction() as session:
-        user = session.scalar(select(User).where(User.email == email)) if email else None
-    if user is not None and settings.lockout.is_locked(user.locked_until, now):
-        raise _locked(user.locked_until)
-    # Verify even for unknown emails: equal cost, no user enumeration by timing.
-    valid = passwords.verify_password(user.password_hash if user else None, password)
-    if user is None:
+        user_id = session.scalar(select(User.id).where(User.email == email)) if email else None
+    if user_id is None:
+        # Verify anyway: an unknown email costs what a wrong password costs.
+        passwords.verify_password(None, password)
         raise _invalid_credentials()
-    if not valid:
-        locked_until = _record_failed_login(uow, settings.lockout, user.id, now)
+    failures = _reserve_attempt(uow, settings.lockout, user_id, now)
+    with uow.transaction() as session:
+        password_hash = session.scalar(select(User.password_hash).where(User.id == user_id))
+    if not passwords.verify_password(password_hash, password):
+        with uow.transaction() as session:
+            locked_until = _after_failure(
+                session, settings.lockout, user_id, failures, now, factor="password"
+            )
         if locked_until:
             raise _locked(locked_until)
         raise _invalid_credentials()
 
     with uow.transaction() as session:
-        user = session.get(User, user.id)
-        user.failed_logins = 0
+        mfa_enabled = session.scalar(select(User.mfa_enabled).where(User.id == user_id))
+        # A password alone ends the login only without MFA: then the count of
+        # failures starts again. With MFA, only this attempt's reservation is
+        # given back; wrong codes keep counting until a code is right.
+        # Either way, not if a concurrent failure locked the user meanwhile.
+        settled = session.execute(
+            update(User)
+            .where(User.id == user_id, _not_locked(now))
+            .values(failed_logins=User.failed_logins - 1 if mfa_enabled else 0)
+        ).rowcount
+        if not settled:
+            raise _locked(session.scalar(select(User.locked_until).where(User.id == user_id)))
+        user = session.get(User, user_id)
         if passwords.needs_rehash(user.password_hash):
             user.password_hash = passwords.hash_password(password)
         if user.mfa_enabled:
@@ -130,33 +145,59 @@ def login(
         return _open_session(session, keys, settings.tokens, user.id, now, mfa=False)
 
 
-def _record_failed_login(
-    uow: UnitOfWork, policy: LockoutPolicy, user_id: str, now: datetime
-) -> datetime | None:
+def _not_locked(now: datetime):
+    return or_(User.locked_until.is_(None), User.locked_until <= now)
+
+
+def _reserve_attempt(uow: UnitOfWork, policy: LockoutPolicy, user_id: str, now: datetime) -> int:
+    """Count this attempt before the (slow) password check, atomically.
+
+    Concurrent guesses are each counted up front, so a burst cannot get
+    more than `max_failures` passwords checked; once the limit is reached,
+    further attempts are refused without checking anything.
+    """
     with uow.transaction() as session:
-        # One atomic increment: concurrent failures are all counted.
         failures = session.execute(
             update(User)
-            .where(User.id == user_id)
+            .where(User.id == user_id, _not_locked(now), User.failed_logins < policy.max_failures)
             .values(failed_logins=User.failed_logins + 1)
             .returning(User.failed_logins)
-        ).scalar_one()
-        locked_until = policy.lock_after(failures, now)
-        if locked_until:
-            session.execute(
-                update(User)
-                .where(User.id == user_id)
-                .values(locked_until=locked_until, failed_logins=0)
-            )
-        record_event(
-            session,
-            contracts.LOGIN_FAILED,
-            {
-                "user_id": user_id,
-                "failures": failures,
-                "locked_until": locked_until.isoformat() if locked_until else None,
-            },
+        ).scalar_one_or_none()
+        if failures is None:
+            locked_until = session.scalar(select(User.locked_until).where(User.id == user_id))
+    if failures is None:
+        raise _locked(
+            locked_until if policy.is_locked(locked_until, now) else now + policy.lock_for
         )
+    return failures
+
+
+def _after_failure(
+    session: Session,
+    policy: LockoutPolicy,
+    user_id: str,
+    failures: int,
+    now: datetime,
+    factor: str,
+) -> datetime | None:
+    """Lock the user when `failures` reaches the limit; announce the failure."""
+    locked_until = policy.lock_after(failures, now)
+    if locked_until:
+        session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(locked_until=locked_until, failed_logins=0)
+        )
+    record_event(
+        session,
+        contracts.LOGIN_FAILED,
+        {
+            "user_id": user_id,
+            "failures": failures,
+            "factor": factor,
+            "locked_until": locked_until.isoformat() if locked_until else None,
+        },
+    )
     return locked_until
 
 
@@ -288,6 +329,7 @@ def verify_mfa(
     uow: UnitOfWork, keys: KeyRing, settings: AuthSettings, mfa_token: str, code: str, now: datetime
 ) -> dict:
     refused = Unauthenticated("invalid_mfa", "The MFA token or code is wrong or expired.")
+    locked_until = None
     with uow.transaction() as session:
         challenge = session.scalar(
             select(MfaChallenge)
@@ -305,16 +347,41 @@ def verify_mfa(
         if settings.lockout.is_locked(user.locked_until, now):
             raise _locked(user.locked_until)
         step = _matching_step(user.mfa_secret, code, now)
-        # A code already used (same or earlier step) is a replay.
-        if step is None or (user.mfa_last_step is not None and step <= user.mfa_last_step):
-            challenge.attempts += 1
-            tokens = None
-        else:
+        # Claim the time step atomically: a code is accepted once, even when
+        # two challenges present it at the same moment.
+        accepted = (
+            step is not None
+            and session.execute(
+                update(User)
+                .where(
+                    User.id == user.id, or_(User.mfa_last_step.is_(None), User.mfa_last_step < step)
+                )
+                .values(mfa_last_step=step)
+            ).rowcount
+            == 1
+        )
+        if accepted:
             challenge.consumed_at = now
-            user.mfa_last_step = step
+            user.failed_logins = 0
             tokens = _open_session(session, keys, settings.tokens, user.id, now, mfa=True)
-    if tokens is None:
-        raise refused  # after commit: the failed attempt stays counted
+        else:
+            tokens = None
+            challenge.attempts += 1
+            # Wrong codes count toward the same lockout as wrong passwords:
+            # a stolen password does not buy unlimited guesses.
+            failures = session.execute(
+                update(User)
+                .where(User.id == user.id)
+                .values(failed_logins=User.failed_logins + 1)
+                .returning(User.failed_logins)
+            ).scalar_one()
+            locked_until = _after_failure(
+                session, settings.lockout, user.id, failures, now, factor="totp"
+            )
+    if tokens is None:  # raised after commit: the failed attempt stays counted
+        if locked_until:
+            raise _locked(locked_until)
+        raise refused
     return tokens
 
 

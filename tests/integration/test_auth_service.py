@@ -167,7 +167,7 @@ def test_refresh_rotates_and_a_reused_token_revokes_the_whole_family(auth, rpc, 
     assert sid in {s["session_id"] for s in rpc.auth.revoked_sessions()}
 
 
-def test_two_concurrent_uses_of_one_refresh_token_never_both_succeed(auth, config):
+def test_of_concurrent_uses_of_one_refresh_token_exactly_one_wins_and_then_dies(auth, config):
     with ClusterRpcProxy(config, timeout=20) as rpc:
         _, email = registered(rpc)
         token = rpc.auth.login(email, PASSWORD)["refresh_token"]
@@ -175,14 +175,38 @@ def test_two_concurrent_uses_of_one_refresh_token_never_both_succeed(auth, confi
     def use(_):
         with ClusterRpcProxy(config, timeout=20) as rpc:
             try:
-                rpc.auth.refresh(token)
-                return "ok"
+                return rpc.auth.refresh(token)
             except Unauthenticated as exc:
                 return exc.code
 
     outcomes = list(eventlet.GreenPool(4).imap(use, range(4)))
-    assert outcomes.count("ok") <= 1
-    assert outcomes.count("refresh_token_reused") >= 3
+    winners = [o for o in outcomes if isinstance(o, dict)]
+    assert len(winners) == 1
+    assert outcomes.count("refresh_token_reused") == 3
+    # The reuse revoked the family, the winner's fresh token included.
+    with ClusterRpcProxy(config, timeout=20) as rpc, pytest.raises(Unauthenticated):
+        rpc.auth.refresh(winners[0]["refresh_token"])
+
+
+def test_concurrent_wrong_passwords_get_at_most_five_checks(auth, config, rpc, event_tap):
+    failed = event_tap("auth", contracts.LOGIN_FAILED)
+    _, email = registered(rpc)
+
+    def guess(n):
+        with ClusterRpcProxy(config, timeout=30) as client:
+            try:
+                client.auth.login(email, f"wrong guess number {n}")
+            except (Unauthenticated, Locked) as exc:
+                return type(exc).__name__
+
+    outcomes = list(eventlet.GreenPool(12).imap(guess, range(12)))
+    assert outcomes.count("Locked") >= 7
+    checked = []
+    while (message := failed(timeout=1.0, of_type=contracts.LOGIN_FAILED)) is not None:
+        checked.append(message)
+    assert len(checked) <= 5  # only attempts within the limit had a password checked
+    with pytest.raises(Locked):
+        rpc.auth.login(email, PASSWORD)
 
 
 def test_logout_ends_the_session_and_announces_it(auth, rpc, event_tap):
@@ -234,20 +258,40 @@ def test_mfa_enrol_confirm_then_login_needs_a_fresh_code(auth, rpc, sql):
 def test_mfa_code_replay_and_guessing_are_refused(auth, rpc):
     user, email = registered(rpc)
     secret = rpc.auth.enroll_mfa(user["user_id"])["secret"]
-    rpc.auth.confirm_mfa(user["user_id"], _code(secret))
+    confirm_code = _code(secret)
+    rpc.auth.confirm_mfa(user["user_id"], confirm_code)
     challenge = rpc.auth.login(email, PASSWORD)
     assert challenge["mfa_required"] is True and "access_token" not in challenge
     # The code used to confirm cannot be replayed to log in.
     with pytest.raises(Unauthenticated):
-        rpc.auth.verify_mfa(challenge["mfa_token"], _code(secret))
-    for _ in range(4):
+        rpc.auth.verify_mfa(challenge["mfa_token"], confirm_code)
+    for _ in range(3):
         with pytest.raises(Unauthenticated):
             rpc.auth.verify_mfa(challenge["mfa_token"], "000001")
     # Five wrong attempts burn the challenge, even for a right code.
+    with pytest.raises(Locked):  # ...and the fifth failure in a row locks the user
+        rpc.auth.verify_mfa(challenge["mfa_token"], "000002")
     with pytest.raises(Unauthenticated):
         rpc.auth.verify_mfa(challenge["mfa_token"], _code(secret, 1))
-    fresh = rpc.auth.login(email, PASSWORD)
-    assert "access_token" in rpc.auth.verify_mfa(fresh["mfa_token"], _code(secret, 1))
+    with pytest.raises(Locked):
+        rpc.auth.login(email, PASSWORD)
+
+
+def test_wrong_mfa_codes_across_challenges_lock_the_user(auth, rpc, event_tap):
+    failed = event_tap("auth", contracts.LOGIN_FAILED)
+    user, email = registered(rpc)
+    secret = rpc.auth.enroll_mfa(user["user_id"])["secret"]
+    rpc.auth.confirm_mfa(user["user_id"], _code(secret))
+    for _ in range(4):  # a fresh challenge each time: the per-challenge cap is not enough
+        challenge = rpc.auth.login(email, PASSWORD)["mfa_token"]
+        with pytest.raises(Unauthenticated):
+            rpc.auth.verify_mfa(challenge, "000003")
+    challenge = rpc.auth.login(email, PASSWORD)["mfa_token"]
+    with pytest.raises(Locked):
+        rpc.auth.verify_mfa(challenge, "000003")
+    factors = {failed(of_type=contracts.LOGIN_FAILED).payload["payload"]["factor"]
+               for _ in range(5)}
+    assert factors == {"totp"}
 
 
 def test_roles_are_granted_by_operators_only_from_the_known_set(auth, rpc):

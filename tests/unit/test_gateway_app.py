@@ -60,3 +60,25 @@ def test_a_malformed_bearer_token_is_refused_without_calling_auth(client):
     response = client.get("/v1/me", headers={"Authorization": "Bearer not.a.jwt"})
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_genuine_token_is_refused_with_503_while_revocations_cannot_be_checked(
+        tmp_path, monkeypatch):
+    """Fail closed: with no revocation feed a logged-out token could pass."""
+    from gateway import extensions
+    from services.auth.keys import KeyRing, generate_key_file, load_key
+    from shared import contracts
+
+    monkeypatch.setattr(extensions, "REVOCATIONS_WAIT", 0.2)
+    generate_key_file(tmp_path / "k.pem")
+    keyring = KeyRing([load_key(tmp_path / "k.pem")])
+    app = create_app({"AMQP_URI": DEAD_BROKER, "RPC_TIMEOUT": 1})
+    app.extensions["fintech"].verifier._fetch_jwks = keyring.jwks
+    import time
+
+    now = int(time.time())
+    token = keyring.sign({"iss": contracts.TOKEN_ISSUER, "aud": contracts.TOKEN_AUDIENCE,
+                          "sub": "u", "sid": "s", "roles": [], "iat": now, "exp": now + 60})
+    response = app.test_client().get("/v1/accounts", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 503
+    assert response.get_json()["code"] == "revocations_unavailable"

@@ -137,3 +137,14 @@ def test_unknown_key_ids_refetch_the_jwks_at_most_once_per_interval(keyring):
     for _ in range(5):
         refused(verifier, unknown_kid)
     assert len(fetches) == 1
+
+
+def test_keys_removed_from_the_jwks_stop_verifying_after_the_cache_ttl(keyring, monkeypatch):
+    published = [keyring.jwks()]
+    verifier = TokenVerifier(lambda: published[-1], lambda sid: False)
+    token = keyring.sign(claims())
+    verifier.verify(token)
+    published.append({"keys": []})  # the key is withdrawn (rotation, compromise)
+    verifier.verify(token)  # still cached: within the TTL
+    monkeypatch.setattr("gateway.tokens.JWKS_TTL", 0.0)
+    refused(verifier, token)
