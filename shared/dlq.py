@@ -1,0 +1,315 @@
+"""Inspect and replay a service's parked events (its dead-letter queue).
+
+    python -m shared.dlq list <service> [--json] [--limit N]
+    python -m shared.dlq replay <service> (--event-id ID | --all)
+    python -m shared.dlq purge <service> --event-id ID
+
+Talks to the broker at AMQP_URI. Messages are parked in
+`<service>.dead-letters` by `shared.event_handlers.saga_step` after their
+last failed attempt (docs/OPERATIONS.md, "Failed events").
+
+The queue is read with basic.get without acknowledging: listing leaves
+every message in place. `replay` republishes a message to the handler
+queue it came from (header x-original-queue) with its attempt count reset,
+and removes it from the parking queue only after the broker confirmed the
+republish. `purge` deletes the messages of one event id; there is no
+"purge everything" on purpose (use the management UI if you must).
+
+Exit status: 0 done; 1 nothing matched, the queue does not exist, or a
+replay failed (what was not confirmed stays parked); 2 bad arguments.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from amqp.exceptions import NotFound
+from kombu import Connection, Producer, Queue
+
+from shared import config
+
+# The headers of a failed event's copies (written by shared.event_handlers,
+# read here). Kept in this module so the CLI imports neither nameko nor
+# eventlet.
+ATTEMPTS = "x-attempts"  # failed attempts so far (absent: none)
+ORIGINAL_QUEUE = "x-original-queue"  # the handler's queue: where a replay goes
+HANDLER = "x-handler"  # "<service>.<method>"
+SOURCE_SERVICE = "x-source-service"
+EVENT_TYPE = "x-event-type"
+EXCEPTION_TYPE = "x-exception-type"
+EXCEPTION_MESSAGE = "x-exception-message"
+FAILED_AT = "x-failed-at"  # time of the last failure
+PARKED_AT = "x-parked-at"  # time it entered the dead-letter queue
+REPLAYED_AT = "x-replayed-at"  # time of the last replay (kept on later copies)
+
+FAILURE_HEADERS = (
+    ATTEMPTS,
+    ORIGINAL_QUEUE,
+    HANDLER,
+    SOURCE_SERVICE,
+    EVENT_TYPE,
+    EXCEPTION_TYPE,
+    EXCEPTION_MESSAGE,
+    FAILED_AT,
+    PARKED_AT,
+)
+# RabbitMQ's dead-lettering bookkeeping; not ours to carry along.
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+
+_CORRELATION_HEADER = "nameko.correlation_id"
+
+
+def dead_letter_queue_name(service: str) -> str:
+    return f"{service}.dead-letters"
+
+
+def carried_headers(headers: Mapping | None) -> dict:
+    """What a copy keeps: the producer's headers (nameko.* context data) and
+    x-replayed-at; not the previous failure's headers, not RabbitMQ's."""
+    return {
+        key: value
+        for key, value in (headers or {}).items()
+        if key not in FAILURE_HEADERS and not key.startswith(_BROKER_HEADERS)
+    }
+
+
+class DeadLetterError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Parked:
+    """What an operator needs to know about one parked message."""
+
+    event_type: str | None
+    event_id: str | None
+    correlation_id: str | None
+    original_queue: str | None
+    handler: str | None
+    error_type: str | None
+    error_message: str | None
+    attempts: int | None
+    parked_at: str | None
+    replayed_at: str | None
+
+
+def describe(headers: Mapping | None, body: bytes, content_type: str | None) -> Parked:
+    """Read a parked message's headers and envelope (never fails)."""
+    headers = headers or {}
+    envelope = {}
+    if content_type in (None, "application/json"):
+        try:
+            decoded = json.loads(body)
+        except (TypeError, ValueError, UnicodeDecodeError):
+            decoded = None
+        if isinstance(decoded, dict):
+            envelope = decoded
+    attempts = headers.get(ATTEMPTS)
+    return Parked(
+        event_type=envelope.get("type") or headers.get(EVENT_TYPE),
+        event_id=envelope.get("event_id"),
+        correlation_id=headers.get(_CORRELATION_HEADER) or envelope.get("correlation_id"),
+        original_queue=headers.get(ORIGINAL_QUEUE),
+        handler=headers.get(HANDLER),
+        error_type=headers.get(EXCEPTION_TYPE),
+        error_message=headers.get(EXCEPTION_MESSAGE),
+        attempts=int(attempts) if isinstance(attempts, int) else None,
+        parked_at=headers.get(PARKED_AT),
+        replayed_at=headers.get(REPLAYED_AT),
+    )
+
+
+def replay_headers(headers: Mapping | None, now: datetime) -> dict:
+    """A replayed copy: the producer's headers, no failure record, attempts reset."""
+    copy = carried_headers(headers)
+    copy[REPLAYED_AT] = now.isoformat()
+    return copy
+
+
+@contextmanager
+def _parked(amqp_uri: str, service: str) -> Iterator[tuple[list, Callable]]:
+    """Every message currently parked, held unacknowledged, plus a publisher.
+
+    Whatever is not acked by the caller goes back to the queue, in its
+    original order, when the block ends.
+    """
+    name = dead_letter_queue_name(service)
+    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as conn:
+        channel = conn.channel()
+        queue = Queue(name, durable=True)(channel)
+        try:
+            _, count, _ = queue.queue_declare(passive=True)
+        except NotFound:
+            raise DeadLetterError(
+                f"no queue {name!r}: nothing was ever parked for {service!r} "
+                "(or the service name is wrong)"
+            ) from None
+        held = []
+        try:
+            # At most what was there at the start: a replayed event that
+            # fails again is parked anew and is not picked up twice.
+            while len(held) < count:
+                message = queue.get(no_ack=False)
+                if message is None:
+                    break
+                held.append(message)
+            producer = Producer(conn.channel())
+
+            def publish(message, routing_key: str, headers: dict) -> None:
+                # Returns once the broker confirmed it (confirm_publish);
+                # mandatory: an unroutable copy raises instead of vanishing.
+                producer.publish(
+                    message.body,
+                    exchange="",
+                    routing_key=routing_key,
+                    headers=headers,
+                    content_type=message.content_type,
+                    content_encoding=message.content_encoding,
+                    delivery_mode=2,
+                    mandatory=True,
+                    retry=False,
+                )
+
+            yield held, publish
+        finally:
+            if channel.is_open:
+                for message in held:
+                    if not message.acknowledged:
+                        message.requeue()
+
+
+def list_parked(amqp_uri: str, service: str) -> list[Parked]:
+    with _parked(amqp_uri, service) as (held, _):
+        return [describe(m.headers, m.body, m.content_type) for m in held]
+
+
+@dataclass
+class ReplayOutcome:
+    replayed: list[Parked]
+    failed: list[tuple[Parked, str]]
+
+
+def replay(amqp_uri: str, service: str, event_id: str | None = None) -> ReplayOutcome:
+    """Replay one event's parked messages, or every parked message (event_id None)."""
+    outcome = ReplayOutcome([], [])
+    now = datetime.now(UTC)
+    with _parked(amqp_uri, service) as (held, publish):
+        for message in held:
+            parked = describe(message.headers, message.body, message.content_type)
+            if event_id is not None and parked.event_id != event_id:
+                continue
+            if not parked.original_queue:
+                outcome.failed.append((parked, "no x-original-queue header"))
+                continue
+            try:
+                publish(message, parked.original_queue, replay_headers(message.headers, now))
+            except Exception as exc:  # noqa: BLE001 (reported; the message stays parked)
+                outcome.failed.append((parked, f"{type(exc).__name__}: {exc}"))
+                break  # the connection's state is unknown: stop here
+            message.ack()
+            outcome.replayed.append(parked)
+    return outcome
+
+
+def purge(amqp_uri: str, service: str, event_id: str) -> list[Parked]:
+    """Delete the parked messages of one event id."""
+    if not event_id:
+        raise DeadLetterError("purge needs an event id")
+    purged = []
+    with _parked(amqp_uri, service) as (held, _):
+        for message in held:
+            parked = describe(message.headers, message.body, message.content_type)
+            if parked.event_id == event_id:
+                message.ack()
+                purged.append(parked)
+    return purged
+
+
+_COLUMNS = (
+    ("parked_at", "PARKED AT"),
+    ("event_type", "EVENT TYPE"),
+    ("event_id", "EVENT ID"),
+    ("attempts", "ATTEMPTS"),
+    ("original_queue", "ORIGINAL QUEUE"),
+    ("error", "ERROR"),
+)
+
+
+def _row(parked: Parked) -> dict:
+    error = f"{parked.error_type}: {parked.error_message}" if parked.error_type else ""
+    return {**asdict(parked), "error": error.replace("\n", " ")[:200]}
+
+
+def format_table(items: list[Parked]) -> str:
+    rows = [
+        {key: "-" if value is None else str(value) for key, value in _row(p).items()} for p in items
+    ]
+    widths = {key: max([len(title)] + [len(row[key]) for row in rows]) for key, title in _COLUMNS}
+    lines = ["  ".join(title.ljust(widths[key]) for key, title in _COLUMNS).rstrip()]
+    for row in rows:
+        lines.append("  ".join(row[key].ljust(widths[key]) for key, _ in _COLUMNS).rstrip())
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.dlq",
+        description="Inspect and replay a service's parked events (<service>.dead-letters).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("list", help="show every parked message (leaves them parked)")
+    show.add_argument("service")
+    show.add_argument("--json", action="store_true", help="one JSON object per message")
+    again = commands.add_parser("replay", help="send parked messages back to their handler")
+    again.add_argument("service")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("--event-id", help="replay the messages of this event")
+    which.add_argument("--all", action="store_true", help="replay every parked message")
+    drop = commands.add_parser("purge", help="delete the parked messages of one event")
+    drop.add_argument("service")
+    drop.add_argument("--event-id", required=True, help="the event to delete")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    amqp_uri = config.amqp_uri()
+    try:
+        if args.command == "list":
+            items = list_parked(amqp_uri, args.service)
+            if args.json:
+                for item in items:
+                    print(json.dumps(asdict(item)))
+            else:
+                print(format_table(items))
+                print(f"{len(items)} parked in {dead_letter_queue_name(args.service)}")
+            return 0
+        if args.command == "replay":
+            outcome = replay(amqp_uri, args.service, None if args.all else args.event_id)
+            for item in outcome.replayed:
+                print(f"replayed {item.event_type} {item.event_id} -> {item.original_queue}")
+            for item, reason in outcome.failed:
+                print(f"NOT replayed {item.event_type} {item.event_id}: {reason}", file=sys.stderr)
+            if not outcome.replayed and not outcome.failed and not args.all:
+                print(f"no parked message with event id {args.event_id}", file=sys.stderr)
+                return 1
+            print(f"{len(outcome.replayed)} replayed, {len(outcome.failed)} not replayed")
+            return 1 if outcome.failed else 0
+        purged = purge(amqp_uri, args.service, args.event_id)
+        for item in purged:
+            print(f"purged {item.event_type} {item.event_id}")
+        if not purged:
+            print(f"no parked message with event id {args.event_id}", file=sys.stderr)
+            return 1
+        return 0
+    except DeadLetterError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Transactional inbox: an event's effect happens once per handler.
+
+Delivery is at least once (the outbox relay, a retry, a replay from the
+dead-letter queue, a redelivery after a crash can all repeat an event). A
+consumer therefore records each event it handles in its own database, in
+the same transaction as the effect:
+
+    with self.db.transaction() as session:
+        if not inbox.claim(session, envelope, "transactions.on_funds_reserved"):
+            return  # seen before: the effect is already committed
+        ...  # the effect, and any outbox events it records
+
+The claim and the effect commit together or roll back together: a handler
+that fails after claiming leaves no row, so the retry claims again.
+
+Race safety: the claim is an INSERT that does nothing on conflict. Two
+transactions claiming the same (event_id, handler) at once cannot both
+succeed: on PostgreSQL the second INSERT waits on the first one's
+uncommitted row and then inserts nothing (first committed) or inserts
+(first rolled back); on SQLite writers are serialised by the database lock.
+"""
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Index, MetaData, String, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.sqltypes import UtcDateTime
+
+TABLE_NAME = "inbox"
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    """The inbox, added to a consuming service's metadata (and migrations)."""
+    return Table(
+        TABLE_NAME,
+        metadata,
+        Column("event_id", String(36), primary_key=True),
+        # The consuming handler, "<service>.<method>": two handlers in one
+        # service each handle the same event once.
+        Column("handler", String(200), primary_key=True),
+        Column("event_type", String(100), nullable=False),
+        Column("handled_at", UtcDateTime, nullable=False),
+        Index("ix_inbox_handled_at", "handled_at"),
+    )
+
+
+_INBOX = inbox_table(MetaData())
+
+
+class InvalidEnvelope(ValueError):
+    """The message has no usable event id, so it cannot be deduplicated."""
+
+
+def claim(session: Session, envelope: Mapping, handler: str) -> bool:
+    """Record that `handler` handles this event, in the caller's transaction.
+
+    Returns True the first time, False when the event was already handled
+    by this handler (a duplicate delivery: skip the effect). The row is
+    only durable if the caller's transaction commits.
+    """
+    event_id = envelope.get("event_id") if isinstance(envelope, Mapping) else None
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 36:
+        raise InvalidEnvelope(f"event_id must be a string of 1 to 36 characters, got {event_id!r}")
+    if not handler:
+        raise ValueError("handler must name the consuming handler")
+    values = {
+        "event_id": event_id,
+        "handler": handler,
+        "event_type": str(envelope.get("type") or "")[:100],
+        "handled_at": datetime.now(UTC),
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement = postgresql.insert(_INBOX).values(**values).on_conflict_do_nothing()
+        return session.execute(statement).rowcount == 1
+    if dialect == "sqlite":
+        statement = sqlite.insert(_INBOX).values(**values).on_conflict_do_nothing()
+        return session.execute(statement).rowcount == 1
+    # Any other database: insert in a savepoint, a duplicate key means seen.
+    try:
+        with session.begin_nested():
+            session.execute(_INBOX.insert().values(**values))
+    except IntegrityError:
+        return False
+    return True
