@@ -1,5 +1,6 @@
 """accounts' use cases. Every query is scoped to the owner asking."""
 
+import re
 import uuid
 from datetime import datetime
 
@@ -148,13 +149,64 @@ def list_transactions(
     return {"items": items, "next_cursor": next_cursor}
 
 
+# A posting or event position: at most 18 digits fits any 64-bit integer column.
+_CURSOR = re.compile(r"^[0-9]{1,18}$")
+
+
 def _decode_cursor(cursor: str | None) -> int | None:
     if cursor in (None, ""):
         return None
-    if not cursor.isdigit():
+    if not _CURSOR.match(cursor):
         raise InvalidInput(
             "invalid_cursor",
             "The cursor is not valid.",
             {"cursor": ["Not a cursor returned by this endpoint."]},
         )
     return int(cursor)
+
+
+def check_transfer(
+    uow: UnitOfWork,
+    owner_id: str,
+    kind: str,
+    currency: str,
+    from_account_id: str | None,
+    to_account_id: str | None,
+) -> dict:
+    """May `owner_id` move `currency` between these accounts? Raises if not.
+
+    The paying account must be the caller's own (404 otherwise, as for any
+    other user's resource); the receiving account of an internal transfer
+    may be anyone's. Returns the receiving account's owner.
+    """
+    with uow.transaction() as session:
+        if kind == contracts.KIND_DEPOSIT:
+            account, _ = _owned(session, owner_id, to_account_id)
+            _check_usable(account, currency, "to_account_id")
+            return {"to_owner_id": owner_id}
+        account, _ = _owned(session, owner_id, from_account_id)
+        _check_usable(account, currency, "from_account_id")
+        if kind == contracts.KIND_PAYOUT:
+            return {"to_owner_id": None}
+        if to_account_id == from_account_id:
+            raise _field_error("same_account", "to_account_id", "Must differ from from_account_id.")
+        receiver = session.get(Account, to_account_id)
+        if receiver is None or receiver.kind != AccountKind.CUSTOMER:
+            raise _field_error("unknown_account", "to_account_id", "No such account.")
+        _check_usable(receiver, currency, "to_account_id")
+        return {"to_owner_id": receiver.owner_id}
+
+
+def _check_usable(account: Account, currency: str, field: str) -> None:
+    if account.status != AccountStatus.ACTIVE:
+        raise _field_error("account_inactive", field, "The account is not active.")
+    if account.currency != currency:
+        raise _field_error(
+            "currency_mismatch",
+            "currency",
+            f"The account holds {account.currency}, not {currency}.",
+        )
+
+
+def _field_error(code: str, field: str, message: str) -> InvalidInput:
+    return InvalidInput(code, message, {field: [message]})

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.inbox import inbox_table
 from shared.outbox import outbox_table
 from shared.sqltypes import UtcDateTime
 
@@ -73,9 +74,13 @@ class JournalEntry(Base):
     """One movement of money; its postings sum to zero per currency."""
 
     __tablename__ = "journal_entries"
+    # A transfer is posted at most once per kind of entry, whatever the
+    # delivery count of the event that asked for it.
+    __table_args__ = (UniqueConstraint("transfer_id", "kind", name="uq_journal_transfer_kind"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     transfer_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(16), server_default="adjustment")
     description: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -115,4 +120,15 @@ class Hold(Base):
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class ClosedTransfer(Base):
+    """A transfer that reached its end here: late saga steps for it are ignored."""
+
+    __tablename__ = "closed_transfers"
+
+    transfer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    closed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)

@@ -17,3 +17,11 @@ class AccountRef(Schema):
 class HistoryArgs(AccountRef):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(load_default=None, allow_none=True)
+
+
+class CheckTransferArgs(Schema):
+    owner_id = fields.UUID(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["deposit", "internal", "payout"]))
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$"))
+    from_account_id = fields.UUID(load_default=None, allow_none=True)
+    to_account_id = fields.UUID(load_default=None, allow_none=True)

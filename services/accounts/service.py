@@ -1,7 +1,9 @@
 """AccountsService: accounts, balances and the ledger over RPC."""
 
-from services.accounts import handlers, schemas
+from services.accounts import handlers, saga, schemas
+from shared import contracts
 from shared.database import Database
+from shared.event_handlers import saga_step
 from shared.outbox import OutboxRelay
 from shared.rpc import rpc
 from shared.schemas import load
@@ -43,3 +45,48 @@ class AccountsService(ServiceBase):
         return handlers.list_transactions(
             self.db, str(args["owner_id"]), str(args["account_id"]), args["limit"], args["cursor"]
         )
+
+    @rpc
+    def check_transfer(self, owner_id, kind, currency, from_account_id=None, to_account_id=None):
+        args = load(
+            schemas.CheckTransferArgs(),
+            {
+                "owner_id": owner_id,
+                "kind": kind,
+                "currency": currency,
+                "from_account_id": from_account_id,
+                "to_account_id": to_account_id,
+            },
+        )
+        as_text = {k: (str(v) if v is not None else None) for k, v in args.items()}
+        return handlers.check_transfer(self.db, **as_text)
+
+    # -- the transfer saga ------------------------------------------------------
+
+    @saga_step(contracts.RISK, contracts.TRANSFER_ASSESSED)
+    def handle_transfer_assessed(self, envelope):
+        saga.on_transfer_assessed(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVED)
+    def handle_funds_reserved(self, envelope):
+        saga.on_funds_reserved(self.db, envelope, utcnow())
+
+    @saga_step(contracts.PAYMENTS, contracts.CARD_CHARGED)
+    def handle_card_charged(self, envelope):
+        saga.on_card_charged(self.db, envelope, utcnow())
+
+    @saga_step(contracts.PAYMENTS, contracts.PAYOUT_SUCCEEDED)
+    def handle_payout_succeeded(self, envelope):
+        saga.on_payout_succeeded(self.db, envelope, utcnow())
+
+    @saga_step(contracts.PAYMENTS, contracts.PAYOUT_FAILED)
+    def handle_payout_failed(self, envelope):
+        saga.on_payout_failed(self.db, envelope, utcnow())
+
+    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_COMPLETED)
+    def handle_transfer_completed(self, envelope):
+        saga.on_transfer_ended(self.db, envelope, utcnow())
+
+    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED)
+    def handle_transfer_failed(self, envelope):
+        saga.on_transfer_ended(self.db, envelope, utcnow())
