@@ -1,0 +1,204 @@
+"""The Transfer aggregate. Standard library only.
+
+A transfer's state is the fold of its events. Command methods decide which
+events happen (never mutating state themselves); `apply` is the only place
+state changes, used both live and when replaying from the event store.
+"""
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from shared import contracts
+
+PENDING = "pending"
+COMPLETED = "completed"
+FAILED = "failed"
+
+# Events of the transfer stream (internal to transactions; past tense).
+TRANSFER_REQUESTED = "TransferRequested"
+STEP_RECORDED = "SagaStepRecorded"
+TRANSFER_COMPLETED = "TransferCompleted"
+TRANSFER_FAILED = "TransferFailed"
+
+# The saga event that finishes each kind of transfer.
+COMPLETING_STEP = {
+    contracts.KIND_INTERNAL: contracts.TRANSFER_POSTED,
+    contracts.KIND_DEPOSIT: contracts.DEPOSIT_CREDITED,
+    contracts.KIND_PAYOUT: contracts.PAYOUT_CAPTURED,
+}
+
+# Saga events that end a transfer as failed; the reason comes from the
+# event's payload when it carries one.
+FAILING_STEP = {
+    contracts.FUNDS_RESERVATION_FAILED: contracts.REASON_INSUFFICIENT_FUNDS,
+    contracts.FUNDS_RELEASED: contracts.REASON_ACCOUNT_UNAVAILABLE,
+    contracts.CARD_CHARGE_FAILED: contracts.REASON_CARD_DECLINED,
+    contracts.PAYOUT_FAILED: contracts.REASON_PAYOUT_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    data: dict
+
+
+@dataclass
+class Transfer:
+    transfer_id: str = ""
+    kind: str = ""
+    owner_id: str = ""
+    to_owner_id: str | None = None
+    amount: int = 0
+    currency: str = ""
+    from_account_id: str | None = None
+    to_account_id: str | None = None
+    reference: str | None = None
+    source: dict | None = None
+    beneficiary: dict | None = None
+    status: str = PENDING
+    failure_reason: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    deadline: str | None = None
+    steps: list[dict] = field(default_factory=list)
+    version: int = 0
+
+    # -- commands ---------------------------------------------------------
+
+    @staticmethod
+    def request(
+        transfer_id: str,
+        kind: str,
+        owner_id: str,
+        to_owner_id: str | None,
+        amount: int,
+        currency: str,
+        from_account_id: str | None,
+        to_account_id: str | None,
+        reference: str | None,
+        source: dict | None,
+        beneficiary: dict | None,
+        deadline: datetime | None,
+        now: datetime,
+    ) -> Event:
+        return Event(
+            TRANSFER_REQUESTED,
+            {
+                "transfer_id": transfer_id,
+                "kind": kind,
+                "owner_id": owner_id,
+                "to_owner_id": to_owner_id,
+                "amount": amount,
+                "currency": currency,
+                "from_account_id": from_account_id,
+                "to_account_id": to_account_id,
+                "reference": reference,
+                "source": source,
+                "beneficiary": beneficiary,
+                "deadline": deadline.isoformat() if deadline else None,
+                "at": now.isoformat(),
+            },
+        )
+
+    def record_step(self, step: str, payload: dict, now: datetime) -> list[Event]:
+        """A saga participant reported `step`: note it, and end the transfer if it ends it."""
+        at = now.isoformat()
+        events = [Event(STEP_RECORDED, {"step": step, "at": at})]
+        if self.status != PENDING:
+            return events  # a late step after the end is kept for the record only
+        if step == COMPLETING_STEP.get(self.kind):
+            events.append(Event(TRANSFER_COMPLETED, {"at": at}))
+        elif step == contracts.TRANSFER_ASSESSED and payload.get("decision") == contracts.REJECT:
+            events.append(
+                Event(TRANSFER_FAILED, {"reason": contracts.REASON_RISK_REJECTED, "at": at})
+            )
+        elif step in FAILING_STEP:
+            reason = payload.get("reason") or FAILING_STEP[step]
+            events.append(Event(TRANSFER_FAILED, {"reason": reason, "at": at}))
+        return events
+
+    def time_out(self, now: datetime) -> list[Event]:
+        if not self.can_time_out(now):
+            return []
+        return [
+            Event(TRANSFER_FAILED, {"reason": contracts.REASON_TIMED_OUT, "at": now.isoformat()})
+        ]
+
+    def can_time_out(self, now: datetime) -> bool:
+        """Past its deadline and not yet in a payment provider's hands.
+
+        Once a provider may be moving the money (every deposit; a payout
+        whose funds are reserved), failing on our own could lose or
+        duplicate it: payments resolves those, retrying with the same
+        idempotency key until the provider gives a definitive answer.
+        """
+        if self.status != PENDING or not self.deadline:
+            return False
+        if datetime.fromisoformat(self.deadline) > now:
+            return False
+        if self.kind == contracts.KIND_DEPOSIT:
+            return False
+        reserved = any(s["type"] == contracts.FUNDS_RESERVED for s in self.steps)
+        return not (self.kind == contracts.KIND_PAYOUT and reserved)
+
+    # -- state --------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        data = event.data
+        if event.type == TRANSFER_REQUESTED:
+            for key in (
+                "transfer_id",
+                "kind",
+                "owner_id",
+                "to_owner_id",
+                "amount",
+                "currency",
+                "from_account_id",
+                "to_account_id",
+                "reference",
+                "source",
+                "beneficiary",
+                "deadline",
+            ):
+                setattr(self, key, data[key])
+            self.created_at = self.updated_at = data["at"]
+        elif event.type == STEP_RECORDED:
+            self.steps.append({"type": data["step"], "at": data["at"]})
+            self.updated_at = data["at"]
+        elif event.type == TRANSFER_COMPLETED:
+            self.status = COMPLETED
+            self.updated_at = data["at"]
+        elif event.type == TRANSFER_FAILED:
+            self.status = FAILED
+            self.failure_reason = data["reason"]
+            self.updated_at = data["at"]
+        else:
+            raise ValueError(f"unknown transfer event {event.type!r}")
+        self.version += 1
+
+    @classmethod
+    def replay(cls, events: list[Event], snapshot: dict | None = None) -> "Transfer":
+        transfer = cls(**snapshot) if snapshot else cls()
+        for event in events:
+            transfer.apply(event)
+        return transfer
+
+    def snapshot(self) -> dict:
+        return asdict(self)
+
+    def request_payload(self) -> dict:
+        """The transfer as other services see it (transfer_requested's payload)."""
+        return {
+            "transfer_id": self.transfer_id,
+            "kind": self.kind,
+            "owner_id": self.owner_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "from_account_id": self.from_account_id,
+            "to_account_id": self.to_account_id,
+            "reference": self.reference,
+            "source": self.source,
+            "beneficiary": self.beneficiary,
+            "deadline": self.deadline,
+        }

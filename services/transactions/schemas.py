@@ -1,0 +1,47 @@
+"""transactions' RPC argument schemas."""
+
+from marshmallow import Schema, fields, validate
+
+from shared import contracts
+
+KINDS = (contracts.KIND_DEPOSIT, contracts.KIND_INTERNAL, contracts.KIND_PAYOUT)
+
+
+class Source(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(["card"]))
+    token = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+class Beneficiary(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=140))
+    iban = fields.String(
+        required=True, validate=validate.Regexp(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
+    )
+
+
+class TransferRequestArgs(Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
+    amount = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$"))
+    from_account_id = fields.String(load_default=None, allow_none=True)
+    to_account_id = fields.String(load_default=None, allow_none=True)
+    reference = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=140))
+    source = fields.Nested(Source, load_default=None, allow_none=True)
+    beneficiary = fields.Nested(Beneficiary, load_default=None, allow_none=True)
+
+
+class CreateTransferArgs(Schema):
+    owner_id = fields.UUID(required=True)
+    idempotency_key = fields.String(required=True, validate=validate.Length(min=1, max=255))
+
+
+class ListArgs(Schema):
+    caller_id = fields.UUID(required=True)
+    account_id = fields.UUID(load_default=None, allow_none=True)
+    status = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.OneOf(["pending", "completed", "failed"]),
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(load_default=None, allow_none=True)

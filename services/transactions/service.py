@@ -1,0 +1,143 @@
+"""TransactionsService: creates transfers and folds every saga step into them."""
+
+from datetime import timedelta
+
+import eventlet
+from nameko.rpc import RpcProxy
+from nameko.timer import timer
+
+from services.transactions import handlers, schemas
+from shared import config, contracts
+from shared.database import Database
+from shared.errors import Unavailable
+from shared.event_handlers import saga_step
+from shared.outbox import OutboxRelay
+from shared.rpc import rpc
+from shared.schemas import load
+from shared.service import ServiceBase
+from shared.sqltypes import utcnow
+
+
+class TransactionsService(ServiceBase):
+    name = "transactions"
+
+    db = Database()
+    outbox = OutboxRelay()
+    accounts = RpcProxy("accounts")
+
+    @rpc
+    def create_transfer(self, owner_id, idempotency_key, request):
+        ids = load(
+            schemas.CreateTransferArgs(), {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        )
+        transfer = load(schemas.TransferRequestArgs(), request)
+        owner = str(ids["owner_id"])
+
+        def check_accounts():
+            # nameko 2's RpcProxy waits forever for a reply; answer the caller
+            # (whose own timeout is longer) before it gives up on us.
+            timeout = config.env_int("TRANSACTIONS_ACCOUNTS_TIMEOUT", 5, 1)
+            try:
+                with eventlet.Timeout(timeout):
+                    return self.accounts.check_transfer(
+                        owner,
+                        transfer["kind"],
+                        transfer["currency"],
+                        transfer["from_account_id"],
+                        transfer["to_account_id"],
+                    )
+            except eventlet.Timeout:
+                raise Unavailable(
+                    "accounts_unavailable",
+                    "Accounts did not answer; retry with the same Idempotency-Key.",
+                ) from None
+
+        return handlers.create_transfer(
+            self.db,
+            check_accounts,
+            owner,
+            ids["idempotency_key"],
+            transfer,
+            deadline_after=timedelta(seconds=config.env_int("TRANSFER_DEADLINE_SECONDS", 60, 1)),
+            now=utcnow(),
+        )
+
+    @rpc
+    def get_transfer(self, caller_id, transfer_id):
+        return handlers.get_transfer(self.db, caller_id, transfer_id)
+
+    @rpc
+    def list_transfers(self, caller_id, account_id=None, status=None, limit=50, cursor=None):
+        args = load(
+            schemas.ListArgs(),
+            {
+                "caller_id": caller_id,
+                "account_id": account_id,
+                "status": status,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return handlers.list_transfers(
+            self.db,
+            str(args["caller_id"]),
+            str(args["account_id"]) if args["account_id"] else None,
+            args["status"],
+            args["limit"],
+            args["cursor"],
+        )
+
+    @rpc
+    def rebuild_projections(self):
+        """Operator command: drop the read models and replay every event."""
+        return {"events_replayed": handlers.rebuild_projections(self.db)}
+
+    @timer(interval=5)
+    def expire_overdue_transfers(self):
+        handlers.expire_overdue(self.db, utcnow())
+
+    # -- every saga participant's outcome, folded into the transfer ---------------
+
+    @saga_step(contracts.RISK, contracts.TRANSFER_ASSESSED)
+    def handle_transfer_assessed(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVED)
+    def handle_funds_reserved(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVATION_FAILED)
+    def handle_funds_reservation_failed(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RELEASED)
+    def handle_funds_released(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.TRANSFER_POSTED)
+    def handle_transfer_posted(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.DEPOSIT_CREDITED)
+    def handle_deposit_credited(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.PAYOUT_CAPTURED)
+    def handle_payout_captured(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.PAYMENTS, contracts.CARD_CHARGED)
+    def handle_card_charged(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.PAYMENTS, contracts.CARD_CHARGE_FAILED)
+    def handle_card_charge_failed(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.PAYMENTS, contracts.PAYOUT_SUCCEEDED)
+    def handle_payout_succeeded(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.PAYMENTS, contracts.PAYOUT_FAILED)
+    def handle_payout_failed(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())

@@ -1,0 +1,141 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.transactions.domain import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    STEP_RECORDED,
+    TRANSFER_COMPLETED,
+    TRANSFER_FAILED,
+    Transfer,
+)
+from shared import contracts
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def requested(kind=contracts.KIND_INTERNAL, deadline=NOW + timedelta(seconds=60)):
+    event = Transfer.request(
+        "t-1",
+        kind,
+        "owner",
+        "other",
+        500,
+        "EUR",
+        "acc-a",
+        "acc-b",
+        "rent",
+        None,
+        None,
+        deadline,
+        NOW,
+    )
+    return Transfer.replay([event])
+
+
+def advance(transfer, step, **payload):
+    events = transfer.record_step(step, payload, NOW)
+    for event in events:
+        transfer.apply(event)
+    return events
+
+
+def test_a_requested_transfer_is_pending_at_version_one():
+    transfer = requested()
+    assert (transfer.status, transfer.version, transfer.amount) == (PENDING, 1, 500)
+
+
+@pytest.mark.parametrize(
+    ("kind", "completing"),
+    [
+        (contracts.KIND_INTERNAL, contracts.TRANSFER_POSTED),
+        (contracts.KIND_DEPOSIT, contracts.DEPOSIT_CREDITED),
+        (contracts.KIND_PAYOUT, contracts.PAYOUT_CAPTURED),
+    ],
+)
+def test_each_kind_completes_on_its_own_final_step(kind, completing):
+    transfer = requested(kind)
+    assert [e.type for e in advance(transfer, contracts.FUNDS_RESERVED)] == [STEP_RECORDED]
+    assert [e.type for e in advance(transfer, completing)] == [STEP_RECORDED, TRANSFER_COMPLETED]
+    assert transfer.status == COMPLETED
+    assert [s["type"] for s in transfer.steps] == [contracts.FUNDS_RESERVED, completing]
+
+
+@pytest.mark.parametrize(
+    ("step", "payload", "reason"),
+    [
+        (contracts.TRANSFER_ASSESSED, {"decision": "reject"}, "risk_rejected"),
+        (
+            contracts.FUNDS_RESERVATION_FAILED,
+            {"reason": "insufficient_funds"},
+            "insufficient_funds",
+        ),
+        (contracts.CARD_CHARGE_FAILED, {"reason": "card_declined"}, "card_declined"),
+        (contracts.PAYOUT_FAILED, {}, "payout_failed"),
+        (contracts.FUNDS_RELEASED, {"reason": "account_unavailable"}, "account_unavailable"),
+    ],
+)
+def test_failing_steps_fail_the_transfer_with_a_reason(step, payload, reason):
+    transfer = requested()
+    assert advance(transfer, step, **payload)[-1].type == TRANSFER_FAILED
+    assert (transfer.status, transfer.failure_reason) == (FAILED, reason)
+
+
+def test_an_approval_is_only_a_step():
+    transfer = requested()
+    advance(transfer, contracts.TRANSFER_ASSESSED, decision="approve")
+    assert transfer.status == PENDING
+
+
+def test_steps_after_the_end_are_recorded_but_change_nothing():
+    transfer = requested()
+    advance(transfer, contracts.FUNDS_RESERVATION_FAILED, reason="insufficient_funds")
+    events = advance(transfer, contracts.TRANSFER_POSTED)
+    assert [e.type for e in events] == [STEP_RECORDED]
+    assert (transfer.status, transfer.failure_reason) == (FAILED, "insufficient_funds")
+
+
+def test_replay_reproduces_the_live_state_and_snapshots_resume_it():
+    live = requested()
+    history = [
+        Transfer.request(
+            "t-1",
+            "internal",
+            "owner",
+            "other",
+            500,
+            "EUR",
+            "acc-a",
+            "acc-b",
+            "rent",
+            None,
+            None,
+            NOW + timedelta(seconds=60),
+            NOW,
+        )
+    ]
+    for step in (contracts.TRANSFER_ASSESSED, contracts.FUNDS_RESERVED, contracts.TRANSFER_POSTED):
+        events = live.record_step(step, {"decision": "approve"}, NOW)
+        for event in events:
+            live.apply(event)
+        history.extend(events)
+    assert Transfer.replay(history) == live
+    resumed = Transfer.replay(history[3:], snapshot=Transfer.replay(history[:3]).snapshot())
+    assert resumed == live
+
+
+def test_only_transfers_not_in_a_providers_hands_time_out():
+    late = NOW + timedelta(seconds=61)
+    internal = requested(contracts.KIND_INTERNAL)
+    assert not internal.time_out(NOW)  # not yet due
+    assert [e.data["reason"] for e in internal.time_out(late)] == ["timed_out"]
+
+    deposit = requested(contracts.KIND_DEPOSIT)
+    assert deposit.time_out(late) == []  # the card may be charged: payments resolves it
+
+    payout = requested(contracts.KIND_PAYOUT)
+    assert payout.time_out(late)  # nothing reserved yet: safe to fail
+    advance(payout, contracts.FUNDS_RESERVED)
+    assert payout.time_out(late) == []  # the payout may be on its way
