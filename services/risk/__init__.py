@@ -1,0 +1,1 @@
+"""risk: assesses every internal transfer and payout before money moves."""

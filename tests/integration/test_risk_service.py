@@ -1,0 +1,272 @@
+"""risk on the real broker and PostgreSQL: a participant of the transfer saga.
+
+Events are published the way their producers' outbox relays publish them
+(to "transactions.events" and "accounts.events", routed by event type);
+every test uses its own accounts and transfers, so a message left in a
+durable queue by another test cannot change what this one sees.
+"""
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from nameko.amqp.publish import Publisher
+from nameko.standalone.events import get_event_exchange
+
+from services.risk import domain
+from services.risk.service import RiskService
+from shared import contracts
+from shared.errors import InvalidInput, NotFound
+from shared.events import envelope
+
+
+@pytest.fixture
+def start_risk(container_factory, config, monkeypatch):
+    """Start risk with RISK_* variables set (read once, at start)."""
+
+    def start(**env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, str(value))
+        container = container_factory(RiskService, config)
+        container.start()
+        return container
+
+    return start
+
+
+@pytest.fixture
+def risk(start_risk):
+    return start_risk()
+
+
+@pytest.fixture
+def publish(config):
+    """Publish an envelope as an outbox relay does: routed by its type, with
+    the correlation id in nameko's context header."""
+    publisher = Publisher(config["AMQP_URI"], use_confirms=True)
+
+    def publish(service, message):
+        publisher.publish(
+            message,
+            exchange=get_event_exchange(service, config),
+            routing_key=message["type"],
+            extra_headers={"nameko.correlation_id": message["correlation_id"]},
+        )
+        return message
+
+    return publish
+
+
+@pytest.fixture
+def assessed(event_tap):
+    """Wait for risk's transfer_assessed about one transfer."""
+    next_event = event_tap("risk", contracts.TRANSFER_ASSESSED)
+    seen: list[dict] = []
+
+    def wait(transfer_id, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in seen:
+                if event["payload"]["transfer_id"] == transfer_id:
+                    seen.remove(event)
+                    return event
+            message = next_event(timeout=max(deadline - time.monotonic(), 0.05))
+            if message is not None:
+                seen.append(message.payload)
+        return None
+
+    wait.seen = seen
+    return wait
+
+
+def transfer(account_id, amount=5_000, kind=contracts.KIND_INTERNAL, currency="EUR"):
+    return {
+        "transfer_id": str(uuid.uuid4()),
+        "kind": kind,
+        "owner_id": str(uuid.uuid4()),
+        "amount": amount,
+        "currency": currency,
+        "from_account_id": None if kind == contracts.KIND_DEPOSIT else account_id,
+        "to_account_id": None if kind == contracts.KIND_PAYOUT else str(uuid.uuid4()),
+        "reference": "integration",
+        "source": {"type": "card", "token": "tok_visa"} if kind == contracts.KIND_DEPOSIT else None,
+        "beneficiary": {"name": "Ben", "iban": "DE89370400440532013000"}
+        if kind == contracts.KIND_PAYOUT
+        else None,
+        "deadline": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+    }
+
+
+def requested(payload):
+    return envelope(contracts.TRANSFER_REQUESTED, payload, correlation_id=f"it-{uuid.uuid4()}")
+
+
+def request(publish, payload):
+    return publish(contracts.TRANSACTIONS, requested(payload))
+
+
+def stored(sql, transfer_id):
+    return sql(
+        "risk",
+        "SELECT decision, score, reasons, kind, account_id, amount, currency "
+        "FROM assessments WHERE transfer_id = :t",
+        t=transfer_id,
+    )
+
+
+def test_a_small_transfer_is_approved_and_announced_with_the_transfer(risk, publish, assessed, sql):
+    payload = transfer(str(uuid.uuid4()))
+    message = request(publish, payload)
+    event = assessed(payload["transfer_id"])
+    assert event is not None, "no transfer_assessed"
+    assert event["type"] == contracts.TRANSFER_ASSESSED
+    assert event["causation_id"] == message["event_id"]
+    assert event["correlation_id"] == message["correlation_id"]
+    assert event["payload"] == {
+        "transfer_id": payload["transfer_id"],
+        "decision": contracts.APPROVE,
+        "score": 0,
+        "reasons": [],
+        "transfer": payload,
+    }
+    assert stored(sql, payload["transfer_id"]) == [
+        ("approve", 0, "[]", "internal", payload["from_account_id"], 5_000, "EUR")
+    ]
+
+
+def test_an_over_limit_payout_is_rejected_with_reasons(risk, publish, assessed, sql, rpc):
+    payload = transfer(str(uuid.uuid4()), amount=1_000_001, kind=contracts.KIND_PAYOUT)
+    request(publish, payload)
+    event = assessed(payload["transfer_id"])
+    assert event["payload"]["decision"] == contracts.REJECT
+    assert event["payload"]["score"] == 100
+    assert event["payload"]["reasons"] == [domain.AMOUNT_OVER_LIMIT]
+    assert event["payload"]["transfer"] == payload
+    [(decision, score, reasons, kind, *_)] = stored(sql, payload["transfer_id"])
+    assert (decision, score, reasons, kind) == ("reject", 100, '["amount_over_limit"]', "payout")
+    assessment = rpc.risk.get_assessment(payload["transfer_id"])
+    assert assessment["decision"] == contracts.REJECT
+    assert assessment["reasons"] == [domain.AMOUNT_OVER_LIMIT]
+
+
+def test_yen_limits_are_in_yen(risk, publish, assessed):
+    payload = transfer(str(uuid.uuid4()), amount=1_200_000, currency="JPY")
+    request(publish, payload)
+    event = assessed(payload["transfer_id"])
+    assert event["payload"]["decision"] == contracts.APPROVE  # JPY 1.2 million
+
+
+def test_the_nth_transfer_of_the_day_on_one_account_is_rejected(start_risk, publish, assessed):
+    start_risk(RISK_DAILY_COUNT=3)
+    account = str(uuid.uuid4())
+    decisions = []
+    for _ in range(4):
+        payload = transfer(account, amount=1_000)
+        request(publish, payload)  # one at a time: the order is the test
+        decisions.append(assessed(payload["transfer_id"])["payload"])
+    assert [d["decision"] for d in decisions] == ["approve"] * 3 + ["reject"]
+    assert decisions[-1]["reasons"] == [domain.DAILY_COUNT_EXCEEDED]
+    # Other accounts have their own count.
+    other = transfer(str(uuid.uuid4()), amount=1_000)
+    request(publish, other)
+    assert assessed(other["transfer_id"])["payload"]["decision"] == contracts.APPROVE
+
+
+def test_concurrent_transfers_cannot_squeeze_past_the_daily_count(
+    start_risk, publish, assessed, sql
+):
+    start_risk(RISK_DAILY_COUNT=3)
+    account = str(uuid.uuid4())
+    payloads = [transfer(account, amount=1_000) for _ in range(8)]
+    for payload in payloads:
+        request(publish, payload)  # all at once: up to 10 workers assess them together
+    decisions = [assessed(p["transfer_id"])["payload"]["decision"] for p in payloads]
+    assert decisions.count(contracts.APPROVE) == 3
+    assert sql(
+        "risk",
+        "SELECT count(*) FROM assessments WHERE account_id = :a AND decision = 'approve'",
+        a=account,
+    ) == [(3,)]
+
+
+def test_a_new_account_gets_the_lower_limit(risk, publish, assessed, sql):
+    young, old = str(uuid.uuid4()), str(uuid.uuid4())
+    opened = envelope(
+        contracts.ACCOUNT_OPENED,
+        {"account_id": young, "owner_id": str(uuid.uuid4()), "currency": "EUR", "name": "New"},
+        correlation_id="it-open",
+    )
+    publish(contracts.ACCOUNTS, opened)
+    deadline = time.monotonic() + 10
+    while not sql("risk", "SELECT 1 FROM account_ages WHERE account_id = :a", a=young):
+        assert time.monotonic() < deadline, "account_opened not recorded"
+        time.sleep(0.05)
+    amount = 150_000  # EUR 1,500.00: above a new account's EUR 1,000.00
+    new_payload, old_payload = transfer(young, amount=amount), transfer(old, amount=amount)
+    request(publish, new_payload)
+    request(publish, old_payload)
+    rejected = assessed(new_payload["transfer_id"])["payload"]
+    assert rejected["decision"] == contracts.REJECT
+    assert rejected["reasons"] == [domain.NEW_ACCOUNT_LIMIT]
+    # An account risk never saw open is of unknown age: not new.
+    assert assessed(old_payload["transfer_id"])["payload"]["decision"] == contracts.APPROVE
+
+
+def test_a_duplicate_delivery_yields_one_assessment_and_one_event(risk, publish, assessed, sql):
+    payload = transfer(str(uuid.uuid4()))
+    message = requested(payload)
+    publish(contracts.TRANSACTIONS, message)
+    publish(contracts.TRANSACTIONS, message)  # the same envelope again, at once
+    marker = transfer(str(uuid.uuid4()))
+    request(publish, marker)
+    first = assessed(payload["transfer_id"])
+    assert first is not None
+    assert assessed(marker["transfer_id"]) is not None
+    # The relay publishes at least once: a repeat would carry the same event
+    # id (consumers deduplicate by it). A second decision would not.
+    again = assessed(payload["transfer_id"], timeout=1.0)
+    assert again is None or again["event_id"] == first["event_id"], (first, again)
+    assert sql(
+        "risk", "SELECT count(*) FROM assessments WHERE transfer_id = :t", t=payload["transfer_id"]
+    ) == [(1,)]
+    assert sql(
+        "risk",
+        "SELECT count(*) FROM inbox WHERE event_id = :e AND handler = 'risk.assess_transfer'",
+        e=message["event_id"],
+    ) == [(1,)]
+    assert sql(
+        "risk",
+        "SELECT count(*) FROM outbox WHERE event_type = 'transfer_assessed' AND body LIKE :t",
+        t=f'%"transfer_id": "{payload["transfer_id"]}", "decision"%',
+    ) == [(1,)]
+
+
+def test_deposits_are_ignored(risk, publish, assessed, sql):
+    deposit = transfer(str(uuid.uuid4()), amount=9_999_999_999, kind=contracts.KIND_DEPOSIT)
+    request(publish, deposit)
+    marker = transfer(str(uuid.uuid4()))
+    request(publish, marker)
+    assert assessed(marker["transfer_id"]) is not None
+    assert assessed(deposit["transfer_id"], timeout=1.0) is None
+    assert stored(sql, deposit["transfer_id"]) == []
+
+
+def test_assessments_are_listed_newest_first_by_account(risk, publish, assessed, rpc):
+    account = str(uuid.uuid4())
+    first, second = transfer(account, amount=1_000), transfer(account, amount=2_000_000)
+    for payload in (first, second):
+        request(publish, payload)
+        assessed(payload["transfer_id"])
+    listed = rpc.risk.list_assessments(account)
+    assert [(a["transfer_id"], a["decision"]) for a in listed] == [
+        (second["transfer_id"], contracts.REJECT),
+        (first["transfer_id"], contracts.APPROVE),
+    ]
+    assert len(rpc.risk.list_assessments(account, limit=1)) == 1
+    with pytest.raises(NotFound):
+        rpc.risk.get_assessment(str(uuid.uuid4()))
+    with pytest.raises(InvalidInput):
+        rpc.risk.get_assessment("not-a-uuid")
+    with pytest.raises(InvalidInput):
+        rpc.risk.list_assessments(account, limit=0)
