@@ -1,0 +1,1 @@
+"""payments: card charges and payouts through an external payment provider."""

@@ -1,0 +1,120 @@
+"""Rules of payments: provider operations, their outcomes and events. Stdlib only.
+
+An operation is one call to the payment provider on behalf of one transfer:
+charging the customer's card for a deposit, or paying a beneficiary out.
+It is recorded "in flight" before the provider is called and finished
+exactly once, as succeeded or failed; finishing it stages the event the
+saga waits for. While it is in flight it may be sent again any number of
+times, always with the same idempotency key, so the provider performs it
+at most once.
+"""
+
+import hashlib
+import json
+import re
+from enum import StrEnum
+
+from shared import contracts
+
+
+class OperationKind(StrEnum):
+    CHARGE = "charge"
+    PAYOUT = "payout"
+
+
+class OperationStatus(StrEnum):
+    IN_FLIGHT = "in_flight"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINISHED = (OperationStatus.SUCCEEDED, OperationStatus.FAILED)
+
+
+def idempotency_key(kind: OperationKind, transfer_id: str) -> str:
+    """One key per (operation, transfer): a re-send after a crash reuses it."""
+    return f"{kind}-{transfer_id}"
+
+
+def request_fingerprint(request: dict) -> str:
+    """What a repeated call must match to be the same operation."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# The events that finish an operation, and the failure reason the transfer shows.
+_OUTCOME_EVENTS = {
+    (OperationKind.CHARGE, OperationStatus.SUCCEEDED): contracts.CARD_CHARGED,
+    (OperationKind.CHARGE, OperationStatus.FAILED): contracts.CARD_CHARGE_FAILED,
+    (OperationKind.PAYOUT, OperationStatus.SUCCEEDED): contracts.PAYOUT_SUCCEEDED,
+    (OperationKind.PAYOUT, OperationStatus.FAILED): contracts.PAYOUT_FAILED,
+}
+_FAILURE_REASONS = {
+    OperationKind.CHARGE: contracts.REASON_CARD_DECLINED,
+    OperationKind.PAYOUT: contracts.REASON_PAYOUT_FAILED,
+}
+
+
+def outcome_event(
+    kind: OperationKind,
+    status: OperationStatus,
+    *,
+    transfer_id: str,
+    provider: str,
+    provider_reference: str | None,
+    provider_reason: str | None,
+) -> tuple[str, dict]:
+    """The event type and payload announcing a finished operation."""
+    event_type = _OUTCOME_EVENTS[(kind, status)]
+    payload = {
+        "transfer_id": transfer_id,
+        "provider": provider,
+        "provider_reference": provider_reference,
+    }
+    if status == OperationStatus.FAILED:
+        # `reason` is the transfer's failure_reason; the provider's own code
+        # (card_declined, insufficient_funds, account_closed...) rides along.
+        payload["reason"] = _FAILURE_REASONS[kind]
+        payload["provider_reason"] = provider_reason
+    return event_type, payload
+
+
+# Provider webhook event types that report an operation's outcome.
+WEBHOOK_OUTCOMES: dict[str, tuple[OperationKind, OperationStatus]] = {
+    "charge.succeeded": (OperationKind.CHARGE, OperationStatus.SUCCEEDED),
+    "charge.failed": (OperationKind.CHARGE, OperationStatus.FAILED),
+    "payout.succeeded": (OperationKind.PAYOUT, OperationStatus.SUCCEEDED),
+    "payout.failed": (OperationKind.PAYOUT, OperationStatus.FAILED),
+}
+
+
+_IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
+
+
+def normalize_iban(iban: str) -> str:
+    return "".join(iban.split()).upper()
+
+
+def is_valid_iban(iban: str) -> bool:
+    """ISO 13616 shape and the mod-97 check digits (not the per-country length)."""
+    iban = normalize_iban(iban)
+    if not _IBAN.match(iban):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+
+
+def iban_check_digits(country: str, bban: str) -> str:
+    """The two check digits that make country + digits + bban a valid IBAN."""
+    rearranged = (bban + country + "00").upper()
+    number = int("".join(str(int(char, 36)) for char in rearranged))
+    return f"{98 - number % 97:02d}"
+
+
+def normalize_beneficiary(name: str, iban: str) -> dict:
+    """Whitespace-insensitive, so a re-sent payout matches the first one.
+
+    Whether the IBAN is acceptable is the provider's call: an IBAN it
+    refuses fails the payout (payout_failed), it is not an error here.
+    """
+    return {"name": " ".join(name.split()), "iban": normalize_iban(iban)}

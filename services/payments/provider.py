@@ -1,0 +1,279 @@
+"""The payment provider as payments sees it: an adapter interface, and HTTP.
+
+A provider call ends in one of three ways, and the saga treats them apart:
+
+- a ProviderResult that succeeded: the money moved;
+- a ProviderResult that failed: the provider answered and refused (a
+  declined card, a closed beneficiary account, an IBAN it rejects); the
+  customer's transfer fails with that reason;
+- ProviderUnavailable: no definitive answer (unreachable, timed out, 5xx,
+  circuit open). The outcome is unknown, maybe the money moved: the caller
+  must send the same request again later with the same idempotency key,
+  never report the transfer as declined.
+
+ProviderRejected is a request the provider refuses as malformed or
+conflicting (same key, different body): a bug on our side, not a decline.
+"""
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import pybreaker
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+
+from shared import correlation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    succeeded: bool
+    reference: str | None  # the provider's id of the charge or payout
+    reason: str | None = None  # the provider's failure code when it refused
+
+    @property
+    def status(self) -> str:
+        return "succeeded" if self.succeeded else "failed"
+
+
+class ProviderError(Exception):
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail or code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+class ProviderUnavailable(ProviderError):
+    """No definitive answer: send again later with the same idempotency key."""
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request itself (malformed, key reused): a bug here."""
+
+
+class PaymentProvider(Protocol):
+    """What payments needs from a payment provider.
+
+    Every call carries an idempotency key: calling again with the same key
+    and the same arguments returns the first outcome and moves money once.
+    """
+
+    name: str
+
+    def charge_card(
+        self, idempotency_key: str, amount_minor: int, currency: str, token: str
+    ) -> ProviderResult: ...
+
+    def send_payout(
+        self,
+        idempotency_key: str,
+        amount_minor: int,
+        currency: str,
+        beneficiary_name: str,
+        iban: str,
+    ) -> ProviderResult: ...
+
+
+class _Transient(ProviderUnavailable):
+    """Worth another attempt soon: connection error, timeout, 5xx, 429, key in use."""
+
+
+# Refusals that are the customer's outcome, not an error: 402 a declined
+# card or a refused payout, 422 details the provider will never accept.
+_REFUSED = (402, 422)
+
+
+class HttpProvider:
+    """A provider behind a JSON HTTP API (the sandbox's, Stripe-like).
+
+    Each attempt has connect and read timeouts; connection errors, timeouts,
+    429, 5xx and 409 idempotency_key_in_use are retried with exponential
+    backoff and full jitter, within `max_attempts` and `retry_deadline`
+    seconds; nothing else is (402/422 are answers: declines). A circuit
+    breaker counts consecutive failed attempts: after `breaker_failures` it
+    opens and calls fail at once with ProviderUnavailable("circuit_open")
+    for `breaker_reset_timeout` seconds, then one trial call decides.
+
+    Under eventlet (nameko workers) requests' sockets and tenacity's sleep
+    are green. pybreaker holds its lock for the whole of `breaker.call()`,
+    which would let one provider call run at a time per process, so the
+    breaker is entered through `calling()`, which holds it only to check and
+    record the state.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float | tuple[float, float] = (3.05, 10.0),
+        *,
+        name: str = "sandbox",
+        max_attempts: int = 3,
+        backoff: float = 0.25,
+        backoff_max: float = 4.0,
+        retry_deadline: float = 30.0,
+        breaker_failures: int = 5,
+        breaker_reset_timeout: float = 30.0,
+        pool_size: int = 10,
+    ):
+        self.name = name
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._backoff_max = backoff_max
+        self._retry_deadline = retry_deadline
+        self._session = requests.Session()
+        # Retries are tenacity's job, not urllib3's.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=breaker_failures,
+            reset_timeout=breaker_reset_timeout,
+            # The provider answered: it is up, whatever it thought of the request.
+            exclude=[ProviderRejected],
+            name=f"payment-provider-{name}",
+        )
+        self._trial = threading.Lock()
+
+    @property
+    def breaker_state(self) -> str:
+        return self._breaker.current_state
+
+    def close(self) -> None:
+        self._session.close()
+
+    def charge_card(
+        self, idempotency_key: str, amount_minor: int, currency: str, token: str
+    ) -> ProviderResult:
+        body = {"amount": amount_minor, "currency": currency, "token": token}
+        return self._send("/v1/charges", idempotency_key, body)
+
+    def send_payout(
+        self,
+        idempotency_key: str,
+        amount_minor: int,
+        currency: str,
+        beneficiary_name: str,
+        iban: str,
+    ) -> ProviderResult:
+        body = {
+            "amount": amount_minor,
+            "currency": currency,
+            "beneficiary": {"name": beneficiary_name, "iban": iban},
+        }
+        return self._send("/v1/payouts", idempotency_key, body)
+
+    def _send(self, path: str, idempotency_key: str, body: dict) -> ProviderResult:
+        if not idempotency_key:
+            raise ValueError("every provider call needs an idempotency key")
+        # The same bytes on every attempt: the provider compares bodies per key.
+        data = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key,
+            correlation.HEADER: correlation.current() or correlation.new_id(),
+        }
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=(
+                tenacity.stop_after_attempt(self._max_attempts)
+                | tenacity.stop_after_delay(self._retry_deadline)
+            ),
+            wait=tenacity.wait_random_exponential(multiplier=self._backoff, max=self._backoff_max),
+            before_sleep=self._log_retry(path, idempotency_key),
+            reraise=True,
+        )
+        return retrying(self._attempt, path, data, headers)
+
+    def _attempt(self, path: str, data: str, headers: dict) -> ProviderResult:
+        with self._guarded():
+            try:
+                response = self._session.post(
+                    self._base_url + path, data=data, headers=headers, timeout=self._timeout
+                )
+            except requests.Timeout as exc:
+                raise _Transient("provider_timeout", f"{path}: {exc}") from exc
+            except requests.RequestException as exc:  # refused, reset, DNS, TLS
+                raise _Transient("provider_unreachable", f"{path}: {exc}") from exc
+            return _result(path, response)
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        # While the circuit is not closed, one call at a time may try the
+        # provider (the trial); the others fail fast instead of piling on.
+        trial = self._breaker.current_state != pybreaker.STATE_CLOSED
+        if trial and not self._trial.acquire(blocking=False):
+            raise ProviderUnavailable("circuit_open", f"{self.name}: a trial call is under way")
+        try:
+            with self._breaker.calling():
+                yield
+        except pybreaker.CircuitBreakerError as exc:
+            raise ProviderUnavailable("circuit_open", f"{self.name}: {exc}") from exc
+        finally:
+            if trial:
+                self._trial.release()
+
+    def _log_retry(self, path: str, idempotency_key: str):
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "provider call failed; retrying",
+                extra={
+                    "provider": self.name,
+                    "path": path,
+                    "idempotency_key": idempotency_key,
+                    "attempt": state.attempt_number,
+                    "error": getattr(error, "code", type(error).__name__),
+                    "retry_in_s": round(state.upcoming_sleep, 3),
+                },
+            )
+
+        return before_sleep
+
+
+def _result(path: str, response: requests.Response) -> ProviderResult:
+    status = response.status_code
+    if status >= 500 or status == 429:
+        raise _Transient("provider_error", f"{path}: HTTP {status}")
+    if status in (401, 403):
+        # Our credentials: nothing moved, and nothing will until an operator
+        # fixes them, so the saga keeps retrying instead of failing customers.
+        raise ProviderUnavailable("provider_auth_failed", f"{path}: HTTP {status}")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ProviderUnavailable("provider_bad_response", f"{path}: HTTP {status}, not JSON")
+    if status in _REFUSED:
+        error = body.get("error") or {}
+        reason = body.get("failure_code") or error.get("code") or "refused"
+        return ProviderResult(succeeded=False, reference=body.get("id"), reason=reason)
+    if 200 <= status < 300:
+        if body.get("status") == "succeeded":
+            return ProviderResult(succeeded=True, reference=body.get("id"))
+        if body.get("status") == "failed":
+            return ProviderResult(False, body.get("id"), body.get("failure_code") or "refused")
+        # Neither outcome: unknown, so ask again later rather than guess.
+        raise ProviderUnavailable("provider_bad_response", f"{path}: status {body.get('status')}")
+    code = (body.get("error") or {}).get("code") or f"http_{status}"
+    if status == 409 and code == "idempotency_key_in_use":
+        # Providers that answer this while the first request with the key is
+        # still running (Stripe does) will have its answer shortly.
+        raise _Transient(code, f"{path}: HTTP {status}")
+    raise ProviderRejected(code, f"{path}: HTTP {status}")
