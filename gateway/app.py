@@ -8,7 +8,7 @@ from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import metrics, problems, settings
-from gateway.blueprints import accounts, auth, health
+from gateway.blueprints import accounts, auth, health, transfers, webhooks
 from gateway.extensions import Platform, limiter
 from shared import correlation
 
@@ -33,7 +33,7 @@ def create_app(config: dict | None = None) -> Flask:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for blueprint in (auth.blp, accounts.blp):
+    for blueprint in (auth.blp, accounts.blp, transfers.blp, webhooks.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
 

@@ -47,8 +47,9 @@ class Platform:
         # Fail closed: without the revocation feed a logged-out token would
         # still be accepted. A fresh worker waits briefly for its first sync.
         if not self.revocation_listener.connected.wait(REVOCATIONS_WAIT):
-            raise Unavailable("revocations_unavailable",
-                              "Cannot verify sessions right now; retry shortly.")
+            raise Unavailable(
+                "revocations_unavailable", "Cannot verify sessions right now; retry shortly."
+            )
         return session_id in self.revoked
 
     def _jwks(self) -> dict:

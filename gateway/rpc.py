@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 
 # Failures after which a client is dropped rather than reused. nameko's
 # standalone client raises RuntimeError once its consumer has disconnected.
-_BROKEN = (OSError, socket.timeout, AmqpConnectionError, OperationalError, RpcTimeout,
-           RuntimeError)
+_BROKEN = (OSError, socket.timeout, AmqpConnectionError, OperationalError, RpcTimeout, RuntimeError)
 # A client idle this long is replaced rather than trusted: the standalone
 # client sends no heartbeats, so a connection silently cut by a NAT or load
 # balancer would otherwise cost a full timeout to discover.

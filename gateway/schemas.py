@@ -1,9 +1,11 @@
 """HTTP wire schemas (marshmallow): they validate requests and, through
 flask-smorest, generate the OpenAPI document at /openapi.json."""
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from shared.money import CURRENCY_DIGITS
+from shared import iban
+from shared.errors import InvalidInput
+from shared.money import CURRENCY_DIGITS, Money
 
 
 class Strict(Schema):
@@ -126,4 +128,104 @@ class AccountTransaction(Schema):
 
 class AccountTransactionsResponse(Schema):
     items = fields.List(fields.Nested(AccountTransaction))
+    next_cursor = fields.String(allow_none=True)
+
+
+# money movement ---------------------------------------------------------------
+
+_currency = fields.String(
+    required=True,
+    validate=validate.OneOf(
+        sorted(CURRENCY_DIGITS), error="Unsupported currency; use an ISO 4217 code we support."
+    ),
+)
+_amount = fields.String(
+    required=True,
+    metadata={
+        "example": "12.34",
+        "description": "Decimal string with the currency's minor digits.",
+    },
+)
+
+
+class _MovesMoney(Strict):
+    amount = _amount
+    currency = _currency
+
+    @validates_schema
+    def _amount_fits_currency(self, data, **kwargs):
+        if "amount" in data and "currency" in data:
+            try:
+                Money.parse(data["amount"], data["currency"])
+            except InvalidInput as error:
+                raise ValidationError(error.errors or {"amount": [error.detail]}) from None
+
+
+class CardSource(Strict):
+    type = fields.String(required=True, validate=validate.OneOf(["card"]))
+    token = fields.String(required=True, validate=validate.Length(min=1, max=128))
+
+
+class Beneficiary(Strict):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=140))
+    iban = fields.String(required=True, validate=validate.Length(max=42))
+
+    @validates("iban")
+    def _valid_iban(self, value, **kwargs):
+        if not iban.is_valid(value):
+            raise ValidationError("Not a valid IBAN.")
+
+
+class DepositRequest(_MovesMoney):
+    account_id = fields.UUID(required=True)
+    source = fields.Nested(CardSource, required=True)
+
+
+class TransferRequest(_MovesMoney):
+    from_account_id = fields.UUID(required=True)
+    to_account_id = fields.UUID(required=True)
+    reference = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=140))
+
+
+class PayoutRequest(_MovesMoney):
+    from_account_id = fields.UUID(required=True)
+    beneficiary = fields.Nested(Beneficiary, required=True)
+
+
+class TransferAccepted(Schema):
+    transfer_id = fields.UUID()
+    status = fields.String(metadata={"example": "pending"})
+
+
+class TransferStep(Schema):
+    type = fields.String()
+    at = fields.String(metadata={"format": "date-time"})
+
+
+class TransferResponse(Schema):
+    transfer_id = fields.UUID()
+    kind = fields.String(metadata={"enum": ["deposit", "internal", "payout"]})
+    status = fields.String(metadata={"enum": ["pending", "completed", "failed"]})
+    failure_reason = fields.String(allow_none=True)
+    amount = fields.String(metadata={"example": "12.34"})
+    currency = fields.String()
+    from_account_id = fields.UUID(allow_none=True)
+    to_account_id = fields.UUID(allow_none=True)
+    reference = fields.String(allow_none=True)
+    created_at = fields.String(metadata={"format": "date-time"})
+    updated_at = fields.String(metadata={"format": "date-time"})
+    steps = fields.List(fields.Nested(TransferStep))
+
+
+class TransferListQuery(Strict):
+    account_id = fields.UUID(load_default=None)
+    status = fields.String(
+        load_default=None, validate=validate.OneOf(["pending", "completed", "failed"])
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=32))
+
+
+class TransferListResponse(Schema):
+    items = fields.List(fields.Nested(TransferResponse))
     next_cursor = fields.String(allow_none=True)

@@ -10,7 +10,8 @@ def from_env() -> dict:
         "RPC_POOL_SIZE": config.env_int("GATEWAY_THREADS", 8, minimum=1) + 2,
         "HEALTH_TIMEOUT": config.env_int("GATEWAY_HEALTH_TIMEOUT", 2, minimum=1),
         # Services the gateway needs before it calls itself ready.
-        "READY_SERVICES": config.env_list("GATEWAY_READY_SERVICES") or ["auth", "accounts"],
+        "READY_SERVICES": config.env_list("GATEWAY_READY_SERVICES")
+        or ["auth", "accounts", "transactions", "payments", "risk"],
         # Longest access-token lifetime: how long a revoked session is remembered.
         "ACCESS_TOKEN_MAX_TTL": config.env_int("AUTH_ACCESS_TOKEN_MAX_TTL", 900, minimum=60),
         "MAX_CONTENT_LENGTH": config.env_int("GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024),

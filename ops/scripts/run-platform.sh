@@ -11,6 +11,15 @@ export AMQP_URI=${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/}
 export DATA_DIR=${DATA_DIR:-$PWD/var}
 export GATEWAY_HOST=${GATEWAY_HOST:-127.0.0.1}
 export GATEWAY_PORT=${GATEWAY_PORT:-8000}
+# The sandbox payment provider (a real HTTP server, started below) and the
+# secret its signed webhooks share with the gateway. Development values only.
+export SANDBOX_PORT=${SANDBOX_PORT:-8100}
+export SANDBOX_API_KEY=${SANDBOX_API_KEY:-sk_sandbox_dev}
+export SANDBOX_WEBHOOK_SECRET=${SANDBOX_WEBHOOK_SECRET:-whsec_sandbox_dev}
+export SANDBOX_WEBHOOK_URL=${SANDBOX_WEBHOOK_URL:-http://$GATEWAY_HOST:$GATEWAY_PORT/v1/webhooks/payments/sandbox}
+export PAYMENTS_PROVIDER_URL=${PAYMENTS_PROVIDER_URL:-http://127.0.0.1:$SANDBOX_PORT}
+export PAYMENTS_PROVIDER_API_KEY=${PAYMENTS_PROVIDER_API_KEY:-$SANDBOX_API_KEY}
+export PAYMENTS_WEBHOOK_SECRET_SANDBOX=${PAYMENTS_WEBHOOK_SECRET_SANDBOX:-$SANDBOX_WEBHOOK_SECRET}
 export PATH="$PWD/$VENV/bin:$PATH"
 export PYTHONUNBUFFERED=1
 

@@ -13,23 +13,33 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PROCESSES = {
-    "auth": [
-        str(BIN / "nameko"),
-        "run",
-        "--config",
-        "config.yml",
-        "services.auth.service:AuthService",
-    ],
-    "accounts": [
-        str(BIN / "nameko"),
-        "run",
-        "--config",
-        "config.yml",
-        "services.accounts.service:AccountsService",
-    ],
-    "gateway": [str(BIN / "gunicorn"), "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"],
+SERVICES = {
+    "auth": "services.auth.service:AuthService",
+    "accounts": "services.accounts.service:AccountsService",
+    "transactions": "services.transactions.service:TransactionsService",
+    "risk": "services.risk.service:RiskService",
+    "payments": "services.payments.service:PaymentsService",
 }
+
+
+def service_command(name: str) -> list[str]:
+    return [str(BIN / "nameko"), "run", "--config", "config.yml", SERVICES[name]]
+
+
+def process_commands(sandbox_port: int) -> dict[str, list[str]]:
+    return {
+        **{name: service_command(name) for name in SERVICES},
+        "sandbox": [
+            sys.executable,
+            "-m",
+            "services.payments.sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(sandbox_port),
+        ],
+        "gateway": [str(BIN / "gunicorn"), "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"],
+    }
 
 
 def _free_port() -> int:
@@ -39,9 +49,11 @@ def _free_port() -> int:
 
 
 class Api:
-    def __init__(self, base_url: str, logs: Path):
+    def __init__(self, base_url: str, logs: Path, env: dict, processes: dict):
         self.base_url = base_url
         self.logs = logs
+        self.env = env
+        self.processes = processes
         self.session = requests.Session()
 
     def request(self, method, path, token=None, **kwargs):
@@ -61,12 +73,33 @@ class Api:
     def log_text(self, process: str) -> str:
         return (self.logs / f"{process}.log").read_text()
 
+    def start(self, name: str, command: list[str]) -> None:
+        handle = (self.logs / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no graceful stop, like a crashed container."""
+        process = self.processes[name]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def restart_service(self, name: str) -> None:
+        self.start(name, service_command(name))
+
 
 @pytest.fixture(scope="session")
 def api(environment_factory, tmp_path_factory):
     environment = environment_factory("e2e")
     logs = tmp_path_factory.mktemp("e2e-logs")
     port = _free_port()
+    sandbox_port = _free_port()
     env = {
         **os.environ,
         **environment.env(),
@@ -78,21 +111,21 @@ def api(environment_factory, tmp_path_factory):
         "RATE_LIMIT_AUTH": "10000 per minute",
         "RATE_LIMIT_DEFAULT": "100000 per minute",
         "PYTHONUNBUFFERED": "1",
+        "SANDBOX_API_KEY": "sk_e2e",
+        "SANDBOX_WEBHOOK_SECRET": "whsec_e2e",
+        "SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{port}/v1/webhooks/payments/sandbox",
+        "PAYMENTS_PROVIDER_URL": f"http://127.0.0.1:{sandbox_port}",
+        "PAYMENTS_PROVIDER_API_KEY": "sk_e2e",
+        "PAYMENTS_WEBHOOK_SECRET_SANDBOX": "whsec_e2e",
+        # Short enough for a test to watch a stuck transfer fail.
+        "TRANSFER_DEADLINE_SECONDS": "30",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     processes = {}
-    for name, command in PROCESSES.items():
-        handle = (logs / f"{name}.log").open("wb")
-        processes[name] = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    client = Api(f"http://127.0.0.1:{port}", logs)
-    deadline = time.monotonic() + 90
+    client = Api(f"http://127.0.0.1:{port}", logs, env, processes)
+    for name, command in process_commands(sandbox_port).items():
+        client.start(name, command)
+    deadline = time.monotonic() + 120
     ready = None
     while time.monotonic() < deadline:
         exited = [n for n, p in processes.items() if p.poll() is not None]

@@ -117,8 +117,9 @@ def test_refresh_works_once_and_reuse_revokes_the_family(api):
     later = api.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
     assert_problem(later, 401)
     for _ in range(6):  # every gateway worker has heard of the revocation
-        fresh = api.get("/v1/accounts", token=second["access_token"],
-                        headers={"Connection": "close"})
+        fresh = api.get(
+            "/v1/accounts", token=second["access_token"], headers={"Connection": "close"}
+        )
         assert_problem(fresh, 401)
 
 
@@ -130,8 +131,9 @@ def test_logout_stops_the_sessions_tokens_everywhere(api):
     # A new connection each time, so the requests spread over both gunicorn
     # workers rather than reusing the one that handled the logout.
     for _ in range(8):
-        fresh = api.get("/v1/accounts", token=tokens["access_token"],
-                        headers={"Connection": "close"})
+        fresh = api.get(
+            "/v1/accounts", token=tokens["access_token"], headers={"Connection": "close"}
+        )
         assert_problem(fresh, 401)
     assert_problem(api.get("/v1/me", token=tokens["access_token"]), 401)
     assert_problem(

@@ -44,7 +44,14 @@ def test_health_and_metrics(api):
     assert api.get("/health/live").json() == {"status": "live"}
     ready = api.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"auth": "ok", "accounts": "ok", "revocations": "ok"}
+    assert ready.json()["checks"] == {
+        "auth": "ok",
+        "accounts": "ok",
+        "transactions": "ok",
+        "payments": "ok",
+        "risk": "ok",
+        "revocations": "ok",
+    }
     metrics = api.get("/metrics")
     assert metrics.status_code == 200
     assert "gateway_http_requests_total" in metrics.text
@@ -80,7 +87,7 @@ def test_logs_never_contain_passwords_tokens_or_mfa_secrets(api):
     refreshed = api.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert refreshed.status_code == 200
     time.sleep(0.5)  # let the services flush their last lines
-    logs = api.log_text("auth") + api.log_text("accounts") + api.log_text("gateway")
+    logs = "".join(api.log_text(p) for p in ("auth", "accounts", "transactions", "gateway"))
     assert '"entrypoint": "Rpc:login"' in logs  # calls are traced...
     for sensitive in (
         user["password"],

@@ -289,8 +289,9 @@ def test_wrong_mfa_codes_across_challenges_lock_the_user(auth, rpc, event_tap):
     challenge = rpc.auth.login(email, PASSWORD)["mfa_token"]
     with pytest.raises(Locked):
         rpc.auth.verify_mfa(challenge, "000003")
-    factors = {failed(of_type=contracts.LOGIN_FAILED).payload["payload"]["factor"]
-               for _ in range(5)}
+    factors = {
+        failed(of_type=contracts.LOGIN_FAILED).payload["payload"]["factor"] for _ in range(5)
+    }
     assert factors == {"totp"}
 
 

@@ -63,7 +63,8 @@ def test_a_malformed_bearer_token_is_refused_without_calling_auth(client):
 
 
 def test_a_genuine_token_is_refused_with_503_while_revocations_cannot_be_checked(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """Fail closed: with no revocation feed a logged-out token could pass."""
     from gateway import extensions
     from services.auth.keys import KeyRing, generate_key_file, load_key
@@ -77,8 +78,17 @@ def test_a_genuine_token_is_refused_with_503_while_revocations_cannot_be_checked
     import time
 
     now = int(time.time())
-    token = keyring.sign({"iss": contracts.TOKEN_ISSUER, "aud": contracts.TOKEN_AUDIENCE,
-                          "sub": "u", "sid": "s", "roles": [], "iat": now, "exp": now + 60})
+    token = keyring.sign(
+        {
+            "iss": contracts.TOKEN_ISSUER,
+            "aud": contracts.TOKEN_AUDIENCE,
+            "sub": "u",
+            "sid": "s",
+            "roles": [],
+            "iat": now,
+            "exp": now + 60,
+        }
+    )
     response = app.test_client().get("/v1/accounts", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 503
     assert response.get_json()["code"] == "revocations_unavailable"

@@ -1,0 +1,115 @@
+"""/v1/deposits, /v1/transfers, /v1/payouts: money movement (202, then poll)."""
+
+from flask import request
+from flask_smorest import Blueprint
+
+from gateway import schemas
+from gateway.extensions import authenticated, platform, principal
+from shared import contracts
+from shared.errors import BadRequest
+from shared.money import Money, format_minor
+
+blp = Blueprint("transfers", __name__, description="Deposits, transfers and payouts")
+
+BEARER = [{"bearerAuth": []}]
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY_PARAMETER = {
+    "in": "header",
+    "name": IDEMPOTENCY_HEADER,
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Same key and body: the first response again; same key, other body: 409.",
+}
+
+
+def _idempotency_key() -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "")
+    if not 1 <= len(key) <= 255:
+        raise BadRequest(
+            "idempotency_key_required",
+            "POSTs that move money need an Idempotency-Key header (1-255 chars).",
+            {IDEMPOTENCY_HEADER: ["Required, 1 to 255 characters."]},
+        )
+    return key
+
+
+def _start(kind: str, body: dict, **accounts) -> dict:
+    caller = principal()
+    key = _idempotency_key()
+    money = Money.parse(body["amount"], body["currency"])
+    transfer = {
+        "kind": kind,
+        "amount": money.minor_units,
+        "currency": money.currency,
+        "reference": body.get("reference"),
+        "source": body.get("source"),
+        "beneficiary": body.get("beneficiary"),
+        **{name: str(value) for name, value in accounts.items()},
+    }
+    with platform().rpc.client() as rpc:
+        return rpc.transactions.create_transfer(caller.user_id, key, transfer)
+
+
+@blp.route("/v1/deposits", methods=["POST"])
+@authenticated
+@blp.arguments(schemas.DepositRequest)
+@blp.response(202, schemas.TransferAccepted)
+@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER])
+def deposit(body):
+    return _start(contracts.KIND_DEPOSIT, body, to_account_id=body["account_id"])
+
+
+@blp.route("/v1/transfers", methods=["POST"])
+@authenticated
+@blp.arguments(schemas.TransferRequest)
+@blp.response(202, schemas.TransferAccepted)
+@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER])
+def transfer(body):
+    return _start(
+        contracts.KIND_INTERNAL,
+        body,
+        from_account_id=body["from_account_id"],
+        to_account_id=body["to_account_id"],
+    )
+
+
+@blp.route("/v1/payouts", methods=["POST"])
+@authenticated
+@blp.arguments(schemas.PayoutRequest)
+@blp.response(202, schemas.TransferAccepted)
+@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER])
+def payout(body):
+    return _start(contracts.KIND_PAYOUT, body, from_account_id=body["from_account_id"])
+
+
+def _transfer(view: dict) -> dict:
+    return {**view, "amount": format_minor(view["amount"], view["currency"])}
+
+
+@blp.route("/v1/transfers/<uuid:transfer_id>", methods=["GET"])
+@authenticated
+@blp.response(200, schemas.TransferResponse)
+@blp.doc(security=BEARER)
+def get_transfer(transfer_id):
+    with platform().rpc.client() as rpc:
+        return _transfer(rpc.transactions.get_transfer(principal().user_id, str(transfer_id)))
+
+
+@blp.route("/v1/transfers", methods=["GET"])
+@authenticated
+@blp.arguments(schemas.TransferListQuery, location="query")
+@blp.response(200, schemas.TransferListResponse)
+@blp.doc(security=BEARER)
+def list_transfers(query):
+    with platform().rpc.client() as rpc:
+        page = rpc.transactions.list_transfers(
+            principal().user_id,
+            str(query["account_id"]) if query["account_id"] else None,
+            query["status"],
+            query["limit"],
+            query["cursor"],
+        )
+    return {
+        "items": [_transfer(item) for item in page["items"]],
+        "next_cursor": page["next_cursor"],
+    }
