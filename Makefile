@@ -27,6 +27,7 @@ migrate: venv
 	@$(PY) -m shared.migrate
 
 bench: venv
+	@echo "transfers: .venv/bin/python ops/bench/transfers.py (see its docstring for the run settings)"
 	@$(PY) ops/bench/gateway_accounts.py
 
 validate-deploy:

@@ -11,10 +11,10 @@ at most once.
 
 import hashlib
 import json
-import re
 from enum import StrEnum
 
 from shared import contracts
+from shared import iban as iban_format
 
 
 class OperationKind(StrEnum):
@@ -88,33 +88,10 @@ WEBHOOK_OUTCOMES: dict[str, tuple[OperationKind, OperationStatus]] = {
 }
 
 
-_IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
-
-
-def normalize_iban(iban: str) -> str:
-    return "".join(iban.split()).upper()
-
-
-def is_valid_iban(iban: str) -> bool:
-    """ISO 13616 shape and the mod-97 check digits (not the per-country length)."""
-    iban = normalize_iban(iban)
-    if not _IBAN.match(iban):
-        return False
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
-
-
-def iban_check_digits(country: str, bban: str) -> str:
-    """The two check digits that make country + digits + bban a valid IBAN."""
-    rearranged = (bban + country + "00").upper()
-    number = int("".join(str(int(char, 36)) for char in rearranged))
-    return f"{98 - number % 97:02d}"
-
-
 def normalize_beneficiary(name: str, iban: str) -> dict:
     """Whitespace-insensitive, so a re-sent payout matches the first one.
 
     Whether the IBAN is acceptable is the provider's call: an IBAN it
     refuses fails the payout (payout_failed), it is not an error here.
     """
-    return {"name": " ".join(name.split()), "iban": normalize_iban(iban)}
+    return {"name": " ".join(name.split()), "iban": iban_format.normalise(iban)}

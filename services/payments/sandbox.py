@@ -73,7 +73,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from services.payments.domain import is_valid_iban, normalize_iban
+from shared import iban as iban_format
 from shared import webhooks
 
 log = logging.getLogger("payments.sandbox")
@@ -445,8 +445,8 @@ def _payout(body: dict, key: str) -> tuple[int, dict]:
     beneficiary = body.get("beneficiary")
     if not isinstance(beneficiary, dict) or not str(beneficiary.get("name") or "").strip():
         raise _Refusal(400, "invalid_beneficiary", "beneficiary needs a name and an iban.")
-    iban = normalize_iban(str(beneficiary.get("iban") or ""))
-    if not is_valid_iban(iban):
+    iban = iban_format.normalise(str(beneficiary.get("iban") or ""))
+    if not iban_format.is_valid(iban):
         return 422, {"error": {"code": "invalid_iban", "message": "Not a valid IBAN."}}
     failure = "account_closed" if iban.endswith(FAILING_IBAN_SUFFIX) else None
     payout = _new_object("payout", "po", key, amount, currency, failure)
