@@ -14,29 +14,17 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
-    Integer,
-    MetaData,
     String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.inbox import inbox_table
+from shared.models import BigId, service_metadata
 from shared.outbox import outbox_table
 from shared.sqltypes import UtcDateTime
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-    }
-)
-
-# SQLite only autoincrements INTEGER PRIMARY KEY columns.
-_BigId = BigInteger().with_variant(Integer, "sqlite")
+metadata = service_metadata()
 
 
 class Base(DeclarativeBase):
@@ -92,7 +80,7 @@ class Posting(Base):
         Index("ix_postings_account_history", "account_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     entry_id: Mapped[str] = mapped_column(ForeignKey("journal_entries.id"), index=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)

@@ -170,25 +170,44 @@ def on_payout_succeeded(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     _step(uow, envelope, "accounts.on_payout_succeeded", effect)
 
 
+def _release(
+    session,
+    transfer_id: str,
+    reason: str | None,
+    transfer: dict | None,
+    event_id: str,
+    now: datetime,
+) -> None:
+    """The compensation: give back the hold, if one is still active, and say so."""
+    hold = ledger.release_hold(session, transfer_id, now)
+    if hold is not None:
+        record_event(
+            session,
+            contracts.FUNDS_RELEASED,
+            {
+                "transfer_id": transfer_id,
+                "hold_id": hold.id,
+                "account_id": hold.account_id,
+                "reason": reason,
+                "transfer": transfer,
+            },
+            causation_id=event_id,
+        )
+
+
 def on_payout_failed(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
-    """Compensation: the provider refused the payout; release the hold."""
+    """The provider refused the payout: release the hold."""
 
     def effect(session, payload, event_id):
         transfer = payload["transfer"]
-        hold = ledger.release_hold(session, transfer["transfer_id"], now)
-        if hold is not None:
-            record_event(
-                session,
-                contracts.FUNDS_RELEASED,
-                {
-                    "transfer_id": transfer["transfer_id"],
-                    "hold_id": hold.id,
-                    "account_id": hold.account_id,
-                    "reason": contracts.REASON_PAYOUT_FAILED,
-                    "transfer": transfer,
-                },
-                causation_id=event_id,
-            )
+        _release(
+            session,
+            transfer["transfer_id"],
+            contracts.REASON_PAYOUT_FAILED,
+            transfer,
+            event_id,
+            now,
+        )
 
     _step(uow, envelope, "accounts.on_payout_failed", effect)
 
@@ -197,22 +216,15 @@ def on_transfer_ended(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     """Completed or failed: remember it; a failure releases any hold still active."""
 
     def effect(session, payload, event_id):
-        transfer_id = payload["transfer_id"]
-        ledger.close(session, transfer_id, envelope["type"], now)
+        ledger.close(session, payload["transfer_id"], envelope["type"], now)
         if envelope["type"] == contracts.TRANSFER_FAILED:
-            hold = ledger.release_hold(session, transfer_id, now)
-            if hold is not None:
-                record_event(
-                    session,
-                    contracts.FUNDS_RELEASED,
-                    {
-                        "transfer_id": transfer_id,
-                        "hold_id": hold.id,
-                        "account_id": hold.account_id,
-                        "reason": payload.get("reason"),
-                        "transfer": payload.get("transfer"),
-                    },
-                    causation_id=event_id,
-                )
+            _release(
+                session,
+                payload["transfer_id"],
+                payload.get("reason"),
+                payload.get("transfer"),
+                event_id,
+                now,
+            )
 
     _step(uow, envelope, "accounts.on_transfer_ended", effect)

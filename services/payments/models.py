@@ -13,28 +13,17 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.models import BigId, service_metadata
 from shared.outbox import outbox_table
 from shared.sqltypes import UtcDateTime
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-    }
-)
-
-# SQLite only autoincrements INTEGER PRIMARY KEY columns.
-_BigId = BigInteger().with_variant(Integer, "sqlite")
+metadata = service_metadata()
 
 
 class Base(DeclarativeBase):
@@ -82,7 +71,7 @@ class ProviderEvent(Base):
         UniqueConstraint("provider", "event_id", name="uq_provider_events_provider_event"),
     )
 
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(String(100))
     type: Mapped[str] = mapped_column(String(64))

@@ -6,25 +6,15 @@ account within the window), so there is no counter to keep in step.
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.inbox import inbox_table
+from shared.models import BigId, service_metadata
 from shared.outbox import outbox_table
 from shared.sqltypes import UtcDateTime
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-    }
-)
-
-# SQLite only autoincrements INTEGER PRIMARY KEY columns.
-_BigId = BigInteger().with_variant(Integer, "sqlite")
+metadata = service_metadata()
 
 
 class Base(DeclarativeBase):
@@ -42,7 +32,7 @@ class Assessment(Base):
         Index("ix_assessments_account_window", "account_id", "assessed_at"),
     )
 
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     transfer_id: Mapped[str] = mapped_column(String(36), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
     account_id: Mapped[str] = mapped_column(String(36))  # the source account

@@ -3,24 +3,15 @@ and the projections built from the events."""
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.inbox import inbox_table
+from shared.models import BigId, service_metadata
 from shared.outbox import outbox_table
 from shared.sqltypes import UtcDateTime
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-    }
-)
-
-_BigId = BigInteger().with_variant(Integer, "sqlite")
+metadata = service_metadata()
 
 
 class Base(DeclarativeBase):
@@ -33,7 +24,7 @@ class StoredEvent(Base):
     __tablename__ = "events"
     __table_args__ = (UniqueConstraint("stream_id", "version", name="uq_events_stream_version"),)
 
-    position: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    position: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     stream_id: Mapped[str] = mapped_column(String(36))
     version: Mapped[int] = mapped_column(Integer)
     event_type: Mapped[str] = mapped_column(String(64))
