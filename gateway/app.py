@@ -11,6 +11,7 @@ from gateway import metrics, problems, settings
 from gateway.blueprints import accounts, auth, health, transfers, webhooks
 from gateway.extensions import Platform, limiter
 from shared import correlation
+from shared.config import is_production as config_is_production
 
 log = logging.getLogger("gateway.access")
 
@@ -44,6 +45,11 @@ def create_app(config: dict | None = None) -> Flask:
     problems.init_app(app)
     metrics.init_app(app)
     app.extensions["fintech"] = Platform(app.config)
+    if config_is_production() and app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+        log.warning(
+            "rate limits are counted per gateway process (memory://); set "
+            "RATE_LIMIT_STORAGE_URI=redis://... so every process shares them"
+        )
     return app
 
 
@@ -59,9 +65,12 @@ def _init_request_context(app: Flask) -> None:
         response.headers[correlation.HEADER] = g.get("correlation_id") or correlation.new_id()
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
-        if response.status_code not in (429, 503):
-            # Flask-Limiter sends Retry-After on every response; it only
-            # means something when the client is asked to come back later.
+        # Flask-Limiter sends Retry-After on every response. It means
+        # something only when the client is asked to come back later: a 429
+        # (the limiter's own value) or a 503 (ours).
+        if response.status_code == 503:
+            response.headers["Retry-After"] = problems.UNAVAILABLE_RETRY_AFTER
+        elif response.status_code != 429:
             response.headers.pop("Retry-After", None)
         if response.status_code == 401:
             response.headers.setdefault("WWW-Authenticate", 'Bearer realm="fintech"')

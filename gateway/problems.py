@@ -71,6 +71,11 @@ def _flatten_webargs(messages: dict) -> dict:
     return flat
 
 
+# Seconds a client should wait before retrying a 503 (a service restarting,
+# the broker reconnecting): long enough not to hammer, short enough to recover.
+UNAVAILABLE_RETRY_AFTER = "5"
+
+
 def handle_service_error(error: ServiceError) -> Response:
     status = http_status(error)
     return problem(status, error.code, error.title, error.detail, error.errors)

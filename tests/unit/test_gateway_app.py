@@ -44,6 +44,7 @@ def test_an_unreachable_broker_is_503_problem_json_not_500(client):
     )
     assert response.status_code == 503
     assert response.get_json()["code"] == "broker_unavailable"
+    assert response.headers["Retry-After"] == "5"
 
 
 def test_readiness_names_what_is_down(client):
