@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every Python process of the platform (services, gateway,
-# migrations, probes); ops/docker/entrypoint.sh picks the process at start.
+# payment provider sandbox, migrations, probes); ops/docker/entrypoint.sh
+# picks the process at start.
 # See docs/RUNTIME-CONTRACT.md.
 #
 #   docker build -t fintech/platform:dev .
@@ -79,8 +80,9 @@ RUN python -m compileall -q services gateway shared \
 
 USER 10001:10001
 
-# gateway HTTP (the services listen on nothing: they only talk AMQP)
-EXPOSE 8000
+# gateway HTTP, payment provider sandbox HTTP (`entrypoint.sh sandbox`; not
+# for production). The services listen on nothing: they only talk AMQP.
+EXPOSE 8000 8100
 
 # No HEALTHCHECK here: the probe depends on which process the container runs;
 # swarm/stack.yml and k8s/ define one per process with `entrypoint.sh healthcheck`.

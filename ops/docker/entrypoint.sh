@@ -3,17 +3,32 @@
 # The commands are the ones of docs/RUNTIME-CONTRACT.md; `exec` replaces this
 # shell so SIGTERM from Docker/Kubernetes reaches nameko/gunicorn directly.
 #
-#   entrypoint.sh service <name>       nameko service (auth, accounts, ...)
+#   entrypoint.sh service <name>       nameko service (auth, accounts,
+#                                      transactions, risk, payments)
 #   entrypoint.sh gateway [args...]    gunicorn, bound to 0.0.0.0 by default
+#   entrypoint.sh sandbox [args...]    the payment provider sandbox (HTTP, port
+#                                      SANDBOX_PORT, 8100), bound to 0.0.0.0
 #   entrypoint.sh migrate [names...]   Alembic migrations (all services if none)
-#   entrypoint.sh healthcheck <name>   exit 0 if healthy (a service, or gateway)
+#   entrypoint.sh healthcheck <name>   exit 0 if healthy (a service, gateway
+#                                      or sandbox)
 #   entrypoint.sh <command> [args...]  anything else, e.g. `nameko shell`
 #
-# Secrets as files (Docker/Kubernetes secrets), so that no password sits in
-# the environment of the orchestrator:
+# Secrets as files (Docker/Kubernetes secrets), so that no secret sits in
+# the environment of the orchestrator (docker inspect, kubectl get):
 #   DATABASE_PASSWORD_FILE  its content, URL-encoded, replaces `{password}` in
 #                           DATABASE_URL and every <SERVICE>_DATABASE_URL
 #   AMQP_PASSWORD_FILE      same for `{password}` in AMQP_URI
+#   <NAME>_FILE             for the platform's own variables (NAME starting
+#                           with AUTH_, ACCOUNTS_, TRANSACTIONS_, RISK_, PAYMENTS_,
+#                           SANDBOX_, GATEWAY_ or RATE_LIMIT_, or NAME = AMQP_URI or
+#                           DATABASE_URL): the file's content is exported as NAME
+#                           and <NAME>_FILE is unset, e.g. PAYMENTS_PROVIDER_API_KEY_FILE,
+#                           PAYMENTS_WEBHOOK_SECRET_SANDBOX_FILE, SANDBOX_API_KEY_FILE.
+#                           Setting both NAME and <NAME>_FILE is an error; an empty
+#                           <NAME>_FILE is ignored. Other *_FILE variables are paths
+#                           for other software (SSL_CERT_FILE, ...) and are left alone.
+# A trailing newline in a secret file is dropped; the file must not be empty
+# nor larger than 64 KiB.
 set -eu
 
 # Run from the project root (/app in the image) whatever the working directory.
@@ -31,13 +46,36 @@ die() {
     exit 64
 }
 
+# Exit 0 if GET $2 answers 200 within 5 s (no curl in the slim image: the
+# stdlib does it); $1 names the process in the error message.
+http_probe() {
+    exec python -c '
+import sys, urllib.request
+name, url = sys.argv[1:3]
+try:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        sys.exit(0 if response.status == 200 else 1)
+except Exception as exc:
+    print("%s unhealthy: %s" % (name, exc), file=sys.stderr)
+    sys.exit(1)
+' "$1" "$2"
+}
+
+# Print the content of secret file $1 (for variable $2), without its
+# trailing newlines: $(...) strips them, as `echo secret > file` leaves one.
+read_secret() {
+    [ -r "$1" ] || die "$2: cannot read secret file $1"
+    # A variable over 128 KiB makes every exec fail (E2BIG): say why instead.
+    [ "$(wc -c <"$1")" -le 65536 ] || die "$2: secret file $1 is larger than 64 KiB"
+    _secret=$(cat "$1")
+    [ -n "$_secret" ] || die "$2: secret file $1 is empty"
+    printf '%s' "$_secret"
+}
+
 # Print the content of secret file $1, URL-encoded for the userinfo of a URL.
 # Python runs only when the password has characters that need encoding.
 read_url_password() {
-    [ -r "$1" ] || die "cannot read password file $1"
-    # $(...) strips trailing newlines, as `echo secret > file` leaves one.
-    _password=$(cat "$1")
-    [ -n "$_password" ] || die "password file $1 is empty"
+    _password=$(read_secret "$1" "$2")
     case $_password in
         *[!A-Za-z0-9._~-]*)
             printf '%s' "$_password" | python3 -c \
@@ -67,18 +105,37 @@ fill_password() {
     export "$1=$_done$_rest"
 }
 
+# <NAME>_FILE first, so that e.g. DATABASE_URL_FILE may hold a URL with
+# `{password}` in it. The names come from `env` and must match a strict
+# pattern (a multi-line value could fake a line; a faked name is not set, so
+# it is skipped): that makes the evals safe. Values are never evaluated.
+for _name in $(env | sed -n 's/^\([A-Z][A-Z0-9_]*\)_FILE=.*/\1/p' | sort -u); do
+    case $_name in
+        AMQP_URI | DATABASE_URL) ;;
+        AUTH_* | ACCOUNTS_* | TRANSACTIONS_* | RISK_* | PAYMENTS_* | SANDBOX_* | GATEWAY_* | RATE_LIMIT_*) ;;
+        *) continue ;;
+    esac
+    eval "_path=\${${_name}_FILE-}"
+    [ -n "$_path" ] || continue
+    eval "_current=\${${_name}-}"
+    [ -z "$_current" ] || die "both $_name and ${_name}_FILE are set; set only one"
+    _value=$(read_secret "$_path" "${_name}_FILE")
+    export "$_name=$_value"
+    unset "${_name}_FILE"
+done
+
 if [ -n "${DATABASE_PASSWORD_FILE:-}" ]; then
-    _encoded=$(read_url_password "$DATABASE_PASSWORD_FILE")
+    _encoded=$(read_url_password "$DATABASE_PASSWORD_FILE" DATABASE_PASSWORD_FILE)
     # DATABASE_URL and the per-service overrides (AUTH_DATABASE_URL, ...).
     for _name in $(env | sed -n 's/^\([A-Z0-9_]*DATABASE_URL\)=.*/\1/p'); do
         fill_password "$_name" "$_encoded"
     done
 fi
 if [ -n "${AMQP_PASSWORD_FILE:-}" ] && [ -n "${AMQP_URI:-}" ]; then
-    _encoded=$(read_url_password "$AMQP_PASSWORD_FILE")
+    _encoded=$(read_url_password "$AMQP_PASSWORD_FILE" AMQP_PASSWORD_FILE)
     fill_password AMQP_URI "$_encoded"
 fi
-unset _encoded _name _password _rest _done
+unset _encoded _name _password _rest _done _path _current _value _secret
 
 process=${1:-help}
 if [ "$#" -gt 0 ]; then shift; fi
@@ -104,21 +161,19 @@ case $process in
     migrate)
         exec python -m shared.migrate "$@"
         ;;
+    sandbox)
+        # The payment provider sandbox (services/payments/sandbox.py): for
+        # development and staging only, production talks to a real provider.
+        # Like the gateway, it must listen on every interface in a container.
+        export SANDBOX_HOST="${SANDBOX_HOST:-0.0.0.0}"
+        exec python -m services.payments.sandbox "$@"
+        ;;
     healthcheck)
         [ "$#" -eq 1 ] || die "usage: entrypoint.sh healthcheck <name>"
-        if [ "$1" = gateway ]; then
-            # No curl in the slim image: probe /health/live with the stdlib.
-            exec python -c '
-import os, sys, urllib.request
-url = "http://127.0.0.1:%s/health/live" % os.environ.get("GATEWAY_PORT", "8000")
-try:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        sys.exit(0 if response.status == 200 else 1)
-except Exception as exc:
-    print("gateway unhealthy: %s" % exc, file=sys.stderr)
-    sys.exit(1)
-'
-        fi
+        case $1 in
+            gateway) http_probe gateway "http://127.0.0.1:${GATEWAY_PORT:-8000}/health/live" ;;
+            sandbox) http_probe sandbox "http://127.0.0.1:${SANDBOX_PORT:-8100}/health" ;;
+        esac
         exec python -m shared.healthcheck "$1"
         ;;
     help | -h | --help)

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Validate the deployment files offline, with the real tools:
 #   Dockerfile             hadolint
-#   ops/docker/entrypoint  dispatch and secret substitution, against stub commands
+#   ops/docker/entrypoint  dispatch, {password} and <NAME>_FILE secrets, against
+#                          stub commands; the sandbox started for real (when the
+#                          project's dependencies are in the venv)
 #   swarm/stack.yml        docker-compose config, docker stack config, secrets mounted
 #   k8s/overlays/*         kubectl kustomize + kubernetes-validate --strict, secrets mounted
+#   swarm + k8s            every service of the Procfile deployed and probed, its
+#                          database created, the payment provider wired (secrets
+#                          shared, webhooks, network policies; no sandbox in prod)
 #   shell scripts          shellcheck (when installed: apt-get install shellcheck)
 #
 # Usage: ops/scripts/validate-deploy.sh   (from anywhere; no stdin, no daemon)
@@ -64,6 +69,11 @@ entrypoint_smoke() {
 echo "$(basename "$0") $*"
 echo "DATABASE_URL=${DATABASE_URL-} AUTH_DATABASE_URL=${AUTH_DATABASE_URL-}"
 echo "AMQP_URI=${AMQP_URI-} GATEWAY_HOST=${GATEWAY_HOST-}"
+# STUB_SHOW: more variables to print, one a line (<unset> if unset).
+for name in ${STUB_SHOW-}; do
+    eval "value=\${$name-<unset>}"
+    printf '%s=%s\n' "$name" "$value"
+done
 STUB
         chmod +x "$stubs/$cmd"
     done
@@ -108,6 +118,86 @@ AMQP_URI= GATEWAY_HOST=' || return 1
 DATABASE_URL= AUTH_DATABASE_URL=
 AMQP_URI= GATEWAY_HOST=' || return 1
 
+    # Every service of the platform, by its class.
+    local service class
+    for service in accounts transactions risk payments; do
+        class="$(printf '%s' "${service:0:1}" | tr '[:lower:]' '[:upper:]')${service:1}Service"
+        args=(service "$service")
+        out=$(run)
+        expect "nameko run --config config.yml services.$service.service:$class
+DATABASE_URL= AUTH_DATABASE_URL=
+AMQP_URI= GATEWAY_HOST=" || return 1
+    done
+
+    # <NAME>_FILE: exported verbatim (no URL-encoding, nothing evaluated, a
+    # trailing newline dropped) and unset; other software's *_FILE paths
+    # are left alone. The literal $(id) must come out unexpanded.
+    # shellcheck disable=SC2016
+    printf '%s\n' 'sk_live_a/b+c= "$(id)"' >"$work/api-key"
+    printf 'whsec_old,whsec_new\n' >"$work/webhook-secret"
+    args=(service payments)
+    out=$(run STUB_SHOW='PAYMENTS_PROVIDER_API_KEY PAYMENTS_PROVIDER_API_KEY_FILE SSL_CERT_FILE SSL_CERT' \
+        PAYMENTS_PROVIDER_API_KEY_FILE="$work/api-key" SSL_CERT_FILE="$work/webhook-secret")
+    # shellcheck disable=SC2016
+    expect 'nameko run --config config.yml services.payments.service:PaymentsService
+DATABASE_URL= AUTH_DATABASE_URL=
+AMQP_URI= GATEWAY_HOST=
+PAYMENTS_PROVIDER_API_KEY=sk_live_a/b+c= "$(id)"
+PAYMENTS_PROVIDER_API_KEY_FILE=<unset>
+SSL_CERT_FILE='"$work/webhook-secret"'
+SSL_CERT=<unset>' || return 1
+
+    args=(gateway)
+    out=$(run STUB_SHOW=PAYMENTS_WEBHOOK_SECRET_SANDBOX \
+        PAYMENTS_WEBHOOK_SECRET_SANDBOX_FILE="$work/webhook-secret")
+    expect 'gunicorn -c gateway/gunicorn.conf.py gateway.wsgi:app
+DATABASE_URL= AUTH_DATABASE_URL=
+AMQP_URI= GATEWAY_HOST=0.0.0.0
+PAYMENTS_WEBHOOK_SECRET_SANDBOX=whsec_old,whsec_new' || return 1
+
+    # A URL from a file may still carry `{password}`: <NAME>_FILE comes first.
+    printf 'postgresql://fintech:{password}@db/fintech_{service}\n' >"$work/database-url"
+    args=(migrate)
+    out=$(run DATABASE_URL_FILE="$work/database-url" DATABASE_PASSWORD_FILE="$work/amqp-password")
+    expect 'python -m shared.migrate
+DATABASE_URL=postgresql://fintech:s3cret-OK@db/fintech_{service} AUTH_DATABASE_URL=
+AMQP_URI= GATEWAY_HOST=' || return 1
+
+    # The sandbox: every interface unless told otherwise, flags passed on.
+    local show='SANDBOX_HOST SANDBOX_API_KEY SANDBOX_WEBHOOK_SECRET SANDBOX_WEBHOOK_URL'
+    args=(sandbox)
+    out=$(run STUB_SHOW="$show" SANDBOX_API_KEY_FILE="$work/api-key" \
+        SANDBOX_WEBHOOK_SECRET_FILE="$work/webhook-secret" \
+        SANDBOX_WEBHOOK_URL=http://gateway:8000/v1/webhooks/payments/sandbox)
+    # shellcheck disable=SC2016
+    expect 'python -m services.payments.sandbox
+DATABASE_URL= AUTH_DATABASE_URL=
+AMQP_URI= GATEWAY_HOST=
+SANDBOX_HOST=0.0.0.0
+SANDBOX_API_KEY=sk_live_a/b+c= "$(id)"
+SANDBOX_WEBHOOK_SECRET=whsec_old,whsec_new
+SANDBOX_WEBHOOK_URL=http://gateway:8000/v1/webhooks/payments/sandbox' || return 1
+    args=(sandbox --port 9100)
+    out=$(run STUB_SHOW=SANDBOX_HOST SANDBOX_HOST=127.0.0.1)
+    expect 'python -m services.payments.sandbox --port 9100
+DATABASE_URL= AUTH_DATABASE_URL=
+AMQP_URI= GATEWAY_HOST=
+SANDBOX_HOST=127.0.0.1' || return 1
+
+    # HTTP probes: the stub prints the inline script; its arguments end it.
+    args=(healthcheck sandbox)
+    out=$(run SANDBOX_PORT=9100)
+    case $out in
+        "python -c "*" sandbox http://127.0.0.1:9100/health"*) ;;
+        *) expect 'python -c <probe> sandbox http://127.0.0.1:9100/health'; return 1 ;;
+    esac
+    args=(healthcheck gateway)
+    out=$(run)
+    case $out in
+        "python -c "*" gateway http://127.0.0.1:8000/health/live"*) ;;
+        *) expect 'python -c <probe> gateway http://127.0.0.1:8000/health/live'; return 1 ;;
+    esac
+
     # Refusals: a bad service name, an unreadable secret file.
     args=(service 'auth;id')
     if out=$(run 2>&1); then echo "accepted: ${args[*]}"; return 1; fi
@@ -116,6 +206,78 @@ AMQP_URI= GATEWAY_HOST=' || return 1
         echo "started without its password file"
         return 1
     fi
+    # ... and for <NAME>_FILE: unreadable, empty, too large, or both set.
+    : >"$work/empty"
+    head -c 70000 /dev/zero | tr '\0' x >"$work/huge"
+    args=(sandbox)
+    local file
+    for file in /nonexistent "$work/empty" "$work/huge"; do
+        if out=$(run SANDBOX_API_KEY_FILE="$file" 2>&1); then
+            echo "started with SANDBOX_API_KEY_FILE=$file"
+            return 1
+        fi
+    done
+    if out=$(run SANDBOX_API_KEY=x SANDBOX_API_KEY_FILE="$work/api-key" 2>&1); then
+        echo "started with both SANDBOX_API_KEY and SANDBOX_API_KEY_FILE"
+        return 1
+    fi
+}
+
+# --- the sandbox for real: entrypoint.sh sandbox + healthcheck sandbox -------
+# Needs the project's dependencies in $VENV (ops/scripts/bootstrap.sh).
+sandbox_importable() {
+    "$VENV/bin/python" -c 'import services.payments.sandbox' >/dev/null 2>&1
+}
+sandbox_live() {
+    local entrypoint=ops/docker/entrypoint.sh port pid status=0 bin
+    bin=$(cd "$VENV/bin" && pwd)  # VENV may be relative or absolute
+    port=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf 'sk_from_file\n' >"$work/live-api-key"
+    printf 'whsec_from_file\n' >"$work/live-webhook-secret"
+    env -i HOME="$HOME" PATH="$bin:$PATH" SANDBOX_HOST=127.0.0.1 SANDBOX_PORT="$port" \
+        SANDBOX_API_KEY_FILE="$work/live-api-key" SANDBOX_WEBHOOK_SECRET_FILE="$work/live-webhook-secret" \
+        sh "$entrypoint" sandbox >"$work/sandbox.log" 2>&1 &
+    pid=$!
+    sandbox_probe() {
+        env -i HOME="$HOME" PATH="$bin:$PATH" SANDBOX_PORT="$port" \
+            sh "$entrypoint" healthcheck sandbox
+    }
+    local tries=0
+    until sandbox_probe 2>/dev/null; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 50 ] || ! kill -0 "$pid" 2>/dev/null; then
+            echo "the sandbox did not become healthy on port $port:"
+            cat "$work/sandbox.log"
+            status=1
+            break
+        fi
+        sleep 0.2
+    done
+    if [ "$status" -eq 0 ]; then
+        # The key from the file is the one it accepts; the built-in dev key is not.
+        "$VENV/bin/python" - "$port" <<'PY_LIVE' || status=1
+import sys, urllib.error, urllib.request
+url = "http://127.0.0.1:%s/_sandbox/stats" % sys.argv[1]
+def status(key):
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer " + key})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+got = {key: status(key) for key in ("sk_from_file", "sk_sandbox_dev")}
+if got != {"sk_from_file": 200, "sk_sandbox_dev": 401}:
+    sys.exit("API key from SANDBOX_API_KEY_FILE not applied: %s" % got)
+PY_LIVE
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    # Stopped, the probe must fail.
+    if [ "$status" -eq 0 ] && sandbox_probe 2>/dev/null; then
+        echo "healthcheck sandbox passed with the sandbox stopped"
+        status=1
+    fi
+    return "$status"
 }
 
 # --- every */run/secrets/... path in the environment is mounted -------------
@@ -186,6 +348,254 @@ sys.exit(1 if errors else 0)
 PY
 }
 
+# --- swarm and k8s agree with the code and with each other -------------------
+# One model of both platforms (processes with their command, environment,
+# secret files and probes), then three topics:
+#   services   every nameko service of the Procfile runs as `service <name>`,
+#              probed by `entrypoint.sh healthcheck <name>`; in k8s it is
+#              labelled component=service, has a PDB, and may reach RabbitMQ
+#              and PostgreSQL
+#   databases  every service with migrations has fintech_<name> in the init
+#              script's default and in every FINTECH_DATABASES
+#   provider   payments and the gateway agree on the provider; with the
+#              sandbox: it is the provider, shares the API key with payments
+#              and the webhook secret with the gateway, calls the gateway's
+#              webhook URL, and the network policies allow both ways; without
+#              it (prod): nothing points at it, the gateway verifies the named
+#              provider's webhooks and payments may reach the provider's port
+declare -A topics=(
+    [services]="deployed, probed, budgeted"
+    [databases]="one per service with migrations"
+    [provider]="payments, gateway, sandbox, policies"
+)
+write_consistency_checker() {
+    cat >"$work/consistency.py" <<'PY'
+import json, posixpath, re, sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+platform, source, topic = sys.argv[1:4]
+errors = []
+
+PROCFILE = Path("Procfile").read_text()
+SERVICES = re.findall(r"services\.(\w+)\.service:\w+Service", PROCFILE)
+MIGRATED = sorted(p.parent.parent.name for p in Path("services").glob("*/migrations/env.py"))
+SCRIPT = Path("swarm/postgres-init/create-databases.sh").read_text()
+SANDBOX = "payments-sandbox"
+PROBE = "/app/ops/docker/entrypoint.sh"
+
+
+class Process:
+    """One container (k8s) or service (swarm)."""
+
+    def __init__(self, name, command, env, files, probes, labels=None):
+        self.name, self.command, self.env = name, command, env
+        self.files = files  # mounted path -> (secret, key)
+        self.probes = probes  # exec commands of its health checks
+        self.labels = labels or {}
+
+    def secret(self, variable):
+        return self.files.get(self.env.get(variable, ""))
+
+
+def load_swarm(path):
+    stack = json.load(open(path))
+    processes = {}
+    for name, service in stack["services"].items():
+        files = {}
+        for secret in service.get("secrets", []):
+            target = secret.get("target") or secret["source"]
+            target = target if target.startswith("/") else "/run/secrets/" + target
+            files[target] = (secret["source"], None)
+        test = (service.get("healthcheck") or {}).get("test") or []
+        processes[name] = Process(
+            name, service.get("command") or [],
+            {k: str(v or "") for k, v in (service.get("environment") or {}).items()},
+            files, [test[1:]] if test[:1] == ["CMD"] else [])
+    return processes, stack
+
+
+def load_k8s(path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    processes = {}
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "StatefulSet", "Job"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        labels = doc["spec"]["template"]["metadata"].get("labels", {})
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            env = {}
+            for ref in container.get("envFrom", []):
+                env.update(configmaps.get(ref.get("configMapRef", {}).get("name"), {}))
+            env.update({e["name"]: e.get("value", "") for e in container.get("env", [])})
+            files = {}
+            for mount in container.get("volumeMounts", []):
+                volume = volumes.get(mount["name"], {})
+                sources = list(volume.get("projected", {}).get("sources", []))
+                if "secret" in volume:
+                    sources.append({"secret": dict(volume["secret"], name=volume["secret"]["secretName"])})
+                for src in sources:
+                    secret = src.get("secret") or {}
+                    for item in secret.get("items", []):
+                        path = posixpath.join(mount["mountPath"], item["path"])
+                        files[path] = (secret["name"], item["key"])
+            probes = [container[p]["exec"]["command"] for p in ("startupProbe", "livenessProbe")
+                      if "exec" in container.get(p, {})]
+            name = doc["metadata"]["name"]
+            key = name if container["name"] == name else f'{name}/{container["name"]}'
+            command = container.get("args") or container.get("command") or []
+            processes[key] = Process(key, command, env, files, probes, labels)
+    return processes, docs
+
+
+def selected(selector, labels):
+    """A label selector (matchLabels, matchExpressions In/Exists) against labels."""
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        if expression["operator"] == "In" and value not in expression["values"]:
+            return False
+        if expression["operator"] == "Exists" and value is None:
+            return False
+    return True
+
+
+def allowed(docs, direction, pod_labels, peer_labels=None, port=None, ip_peer=False):
+    """Whether a NetworkPolicy lets pods with pod_labels talk to/from a peer on port
+    (peers: pods of this namespace with peer_labels, or any ipBlock if ip_peer)."""
+    side, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+    for doc in docs:
+        if doc["kind"] != "NetworkPolicy" or direction not in doc["spec"].get("policyTypes", []):
+            continue
+        if not selected(doc["spec"]["podSelector"], pod_labels):
+            continue
+        for rule in doc["spec"].get(side) or []:
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            peers = rule.get(peers_key)
+            if not peers:
+                return True
+            for peer in peers:
+                if ip_peer and "ipBlock" in peer:
+                    return True
+                if (peer_labels is not None and "podSelector" in peer
+                        and "namespaceSelector" not in peer
+                        and selected(peer["podSelector"], peer_labels)):
+                    return True
+    return False
+
+
+def check_services():
+    if not SERVICES:
+        errors.append("no nameko service found in the Procfile")
+    for service in SERVICES:
+        runs = [p for p in processes.values() if p.command == ["service", service]]
+        if not runs:
+            errors.append(f"{service}: no process runs `service {service}`")
+        for p in runs:
+            if [PROBE, "healthcheck", service] not in p.probes:
+                errors.append(f"{p.name}: no health check `{PROBE} healthcheck {service}`")
+            if platform != "k8s":
+                continue
+            if p.labels.get("app.kubernetes.io/component") != "service":
+                errors.append(f"{p.name}: not labelled app.kubernetes.io/component=service")
+            if not any(d["kind"] == "PodDisruptionBudget" and selected(d["spec"]["selector"], p.labels)
+                       for d in raw):
+                errors.append(f"{p.name}: no PodDisruptionBudget selects it")
+            broker = {"app.kubernetes.io/component": "broker"}
+            database = {"app.kubernetes.io/component": "database"}
+            if not (allowed(raw, "Egress", p.labels, broker, 5672)
+                    and allowed(raw, "Egress", p.labels, database, 5432)):
+                errors.append(f"{p.name}: the network policies do not let it reach RabbitMQ and PostgreSQL")
+
+
+def check_databases():
+    default = re.search(r"FINTECH_DATABASES:-([^}]*)\}", SCRIPT)
+    lists = {"create-databases.sh default": default.group(1).split() if default else []}
+    for p in processes.values():
+        if "FINTECH_DATABASES" in p.env:
+            lists[f"{p.name} FINTECH_DATABASES"] = p.env["FINTECH_DATABASES"].split()
+    if len(lists) < 2:
+        errors.append("no process sets FINTECH_DATABASES")
+    for where, names in lists.items():
+        missing = [f"fintech_{s}" for s in MIGRATED if f"fintech_{s}" not in names]
+        if missing:
+            errors.append(f"{where}: missing {' '.join(missing)}")
+
+
+def check_provider():
+    payments, gateway = processes.get("payments"), processes.get("gateway")
+    sandbox = processes.get(SANDBOX)
+    if payments is None or gateway is None:
+        errors.append("no payments or no gateway process")
+        return
+    name = payments.env.get("PAYMENTS_PROVIDER_NAME", "sandbox")
+    url = urlsplit(payments.env.get("PAYMENTS_PROVIDER_URL", ""))
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+    webhook_var = f"PAYMENTS_WEBHOOK_SECRET_{name.upper()}"
+    if webhook_var not in gateway.env and webhook_var + "_FILE" not in gateway.env:
+        errors.append(f"gateway: no {webhook_var}(_FILE) for PAYMENTS_PROVIDER_NAME={name}")
+    api_key = payments.secret("PAYMENTS_PROVIDER_API_KEY_FILE")
+    if api_key is None:
+        errors.append("payments: PAYMENTS_PROVIDER_API_KEY_FILE is not a mounted secret")
+
+    if sandbox is None:
+        # Production: a real provider.
+        if url.hostname == SANDBOX:
+            errors.append(f"payments: PAYMENTS_PROVIDER_URL points at {SANDBOX}, which is not deployed")
+        if any(k.startswith("PAYMENTS_WEBHOOK_SECRET_SANDBOX") for k in gateway.env):
+            errors.append("gateway: still verifies sandbox webhooks, but there is no sandbox")
+        if platform == "k8s":
+            for d in raw:
+                if SANDBOX in json.dumps(d):
+                    errors.append(f'{d["kind"]}/{d["metadata"]["name"]}: refers to {SANDBOX}')
+            if not allowed(raw, "Egress", payments.labels, None, port, ip_peer=True):
+                errors.append(f"network policies: payments may not reach the provider (port {port})")
+        return
+
+    if name != "sandbox" or url.hostname != SANDBOX or port != 8100:
+        errors.append(f"payments: the sandbox runs but the provider is {name} at {url.geturl()}")
+    if sandbox.command[:1] != ["sandbox"]:
+        errors.append(f"{SANDBOX}: does not run `sandbox`")
+    if platform == "swarm" and [PROBE, "healthcheck", "sandbox"] not in sandbox.probes:
+        errors.append(f"{SANDBOX}: no health check `{PROBE} healthcheck sandbox`")
+    if sandbox.env.get("SANDBOX_PORT", "8100") != "8100":
+        errors.append(f"{SANDBOX}: SANDBOX_PORT is not 8100")
+    if sandbox.secret("SANDBOX_API_KEY_FILE") != api_key:
+        errors.append(f"{SANDBOX}: SANDBOX_API_KEY_FILE is not payments' API key secret")
+    webhook_secret = sandbox.secret("SANDBOX_WEBHOOK_SECRET_FILE")
+    if webhook_secret is None or webhook_secret != gateway.secret(webhook_var + "_FILE"):
+        errors.append(f"{SANDBOX}: SANDBOX_WEBHOOK_SECRET_FILE is not the gateway's {webhook_var}_FILE secret")
+    hook = urlsplit(sandbox.env.get("SANDBOX_WEBHOOK_URL", ""))
+    expected = ("gateway", 8000 if platform == "swarm" else 80, "/v1/webhooks/payments/sandbox")
+    if (hook.hostname, hook.port or 80, hook.path) != expected:
+        errors.append(f"{SANDBOX}: SANDBOX_WEBHOOK_URL={hook.geturl()} is not "
+                      "http://%s:%s%s (the gateway)" % expected)
+    if platform == "k8s":
+        if not any(d["kind"] == "Service" and d["metadata"]["name"] == SANDBOX
+                   and [p["port"] for p in d["spec"]["ports"]] == [8100] for d in raw):
+            errors.append(f"no Service {SANDBOX} on port 8100")
+        if not allowed(raw, "Egress", payments.labels, sandbox.labels, 8100):
+            errors.append(f"network policies: payments may not reach {SANDBOX}:8100")
+        if not allowed(raw, "Ingress", sandbox.labels, payments.labels, 8100):
+            errors.append(f"network policies: {SANDBOX} does not admit payments on 8100")
+        if not allowed(raw, "Egress", sandbox.labels, gateway.labels, 8000):
+            errors.append(f"network policies: {SANDBOX} may not reach the gateway's pods on 8000")
+
+
+processes, raw = (load_swarm if platform == "swarm" else load_k8s)(source)
+{"services": check_services, "databases": check_databases, "provider": check_provider}[topic]()
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+PY
+}
+
 # --- the checks --------------------------------------------------------------
 check "tools installed in $VENV (${TOOLS[*]})" install_tools
 if [ "$failures" -gt 0 ]; then
@@ -204,12 +614,22 @@ runs_as_non_root() {
 }
 check "Dockerfile: the image runs as a non-root user" runs_as_non_root
 check "entrypoint.sh dispatch and {password} substitution" entrypoint_smoke
+if sandbox_importable; then
+    check "entrypoint.sh sandbox + healthcheck sandbox (live, key from *_FILE)" sandbox_live
+else
+    skip "entrypoint.sh sandbox (live)" "project dependencies not installed in $VENV (make venv)"
+fi
 check "postgres init script: k8s copy identical to swarm's" \
     cmp swarm/postgres-init/create-databases.sh k8s/base/postgres/create-databases.sh
 
 check "docker-compose -f swarm/stack.yml config -q" \
     "$VENV/bin/docker-compose" -f swarm/stack.yml config -q
 check "swarm: every /run/secrets path in the environment is mounted" swarm_secrets_mounted
+write_consistency_checker
+for topic in services databases provider; do
+    check "swarm: $topic consistent (${topics[$topic]})" \
+        "$VENV/bin/python" "$work/consistency.py" swarm "$work/stack.json" "$topic"
+done
 if command -v docker >/dev/null 2>&1; then
     check "docker stack config -c swarm/stack.yml" docker stack config -c swarm/stack.yml
 else
@@ -225,6 +645,10 @@ for overlay in dev prod; do
             -k "$KUBERNETES_VERSION" "$rendered"
         check "k8s $overlay: every *_FILE(S) path is a mounted secret item" \
             k8s_secrets_mounted "$rendered"
+        for topic in services databases provider; do
+            check "k8s $overlay: $topic consistent (${topics[$topic]})" \
+                "$VENV/bin/python" "$work/consistency.py" k8s "$rendered" "$topic"
+        done
     else
         fail "kubectl kustomize k8s/overlays/$overlay"
     fi

@@ -468,7 +468,7 @@ def _event(obj: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared import logs
+    from shared import config, logs
 
     logs.configure("payments-sandbox")
     parser = argparse.ArgumentParser(description="Payment provider sandbox (HTTP).")
@@ -477,11 +477,23 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=int, default=int(os.environ.get("SANDBOX_PORT", DEFAULT_PORT))
     )
     args = parser.parse_args(argv)
+    api_key = os.environ.get("SANDBOX_API_KEY") or DEFAULT_API_KEY
+    webhook_secret = os.environ.get("SANDBOX_WEBHOOK_SECRET") or DEFAULT_WEBHOOK_SECRET
+    dev_secrets = api_key == DEFAULT_API_KEY or webhook_secret == DEFAULT_WEBHOOK_SECRET
+    if dev_secrets and config.is_production():
+        # The development secrets are in this file: anyone could use them.
+        print(
+            "ENVIRONMENT=production: set SANDBOX_API_KEY and SANDBOX_WEBHOOK_SECRET",
+            file=sys.stderr,
+        )
+        return 2
+    if dev_secrets:
+        log.warning("payment sandbox uses its built-in development key or webhook secret")
     server = SandboxServer(
         (args.host, args.port),
-        api_key=os.environ.get("SANDBOX_API_KEY") or DEFAULT_API_KEY,
+        api_key=api_key,
         webhook_url=os.environ.get("SANDBOX_WEBHOOK_URL") or None,
-        webhook_secret=os.environ.get("SANDBOX_WEBHOOK_SECRET") or DEFAULT_WEBHOOK_SECRET,
+        webhook_secret=webhook_secret,
     )
     # honcho and container runtimes stop processes with SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

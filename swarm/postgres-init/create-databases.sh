@@ -3,9 +3,11 @@
 # no cross-service SQL). The official postgres image runs it once, on an empty
 # data directory, as $POSTGRES_USER, who becomes the owner of each database.
 #
-# FINTECH_DATABASES lists the databases (space-separated). Adding a service to
-# a cluster that already has data: run this script again by hand, it is
-# idempotent, e.g.
+# FINTECH_DATABASES lists the databases (space-separated; default: one per
+# service). The script is idempotent, and also runs against a server that
+# already has data: the Kubernetes migrate Job (init container) and the Swarm
+# `databases` service run it before every migration, with PGHOST set, so a
+# new service's database appears on an existing volume. By hand:
 #   docker exec -e FINTECH_DATABASES=fintech_payments <postgres container> \
 #     sh /docker-entrypoint-initdb.d/create-databases.sh
 #
@@ -14,7 +16,7 @@
 # that the two stay identical.
 set -eu
 
-databases=${FINTECH_DATABASES:-fintech_auth fintech_accounts}
+databases=${FINTECH_DATABASES:-fintech_auth fintech_accounts fintech_transactions fintech_risk fintech_payments}
 owner=${POSTGRES_USER:-postgres}
 
 for database in $databases; do
