@@ -1,7 +1,15 @@
 """HTTP wire schemas (marshmallow): they validate requests and, through
 flask-smorest, generate the OpenAPI document at /openapi.json."""
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from shared import iban
 from shared.errors import InvalidInput
@@ -170,10 +178,20 @@ class Beneficiary(Strict):
     name = fields.String(required=True, validate=validate.Length(min=1, max=140))
     iban = fields.String(required=True, validate=validate.Length(max=42))
 
+    @validates("name")
+    def _not_blank(self, value, **kwargs):
+        if not value.strip():
+            raise ValidationError("Must not be blank.")
+
     @validates("iban")
     def _valid_iban(self, value, **kwargs):
         if not iban.is_valid(value):
             raise ValidationError("Not a valid IBAN.")
+
+    @post_load
+    def _normalise(self, data, **kwargs):
+        # Sent on as the provider expects it: no spaces, upper case.
+        return {"name": " ".join(data["name"].split()), "iban": iban.normalise(data["iban"])}
 
 
 class DepositRequest(_MovesMoney):

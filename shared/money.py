@@ -19,8 +19,11 @@ CURRENCY_DIGITS: dict[str, int] = {
     "TND": 3, "TRY": 2, "USD": 2, "ZAR": 2,
 }  # fmt: skip
 
-# Up to 18 integer digits keeps every amount inside a signed 64-bit column.
 _AMOUNT = re.compile(r"^(?P<int>0|[1-9][0-9]{0,17})(?:\.(?P<frac>[0-9]+))?$")
+# The largest single amount, in minor units: far above any real payment, and
+# far enough below 2**63 that a balance adding many of them still fits the
+# 64-bit columns.
+MAX_MINOR_UNITS = 10**15
 
 
 def minor_digits(currency: str) -> int:
@@ -58,6 +61,8 @@ class Money:
         minor = int(match["int"]) * 10**digits + int(fraction.ljust(digits, "0") or 0)
         if minor <= 0:
             raise _invalid(field, "Must be greater than zero.")
+        if minor > MAX_MINOR_UNITS:
+            raise _invalid(field, "Too large.")
         return cls(minor, currency)
 
     def format(self) -> str:

@@ -45,6 +45,7 @@ from shared.sqltypes import UtcDateTime
 log = logging.getLogger(__name__)
 
 _BATCH = 200
+CONFIRM_TIMEOUT = 10.0
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -195,6 +196,10 @@ class OutboxRelay(DependencyProvider):
                     exchange=self._exchange,
                     routing_key=row.event_type,
                     extra_headers=json.loads(row.headers),
+                    # A broker that stops confirming (memory alarm, half-open
+                    # socket) must not hold the batch's rows, or SQLite's one
+                    # connection, for ever: give up and retry later.
+                    confirm_timeout=CONFIRM_TIMEOUT,
                 )
             except Exception as exc:  # noqa: BLE001 (reported to the caller with the row)
                 return published, (row.id, exc)

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.accounts import ledger
 from services.accounts.domain import (
     MAX_ACCOUNTS_PER_OWNER,
     AccountKind,
@@ -210,3 +211,10 @@ def _check_usable(account: Account, currency: str, field: str) -> None:
 
 def _field_error(code: str, field: str, message: str) -> InvalidInput:
     return InvalidInput(code, message, {field: [message]})
+
+
+def expire_transfer(uow: UnitOfWork, transfer_id: str, now: datetime) -> dict:
+    """Asked by transactions when a transfer passes its deadline (see ledger.expire)."""
+    with uow.transaction() as session:
+        ledger.lock_transfer(session, transfer_id)
+        return {"expired": ledger.expire(session, transfer_id, now)}

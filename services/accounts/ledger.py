@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.accounts.domain import (
@@ -89,6 +89,44 @@ def _ensure_system_account(session: Session, purpose: str, currency: str, now: d
         )
         session.flush()
     return account_id
+
+
+def lock_transfer(session: Session, transfer_id: str) -> None:
+    """Serialise everything accounts does for one transfer, until commit.
+
+    Two steps of one transfer (an approval and a failure, a posting and an
+    expiry) must never interleave: each would decide on what it read before
+    the other committed. On PostgreSQL a transaction-scoped advisory lock on
+    the transfer id; SQLite gives a service process one connection, so its
+    transactions are serial already.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(transfer_id, 0))))
+
+
+def expire(session: Session, transfer_id: str, now: datetime) -> bool:
+    """The deadline's question, answered by the one who moves the money.
+
+    Expires (closes as timed out) a transfer only while no money has moved
+    or been reserved for it here: no hold and no entry. Once either exists,
+    the transfer must run its course (its own events complete or compensate
+    it), so the answer is no. Call under lock_transfer.
+    """
+    closed = session.get(ClosedTransfer, transfer_id)
+    if closed is not None:
+        return closed.outcome == contracts.REASON_TIMED_OUT
+    touched = session.scalar(select(Hold.id).where(Hold.transfer_id == transfer_id).limit(1))
+    touched = touched or _entry_for_any_kind(session, transfer_id)
+    if touched:
+        return False
+    close(session, transfer_id, contracts.REASON_TIMED_OUT, now)
+    return True
+
+
+def _entry_for_any_kind(session: Session, transfer_id: str) -> str | None:
+    return session.scalar(
+        select(JournalEntry.id).where(JournalEntry.transfer_id == transfer_id).limit(1)
+    )
 
 
 def is_closed(session: Session, transfer_id: str) -> bool:

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 def _step(uow: UnitOfWork, envelope: dict, handler: str, effect) -> None:
     with uow.transaction() as session:
+        ledger.lock_transfer(session, envelope["payload"]["transfer_id"])
         if not claim(session, envelope, handler):
             return
         effect(session, envelope["payload"], envelope["event_id"])
@@ -78,6 +79,18 @@ def on_funds_reserved(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
         transfer = payload["transfer"]
         if transfer["kind"] != contracts.KIND_INTERNAL:
             return  # payouts wait for the provider
+        if ledger.is_closed(session, transfer["transfer_id"]):
+            # Ended meanwhile (it cannot have expired with a hold: see
+            # ledger.expire); never post a closed transfer, give the hold back.
+            _release(
+                session,
+                transfer["transfer_id"],
+                contracts.REASON_TIMED_OUT,
+                transfer,
+                event_id,
+                now,
+            )
+            return
         outcome = ledger.post_internal_transfer(
             session,
             transfer["transfer_id"],

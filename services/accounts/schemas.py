@@ -25,3 +25,7 @@ class CheckTransferArgs(Schema):
     currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$"))
     from_account_id = fields.UUID(load_default=None, allow_none=True)
     to_account_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class TransferRef(Schema):
+    transfer_id = fields.UUID(required=True)

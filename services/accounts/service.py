@@ -61,6 +61,12 @@ class AccountsService(ServiceBase):
         as_text = {k: (str(v) if v is not None else None) for k, v in args.items()}
         return handlers.check_transfer(self.db, **as_text)
 
+    @rpc
+    def expire_transfer(self, transfer_id):
+        """transactions asks this at a transfer's deadline: may it fail now?"""
+        args = load(schemas.TransferRef(), {"transfer_id": transfer_id})
+        return handlers.expire_transfer(self.db, str(args["transfer_id"]), now=utcnow())
+
     # -- the transfer saga ------------------------------------------------------
 
     @saga_step(contracts.RISK, contracts.TRANSFER_ASSESSED)

@@ -91,7 +91,12 @@ class _Transient(ProviderUnavailable):
 
 # Refusals that are the customer's outcome, not an error: 402 a declined
 # card or a refused payout, 422 details the provider will never accept.
-_REFUSED = (402, 422)
+# Answers that say no money moved and none will for this request: a decline
+# (402), details the provider refuses (422) or a request it cannot read
+# (400). They fail the operation (and the saga compensates) instead of being
+# retried forever. A 409 is not among them: with a reused idempotency key the
+# first request may have moved money, so that one waits for an operator.
+_REFUSED = (400, 402, 422)
 
 
 class HttpProvider:

@@ -165,8 +165,17 @@ def record_saga_step(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
         _apply(session, transfer, events, now, envelope["event_id"])
 
 
-def expire_overdue(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
-    """Fail pending transfers past their deadline (those safe to fail; see domain)."""
+def expire_overdue(
+    uow: UnitOfWork, may_expire: Callable[[str], bool], now: datetime, batch: int = 100
+) -> int:
+    """Fail pending transfers past their deadline, where that is safe.
+
+    The aggregate rules out those a payment provider may be moving (see
+    Transfer.can_time_out); for the rest, accounts decides (`may_expire`,
+    an RPC): it expires a transfer only while nothing is reserved or posted
+    for it, and from then on refuses to reserve or post it. A transfer whose
+    money already moved is left to its own events, however late they are.
+    """
     with uow.transaction() as session:
         candidates = session.scalars(
             select(TransferView.transfer_id)
@@ -180,6 +189,10 @@ def expire_overdue(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
         ).all()
     expired = 0
     for transfer_id in candidates:
+        with uow.transaction() as session:
+            transfer = event_store.load(session, transfer_id)
+        if not transfer.can_time_out(now) or not may_expire(transfer_id):
+            continue  # outside any transaction: may_expire is an RPC
         try:
             with uow.transaction() as session:
                 transfer = event_store.load(session, transfer_id)
@@ -187,7 +200,7 @@ def expire_overdue(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
                 _apply(session, transfer, events, now, None)
                 expired += bool(events)
         except event_store.ConcurrencyError:
-            continue  # a saga step or another instance got there first
+            continue  # a saga step got there first; the next tick looks again
     return expired
 
 

@@ -94,7 +94,14 @@ class TransactionsService(ServiceBase):
 
     @timer(interval=5)
     def expire_overdue_transfers(self):
-        handlers.expire_overdue(self.db, utcnow())
+        def may_expire(transfer_id):
+            try:
+                with eventlet.Timeout(config.env_int("TRANSACTIONS_ACCOUNTS_TIMEOUT", 5, 1)):
+                    return self.accounts.expire_transfer(transfer_id)["expired"]
+            except eventlet.Timeout:
+                return False  # no answer, no decision: ask again on the next tick
+
+        handlers.expire_overdue(self.db, may_expire, utcnow())
 
     # -- every saga participant's outcome, folded into the transfer ---------------
 

@@ -2,6 +2,7 @@
 
 import uuid
 
+import eventlet
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
@@ -18,8 +19,8 @@ from shared.events import envelope
 from shared.sqltypes import utcnow
 
 
-def _uow(url):
-    engine = make_engine(url, pool_size=2)
+def _uow(url, pool_size=2):
+    engine = make_engine(url, pool_size=pool_size)
     return engine, UnitOfWork(sessionmaker(engine, expire_on_commit=False), lambda: None)
 
 
@@ -125,3 +126,81 @@ def test_an_approval_arriving_after_the_failure_reserves_nothing(uows):
         balance = session.get(Balance, account["account_id"])
     assert holds == []
     assert (balance.balance, balance.held) == (1000, 0)
+
+
+def _funded_transfer(uow, amount=400):
+    account = accounts_handlers.open_account(uow, str(uuid.uuid4()), "EUR", None, utcnow())
+    with uow.transaction() as session:
+        ledger.credit_deposit(
+            session, str(uuid.uuid4()), account["account_id"], 1000, "EUR", utcnow()
+        )
+    return account, {
+        "transfer_id": str(uuid.uuid4()),
+        "kind": "payout",
+        "amount": amount,
+        "currency": "EUR",
+        "from_account_id": account["account_id"],
+        "to_account_id": None,
+    }
+
+
+def _approve(uow, transfer):
+    saga.on_transfer_assessed(
+        uow,
+        envelope(
+            contracts.TRANSFER_ASSESSED,
+            {
+                "transfer_id": transfer["transfer_id"],
+                "decision": "approve",
+                "score": 0,
+                "reasons": [],
+                "transfer": transfer,
+            },
+            correlation_id="o",
+        ),
+        utcnow(),
+    )
+
+
+def _holds(uow, transfer_id):
+    with uow.transaction() as session:
+        return session.scalars(select(Hold).where(Hold.transfer_id == transfer_id)).all()
+
+
+def test_a_transfer_with_reserved_funds_never_expires_and_an_expired_one_is_never_reserved(uows):
+    uow = uows["accounts"]
+    _, reserved = _funded_transfer(uow)
+    _approve(uow, reserved)
+    assert accounts_handlers.expire_transfer(uow, reserved["transfer_id"], utcnow()) == {
+        "expired": False
+    }  # the money is held: the payout must run its course
+
+    _, idle = _funded_transfer(uow)
+    assert accounts_handlers.expire_transfer(uow, idle["transfer_id"], utcnow()) == {
+        "expired": True
+    }
+    _approve(uow, idle)  # the late approval
+    assert _holds(uow, idle["transfer_id"]) == []
+    assert accounts_handlers.expire_transfer(uow, idle["transfer_id"], utcnow()) == {
+        "expired": True
+    }  # asked again (transactions crashed before recording it): same answer
+
+
+def test_an_approval_racing_the_deadline_ends_one_way_only(integration_env):
+    """Either the hold is placed and the transfer does not expire, or it expires
+    and nothing is held; never both (the per-transfer lock)."""
+    engine, uow = _uow(integration_env.database_urls["accounts"])
+    engine.pool._pool.maxsize = 10
+    try:
+        for _ in range(15):
+            _, transfer = _funded_transfer(uow)
+            pool = eventlet.GreenPool(2)
+            pool.spawn(_approve, uow, transfer)
+            expired = pool.spawn(
+                accounts_handlers.expire_transfer, uow, transfer["transfer_id"], utcnow()
+            )
+            pool.waitall()
+            held = [h for h in _holds(uow, transfer["transfer_id"]) if h.status == "active"]
+            assert expired.wait()["expired"] != bool(held), (expired.wait(), held)
+    finally:
+        engine.dispose()

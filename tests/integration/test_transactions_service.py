@@ -163,8 +163,12 @@ def test_overdue_transfers_fail_as_timed_out_and_say_so(services, rpc, uow, even
     transfer_id = rpc.transactions.create_transfer(alice, "k", internal(a_acc, b_acc))[
         "transfer_id"
     ]
-    assert handlers.expire_overdue(uow, utcnow()) == 0  # not due yet
-    assert handlers.expire_overdue(uow, utcnow() + timedelta(minutes=5)) >= 1
+
+    def may_expire(tid):
+        return rpc.accounts.expire_transfer(tid)["expired"]
+
+    assert handlers.expire_overdue(uow, may_expire, utcnow()) == 0  # not due yet
+    assert handlers.expire_overdue(uow, may_expire, utcnow() + timedelta(minutes=5)) >= 1
     view = rpc.transactions.get_transfer(alice, transfer_id)
     assert (view["status"], view["failure_reason"]) == ("failed", "timed_out")
     messages = []

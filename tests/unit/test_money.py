@@ -13,7 +13,7 @@ from shared.money import Money, format_minor, minor_digits
         ("1234", "JPY", 1234),
         ("0.001", "KWD", 1),
         ("0.01", "GBP", 1),
-        ("999999999999999999.99", "EUR", 99999999999999999999),
+        ("10000000000000.00", "EUR", 10**15),  # the ceiling itself
     ],
 )
 def test_parses_decimal_strings_into_minor_units(amount, currency, minor):
@@ -34,6 +34,8 @@ def test_parses_decimal_strings_into_minor_units(amount, currency, minor):
         (" 1.00", "EUR", "decimal string"),
         ("1,00", "EUR", "decimal string"),
         ("NaN", "EUR", "decimal string"),
+        ("10000000000000.01", "EUR", "Too large"),  # past 10**15 minor units
+        ("999999999999999999.99", "EUR", "Too large"),  # would overflow a 64-bit column
     ],
 )
 def test_refuses_amounts_that_are_not_positive_decimal_strings(amount, currency, reason):
