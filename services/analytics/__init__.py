@@ -1,0 +1,1 @@
+"""analytics: monthly projections, insights and anomalies fed by transfer outcomes."""

@@ -1,0 +1,465 @@
+"""analytics' use cases: consume transfer outcomes, answer queries, rebuild.
+
+Consuming an event is one transaction: claim it in the inbox (a duplicate
+delivery does nothing), append the envelope to `analytics_events`, and
+project it. Projecting is a function of the log alone (the event, its
+position, and what earlier positions projected), so `rebuild` can drop the
+projections and replay the log into the same rows.
+
+Anomalies compare an outflow with the user's earlier outflows, "earlier"
+meaning a lower log position. On PostgreSQL each event therefore takes a
+transaction-scoped advisory lock on every user it touches before it takes
+its position, so one user's events commit in position order and a replay
+sees exactly the history the live handler saw. (SQLite's single connection
+per process already serialises everything.)
+"""
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import date, datetime
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from services.analytics import domain
+from services.analytics.models import (
+    PROJECTIONS,
+    AnalyticsEvent,
+    FlaggedTransfer,
+    MonthlyCategory,
+    MonthlyTotal,
+    ProjectedTransfer,
+    TransferTotal,
+    UserFlow,
+)
+from shared import contracts
+from shared.database import UnitOfWork
+from shared.inbox import claim
+from shared.money import is_supported_currency
+
+log = logging.getLogger(__name__)
+
+SERVICE = "analytics"
+# Inbox handler names: "<service>.<entrypoint>".
+COMPLETED_HANDLER = "analytics.handle_transfer_completed"
+FAILED_HANDLER = "analytics.handle_transfer_failed"
+
+COMPLETED = "completed"
+FAILED = "failed"
+_OUTCOMES = {contracts.TRANSFER_COMPLETED: COMPLETED, contracts.TRANSFER_FAILED: FAILED}
+
+_REPLAY_BATCH = 500
+_MAX_OUTFLOWS = 5000  # outflows read for insights (the lookback window's newest)
+
+
+class MalformedEvent(ValueError):
+    """An event analytics cannot use: a producer bug, parked for a human."""
+
+
+# -- reading payloads --------------------------------------------------------------
+
+
+def _id(value, name: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not (isinstance(value, str) and 0 < len(value) <= 36):
+        raise MalformedEvent(f"{name} {value!r}")
+    return value
+
+
+def _amount(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise MalformedEvent(f"amount {value!r}")
+    return value
+
+
+def _currency(value) -> str:
+    if not (isinstance(value, str) and is_supported_currency(value)):
+        raise MalformedEvent(f"currency {value!r}")
+    return value
+
+
+def _text(value, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def completed_transfer(payload: Mapping) -> domain.CompletedTransfer:
+    """A transfer_completed payload (its `transfer` is the original request)."""
+    if not isinstance(payload, Mapping):
+        raise MalformedEvent(f"payload {payload!r}")
+    request = payload.get("transfer") if isinstance(payload.get("transfer"), Mapping) else {}
+    kind = payload.get("kind", request.get("kind"))
+    if kind not in domain.KINDS:
+        raise MalformedEvent(f"kind {kind!r}")
+    beneficiary = (
+        request.get("beneficiary") if isinstance(request.get("beneficiary"), Mapping) else {}
+    )
+    return domain.CompletedTransfer(
+        transfer_id=_id(payload.get("transfer_id"), "transfer_id"),
+        kind=kind,
+        owner_id=_id(payload.get("owner_id", request.get("owner_id")), "owner_id"),
+        to_owner_id=_id(payload.get("to_owner_id"), "to_owner_id", optional=True),
+        amount=_amount(payload.get("amount", request.get("amount"))),
+        currency=_currency(payload.get("currency", request.get("currency"))),
+        reference=_text(request.get("reference", payload.get("reference")), 500),
+        from_account_id=_id(request.get("from_account_id"), "from_account_id", optional=True),
+        to_account_id=_id(request.get("to_account_id"), "to_account_id", optional=True),
+        beneficiary_iban=_text(beneficiary.get("iban"), 34),
+    )
+
+
+def failed_transfer(payload: Mapping) -> tuple[str, str, int, str, str]:
+    """(transfer_id, kind, amount, currency, reason) of a transfer_failed payload."""
+    if not isinstance(payload, Mapping):
+        raise MalformedEvent(f"payload {payload!r}")
+    request = payload.get("transfer") if isinstance(payload.get("transfer"), Mapping) else {}
+    kind = payload.get("kind", request.get("kind"))
+    if not (isinstance(kind, str) and 0 < len(kind) <= 16):
+        raise MalformedEvent(f"kind {kind!r}")
+    return (
+        _id(payload.get("transfer_id"), "transfer_id"),
+        kind,
+        _amount(payload.get("amount", request.get("amount"))),
+        _currency(payload.get("currency", request.get("currency"))),
+        _text(payload.get("reason"), 64) or "unknown",
+    )
+
+
+def _occurred_at(envelope: Mapping, now: datetime) -> datetime:
+    """When the transfer ended (decides its month): the envelope's occurred_at."""
+    try:
+        occurred = datetime.fromisoformat(envelope["occurred_at"])
+    except (KeyError, TypeError, ValueError):
+        return now
+    return occurred if occurred.tzinfo is not None else now
+
+
+# -- consuming -----------------------------------------------------------------------
+
+
+def _lock_users(session: Session, user_ids: set[str]) -> None:
+    """Serialise the events of these users until this transaction ends (PostgreSQL)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for user_id in sorted(user_ids):  # one order everywhere: no deadlocks
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"analytics.user:{user_id}"},
+        )
+
+
+def record_event(
+    uow: UnitOfWork,
+    envelope: dict,
+    handler: str,
+    now: datetime,
+    settings: domain.AnomalySettings,
+    source: str = contracts.TRANSACTIONS,
+) -> bool:
+    """Log and project one transfer outcome; False for a duplicate delivery."""
+    if not isinstance(envelope, Mapping):
+        raise MalformedEvent(f"envelope {envelope!r}")
+    event_type = envelope.get("type")
+    payload = envelope.get("payload")
+    if event_type == contracts.TRANSFER_COMPLETED:
+        transfer = completed_transfer(payload)
+        users = {transfer.owner_id} | ({transfer.to_owner_id} if transfer.to_owner_id else set())
+    elif event_type == contracts.TRANSFER_FAILED:
+        failed_transfer(payload)
+        users = set()
+    else:
+        raise MalformedEvent(f"event type {event_type!r}")
+    with uow.transaction() as session:
+        if not claim(session, envelope, handler):
+            return False
+        _lock_users(session, users)
+        row = AnalyticsEvent(
+            event_id=envelope["event_id"],
+            event_type=event_type,
+            source=source,
+            occurred_at=_occurred_at(envelope, now),
+            received_at=now,
+            body=json.dumps(envelope, sort_keys=True),
+        )
+        session.add(row)
+        session.flush()  # its position
+        project(session, row.position, event_type, payload, row.occurred_at, settings)
+    return True
+
+
+def project(
+    session: Session,
+    position: int,
+    event_type: str,
+    payload: Mapping,
+    occurred_at: datetime,
+    settings: domain.AnomalySettings,
+) -> None:
+    """Fold one logged event into the projections (live and on replay)."""
+    outcome = _OUTCOMES[event_type]
+    transfer_id = payload["transfer_id"]
+    seen = session.get(ProjectedTransfer, transfer_id)
+    if seen is not None:
+        log.warning(
+            "transfer outcome announced again; counted once",
+            extra={"transfer_id": transfer_id, "first": seen.outcome, "again": outcome},
+        )
+        return
+    session.add(ProjectedTransfer(transfer_id=transfer_id, outcome=outcome, position=position))
+    if outcome == FAILED:
+        _, kind, amount, currency, reason = failed_transfer(payload)
+        _add(session, TransferTotal, (FAILED, kind, currency, reason), count=1, amount=amount)
+        return
+    transfer = completed_transfer(payload)
+    _add(
+        session,
+        TransferTotal,
+        (COMPLETED, transfer.kind, transfer.currency, ""),
+        count=1,
+        amount=transfer.amount,
+    )
+    month = domain.month_of(occurred_at)
+    flows = domain.flows(transfer)
+    for flow in flows:
+        if flow.direction == domain.OUT and domain.is_spending(flow.category):
+            _judge(session, transfer.transfer_id, flow, position, month, occurred_at, settings)
+        session.add(
+            UserFlow(
+                transfer_id=transfer.transfer_id,
+                user_id=flow.user_id,
+                direction=flow.direction,
+                position=position,
+                kind=transfer.kind,
+                amount=flow.amount,
+                currency=flow.currency,
+                category=flow.category,
+                counterparty=flow.counterparty and flow.counterparty[:80],
+                reference=flow.reference,
+                month=month,
+                occurred_at=occurred_at,
+            )
+        )
+    for part in domain.contributions(flows):
+        increments = {"inflow": part.inflow, "outflow": part.outflow, "count": part.count}
+        _add(session, MonthlyTotal, (part.user_id, month, part.currency), **increments)
+        _add(
+            session,
+            MonthlyCategory,
+            (part.user_id, month, part.currency, part.category),
+            **increments,
+        )
+
+
+def _judge(
+    session: Session,
+    transfer_id: str,
+    flow: domain.Flow,
+    position: int,
+    month: str,
+    occurred_at: datetime,
+    settings: domain.AnomalySettings,
+) -> None:
+    """Flag the outflow if it is far above the user's earlier outflows."""
+    earlier = session.scalars(
+        select(UserFlow.amount)
+        .where(
+            UserFlow.user_id == flow.user_id,
+            UserFlow.currency == flow.currency,
+            UserFlow.direction == domain.OUT,
+            UserFlow.category != domain.OWN_TRANSFER,
+            UserFlow.position < position,
+        )
+        .order_by(UserFlow.position.desc())
+        .limit(settings.history)
+    ).all()
+    anomaly = domain.detect_anomaly(flow.amount, flow.currency, earlier[::-1], settings)
+    if anomaly is None:
+        return
+    session.add(
+        FlaggedTransfer(
+            transfer_id=transfer_id,
+            user_id=flow.user_id,
+            position=position,
+            amount=flow.amount,
+            currency=flow.currency,
+            usual_amount=anomaly.median,
+            score=anomaly.score,
+            reason=anomaly.reason,
+            month=month,
+            occurred_at=occurred_at,
+        )
+    )
+    log.info(
+        "unusual outflow flagged",
+        extra={"transfer_id": transfer_id, "score": anomaly.score},
+    )
+
+
+def _add(session: Session, model, key: tuple, **increments: int) -> None:
+    """Insert the row or add the increments to it, in one statement."""
+    table = model.__table__
+    columns = [column.name for column in table.primary_key.columns]
+    values = dict(zip(columns, key, strict=True)) | increments
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).values(**values)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).values(**values)
+    else:  # pragma: no cover (the platform runs on these two)
+        raise NotImplementedError(f"analytics does not support {dialect}")
+    statement = statement.on_conflict_do_update(
+        index_elements=columns,
+        set_={name: table.c[name] + statement.excluded[name] for name in increments},
+    )
+    session.execute(statement)
+
+
+# -- rebuilding ------------------------------------------------------------------------
+
+
+def rebuild(uow: UnitOfWork, settings: domain.AnomalySettings) -> dict:
+    """Drop every projection and replay analytics_events from position zero.
+
+    One transaction: readers see the old projections until it commits. On
+    PostgreSQL new events wait for it (their handlers retry if the wait
+    exceeds the lock timeout), so nothing is projected twice or missed.
+    """
+    events = 0
+    with uow.transaction() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("LOCK TABLE analytics_events IN EXCLUSIVE MODE"))
+        for model in PROJECTIONS:
+            session.execute(delete(model))
+        last = 0
+        while True:
+            rows = session.execute(
+                select(
+                    AnalyticsEvent.position,
+                    AnalyticsEvent.event_type,
+                    AnalyticsEvent.occurred_at,
+                    AnalyticsEvent.body,
+                )
+                .where(AnalyticsEvent.position > last)
+                .order_by(AnalyticsEvent.position)
+                .limit(_REPLAY_BATCH)
+            ).all()
+            if not rows:
+                break
+            for row in rows:
+                envelope = json.loads(row.body)
+                project(
+                    session, row.position, row.event_type, envelope["payload"],
+                    row.occurred_at, settings,
+                )  # fmt: skip
+            session.flush()
+            session.expunge_all()  # keep the identity map small on long logs
+            last = rows[-1].position
+            events += len(rows)
+        transfers = session.scalar(select(func.count()).select_from(ProjectedTransfer))
+    log.info("projections rebuilt", extra={"events": events, "transfers": transfers})
+    return {"events": events, "transfers": transfers}
+
+
+# -- queries ---------------------------------------------------------------------------
+
+
+def _totals(inflow: int, outflow: int, count: int) -> dict:
+    return {"inflow": inflow, "outflow": outflow, "net": inflow - outflow, "count": count}
+
+
+def summary(uow: UnitOfWork, user_id: str, month: str) -> dict:
+    """The user's month per currency, amounts in minor units."""
+    with uow.transaction() as session:
+        totals = session.scalars(
+            select(MonthlyTotal)
+            .where(MonthlyTotal.user_id == user_id, MonthlyTotal.month == month)
+            .order_by(MonthlyTotal.currency)
+        ).all()
+        categories = session.scalars(
+            select(MonthlyCategory)
+            .where(MonthlyCategory.user_id == user_id, MonthlyCategory.month == month)
+            .order_by(MonthlyCategory.currency, MonthlyCategory.category)
+        ).all()
+    currencies = {
+        row.currency: {**_totals(row.inflow, row.outflow, row.count), "by_category": {}}
+        for row in totals
+    }
+    for row in categories:
+        currencies[row.currency]["by_category"][row.category] = _totals(
+            row.inflow, row.outflow, row.count
+        )
+    return {"month": month, "currencies": currencies}
+
+
+def insights(
+    uow: UnitOfWork, user_id: str, today: date, settings: domain.InsightSettings | None = None
+) -> list[dict]:
+    settings = settings or domain.InsightSettings()
+    month = domain.month_of(today)
+    last = domain.previous_month(month)
+    first = domain.shift_month(month, -(settings.recurring_lookback_months - 1))
+    with uow.transaction() as session:
+        spending_rows = session.execute(
+            select(
+                MonthlyCategory.month, MonthlyCategory.currency, func.sum(MonthlyCategory.outflow)
+            )
+            .where(
+                MonthlyCategory.user_id == user_id,
+                MonthlyCategory.month.in_([month, last]),
+                MonthlyCategory.category != domain.OWN_TRANSFER,
+            )
+            .group_by(MonthlyCategory.month, MonthlyCategory.currency)
+        ).all()
+        flows = session.scalars(
+            select(UserFlow)
+            .where(
+                UserFlow.user_id == user_id,
+                UserFlow.direction == domain.OUT,
+                UserFlow.category != domain.OWN_TRANSFER,
+                UserFlow.month >= first,
+                UserFlow.month <= month,
+            )
+            .order_by(UserFlow.position.desc())
+            .limit(_MAX_OUTFLOWS)
+        ).all()
+    spending = {(m, currency): int(total or 0) for m, currency, total in spending_rows}
+    outflows = [
+        domain.Outflow(
+            transfer_id=flow.transfer_id,
+            month=flow.month,
+            amount=flow.amount,
+            currency=flow.currency,
+            category=flow.category,
+            reference=flow.reference,
+            counterparty=flow.counterparty,
+            position=flow.position,
+        )
+        for flow in reversed(flows)
+    ]
+    return [insight.as_dict() for insight in domain.insights(month, spending, outflows, settings)]
+
+
+def anomalies(uow: UnitOfWork, user_id: str, limit: int = 50) -> list[dict]:
+    """The user's flagged outflows, newest first."""
+    with uow.transaction() as session:
+        rows = session.scalars(
+            select(FlaggedTransfer)
+            .where(FlaggedTransfer.user_id == user_id)
+            .order_by(FlaggedTransfer.position.desc())
+            .limit(limit)
+        ).all()
+    return [
+        {
+            "transfer_id": row.transfer_id,
+            "score": row.score,
+            "reason": row.reason,
+            "amount": row.amount,
+            "currency": row.currency,
+            "usual_amount": row.usual_amount,
+            "month": row.month,
+            "occurred_at": row.occurred_at.isoformat(),
+        }
+        for row in rows
+    ]
