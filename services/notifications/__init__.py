@@ -1,0 +1,1 @@
+"""notifications: email, SMS and push messages about what happens to a customer."""

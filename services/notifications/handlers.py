@@ -1,0 +1,355 @@
+"""notifications' use cases: turn events into notifications, deliver them, answer queries.
+
+An event is handled in two steps, and no transaction is open while a
+provider is called:
+
+1. plan (once per event, through the inbox): in one transaction claim the
+   event, remember the customer (user_registered), and create one row per
+   (event, customer, channel) the customer wants, with the message
+   rendered. A customer whose email address is not known yet (their
+   user_registered is still on its way: events of different types arrive
+   in any order) fails the step before anything is claimed, so the retry
+   plans it again (if the address never comes, the event is parked like
+   any failure; a replay once the directory knows it sends it);
+2. deliver (on every delivery of the event, duplicates and retries
+   included): take each of the event's rows still to send with a lease
+   (pending, or sending with its lease run out, or failed but retryable:
+   a replay from the dead-letter queue), call its provider, and record
+   sent, or failed for good (refused), or pending with the error. Rows
+   left unsent fail the step (DeliveryIncomplete), so the event is
+   retried; on its last attempt they are marked failed first, and the
+   event is then parked in notifications.dead-letters.
+
+A row is sent at most once by this service: the lease keeps two workers
+(a duplicate delivery, a redelivery after a crash) from sending it at the
+same time, and a sent row is never taken again. A crash after the provider
+accepted a message but before it was recorded sends it again when the
+lease runs out: SMS and push carry the notification id as their
+idempotency key, so the provider drops the second one; an email would go
+out twice (with the same Message-ID).
+"""
+
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from services.notifications import domain, templates
+from services.notifications.models import Notification, Preference, Recipient
+from services.notifications.providers import Channels, ProviderRejected
+from services.notifications.steps import Delivery
+from shared import contracts
+from shared.database import UnitOfWork
+from shared.errors import InvalidInput
+from shared.inbox import claim
+
+log = logging.getLogger(__name__)
+
+_ERROR_MAX = 300
+
+
+class RecipientUnknown(RuntimeError):
+    """A customer to email whose address is not in the directory (yet)."""
+
+
+class DeliveryIncomplete(RuntimeError):
+    """Some of an event's notifications are not sent yet: retry the event."""
+
+
+def handler_name(event_type: str) -> str:
+    return f"notifications.on_{event_type}"
+
+
+def handle_event(
+    uow: UnitOfWork,
+    channels: Channels,
+    event_type: str,
+    envelope: Mapping,
+    *,
+    delivery: Delivery | None = None,
+    now: datetime,
+    lease: timedelta = timedelta(seconds=60),
+) -> dict:
+    """Plan an event's notifications (once) and deliver what is still unsent."""
+    delivery = delivery or Delivery()
+    payload = envelope.get("payload")
+    planned = domain.plan(event_type, payload, envelope.get("occurred_at"))
+    with uow.transaction() as session:
+        if claim(session, envelope, handler_name(event_type)):
+            if event_type == contracts.USER_REGISTERED:
+                _remember(session, payload, envelope, now)
+            for item in planned:
+                _create_notifications(session, envelope, event_type, item, now)
+    return deliver(uow, channels, envelope["event_id"], delivery=delivery, now=now, lease=lease)
+
+
+def _remember(session: Session, payload: Mapping, envelope: Mapping, now: datetime) -> None:
+    """The directory entry of a newly registered customer (the first report wins)."""
+    user_id, email = payload.get("user_id"), payload.get("email")
+    if not (isinstance(email, str) and "@" in email and len(email) <= 320):
+        raise domain.MalformedEvent(f"user_registered without a usable email: {email!r}")
+    values = {
+        "user_id": user_id,
+        "email": email,
+        "full_name": (payload.get("full_name") or None),
+        "registered_at": _occurred_at(envelope, now),
+        "updated_at": now,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert is not None:
+        session.execute(insert(Recipient).values(**values).on_conflict_do_nothing())
+    elif session.get(Recipient, user_id) is None:
+        session.add(Recipient(**values))
+
+
+def _occurred_at(envelope: Mapping, now: datetime) -> datetime:
+    try:
+        occurred = datetime.fromisoformat(envelope["occurred_at"])
+    except (KeyError, TypeError, ValueError):
+        return now
+    return occurred if occurred.tzinfo is not None else now
+
+
+def _recipient(session: Session, user_id: str) -> tuple[domain.Recipient, str | None]:
+    """What channels need to know about a customer, and their name."""
+    prefs = session.get(Preference, user_id)
+    entry = session.get(Recipient, user_id)
+    return (
+        domain.Recipient(
+            preferences=_preferences(prefs), email=entry.email if entry is not None else None
+        ),
+        entry.full_name if entry is not None else None,
+    )
+
+
+def _create_notifications(
+    session: Session, envelope: Mapping, event_type: str, planned: domain.Planned, now: datetime
+) -> None:
+    recipient, name = _recipient(session, planned.user_id)
+    wanted = domain.channels(recipient)
+    if domain.EMAIL in wanted and wanted[domain.EMAIL] is None:
+        raise RecipientUnknown(
+            f"no email address for user {planned.user_id} yet (user_registered not seen)"
+        )
+    if not wanted:
+        return
+    rendered = templates.render(planned.template, {**planned.context, "name": name})
+    for channel, address in wanted.items():
+        subject, body = rendered.for_channel(channel)
+        session.add(
+            Notification(
+                id=str(uuid.uuid4()),
+                event_id=envelope["event_id"],
+                event_type=event_type,
+                user_id=planned.user_id,
+                channel=channel,
+                template=planned.template,
+                recipient=address,
+                subject=subject,
+                body=body,
+                status=domain.PENDING,
+                attempts=0,
+                retryable=True,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    session.flush()  # the unique (event, user, channel) refuses a second row here
+
+
+def _to_send(now: datetime):
+    """Rows a worker may take: not sent, not refused, not leased by another worker."""
+    return or_(
+        Notification.status == domain.PENDING,
+        and_(Notification.status == domain.FAILED, Notification.retryable.is_(True)),
+        and_(Notification.status == domain.SENDING, Notification.lease_until < now),
+    )
+
+
+def deliver(
+    uow: UnitOfWork,
+    channels: Channels,
+    event_id: str,
+    *,
+    delivery: Delivery | None = None,
+    now: datetime,
+    lease: timedelta = timedelta(seconds=60),
+) -> dict:
+    """Send an event's unsent notifications; raise DeliveryIncomplete if some remain."""
+    delivery = delivery or Delivery()
+    with uow.transaction() as session:
+        rows = session.execute(
+            select(Notification.id, Notification.status)
+            .where(Notification.event_id == event_id)
+            .order_by(Notification.created_at, Notification.id)
+        ).all()
+    outcome = {"sent": 0, "failed": 0, "pending": 0}
+    errors = []
+    for notification_id, status in rows:
+        if status == domain.SENT:
+            continue
+        row = _take(uow, notification_id, now, lease)
+        if row is None:
+            outcome["pending"] += _still_unsent(uow, notification_id)
+            continue
+        try:
+            reference = channels.send(row.channel, row.id, row.recipient, row.subject, row.body)
+        except ProviderRejected as exc:
+            _finish(uow, row.id, domain.FAILED, now, error=str(exc), retryable=False)
+            outcome["failed"] += 1
+            log.warning(
+                "notification refused by its provider",
+                extra={"notification_id": row.id, "channel": row.channel, "error": exc.code},
+            )
+        except Exception as exc:  # noqa: BLE001 (unavailable, or a bug: kept for a retry)
+            error = f"{getattr(exc, 'code', type(exc).__name__)}: {exc}"
+            status = domain.FAILED if delivery.final else domain.PENDING
+            _finish(uow, row.id, status, now, error=error, retryable=True)
+            outcome["failed" if delivery.final else "pending"] += 1
+            errors.append(f"{row.channel} {row.id}: {error}")
+        else:
+            _finish(uow, row.id, domain.SENT, now, reference=reference)
+            outcome["sent"] += 1
+    unsent = outcome["pending"] + (len(errors) if delivery.final else 0)
+    if unsent:
+        detail = "; ".join(errors) or "another worker is sending them"
+        raise DeliveryIncomplete(
+            f"{unsent} notification(s) of event {event_id} not sent "
+            f"(attempt {delivery.attempt} of {delivery.attempts}): {detail}"[:1000]
+        )
+    return outcome
+
+
+def _take(uow: UnitOfWork, notification_id: str, now: datetime, lease: timedelta):
+    """Lease one row for sending; None if another worker has it or it is done."""
+    with uow.transaction() as session:
+        taken = session.execute(
+            update(Notification)
+            .where(Notification.id == notification_id, _to_send(now))
+            .values(
+                status=domain.SENDING,
+                lease_until=now + lease,
+                attempts=Notification.attempts + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not taken:
+            return None
+        return session.get(Notification, notification_id)
+
+
+def _still_unsent(uow: UnitOfWork, notification_id: str) -> int:
+    """1 when a row someone else holds is not sent (yet), else 0."""
+    with uow.transaction() as session:
+        row = session.get(Notification, notification_id)
+        return int(row is not None and row.status == domain.SENDING)
+
+
+def _finish(
+    uow: UnitOfWork,
+    notification_id: str,
+    status: str,
+    now: datetime,
+    *,
+    reference: str | None = None,
+    error: str | None = None,
+    retryable: bool = True,
+) -> None:
+    values = {
+        "status": status,
+        "lease_until": None,
+        "updated_at": now,
+        "last_error": error[:_ERROR_MAX] if error else None,
+        "retryable": retryable,
+    }
+    if status == domain.SENT:
+        values.update(sent_at=now, provider_reference=(reference or "")[:200] or None)
+    with uow.transaction() as session:
+        session.execute(
+            update(Notification)
+            .where(Notification.id == notification_id, Notification.status == domain.SENDING)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+# -- queries and preferences ----------------------------------------------------
+
+
+def _view(row: Notification) -> dict:
+    return {
+        "notification_id": row.id,
+        "channel": row.channel,
+        "template": row.template,
+        "status": row.status,
+        "created_at": row.created_at.isoformat(),
+        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
+        "event_type": row.event_type,
+        "attempts": row.attempts,
+    }
+
+
+def list_notifications(uow: UnitOfWork, user_id: str, limit: int = 50) -> list[dict]:
+    """A customer's notifications, newest first."""
+    with uow.transaction() as session:
+        rows = session.scalars(
+            select(Notification)
+            .where(Notification.user_id == user_id)
+            .order_by(Notification.created_at.desc(), Notification.id.desc())
+            .limit(limit)
+        )
+        return [_view(row) for row in rows]
+
+
+def get_notification(uow: UnitOfWork, notification_id: str) -> dict | None:
+    """One notification with its content and delivery details (operators)."""
+    with uow.transaction() as session:
+        row = session.get(Notification, notification_id)
+        if row is None:
+            return None
+        return {
+            **_view(row),
+            "event_id": row.event_id,
+            "user_id": row.user_id,
+            "subject": row.subject,
+            "body": row.body,
+            "last_error": row.last_error,
+            "retryable": row.retryable,
+            "provider_reference": row.provider_reference,
+        }
+
+
+def _preferences(row: Preference | None) -> domain.Preferences:
+    if row is None:
+        return domain.DEFAULT_PREFERENCES
+    return domain.Preferences(
+        email=row.email, sms=row.sms, push=row.push, phone=row.phone, push_token=row.push_token
+    )
+
+
+def get_preferences(uow: UnitOfWork, user_id: str) -> dict:
+    with uow.transaction() as session:
+        return _preferences(session.get(Preference, user_id)).as_dict()
+
+
+def set_preferences(uow: UnitOfWork, user_id: str, changes: Mapping, now: datetime) -> dict:
+    """Apply a change (absent keys stay, null clears phone or push_token)."""
+    with uow.transaction() as session:
+        row = session.get(Preference, user_id, with_for_update=True)
+        try:
+            updated = domain.merge_preferences(_preferences(row), changes)
+        except domain.PreferenceError as exc:
+            raise InvalidInput(exc.code, exc.message, {exc.field: [exc.message]}) from None
+        if row is None:
+            row = Preference(user_id=user_id)
+            session.add(row)
+        row.email, row.sms, row.push = updated.email, updated.sms, updated.push
+        row.phone, row.push_token = updated.phone, updated.push_token
+        row.updated_at = now
+    return updated.as_dict()
