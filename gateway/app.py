@@ -8,7 +8,15 @@ from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import metrics, problems, settings
-from gateway.blueprints import accounts, auth, health, transfers, webhooks
+from gateway.blueprints import (
+    accounts,
+    analytics,
+    auth,
+    health,
+    notifications,
+    transfers,
+    webhooks,
+)
 from gateway.extensions import Platform, limiter
 from shared import correlation
 from shared.config import is_production as config_is_production
@@ -34,7 +42,14 @@ def create_app(config: dict | None = None) -> Flask:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for blueprint in (auth.blp, accounts.blp, transfers.blp, webhooks.blp):
+    for blueprint in (
+        auth.blp,
+        accounts.blp,
+        transfers.blp,
+        webhooks.blp,
+        analytics.blp,
+        notifications.blp,
+    ):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
 

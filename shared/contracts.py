@@ -37,7 +37,9 @@ TRANSFER_COMPLETED = "transfer_completed"  # {transfer_id, kind, amount, currenc
 TRANSFER_FAILED = "transfer_failed"  # {transfer_id, kind, reason, ...}
 
 # risk.events
-TRANSFER_ASSESSED = "transfer_assessed"  # {transfer_id, decision, score, reasons}
+TRANSFER_ASSESSED = "transfer_assessed"  # {transfer_id, decision, score 0-100, reasons, transfer}
+# A transfer held for an admin's decision (issue 4; consumed by notifications).
+TRANSFER_REVIEW_REQUESTED = "transfer_review_requested"  # {transfer_id, owner_id, ..., transfer}
 
 # payments.events
 CARD_CHARGED = "card_charged"  # {transfer_id, provider, provider_reference}

@@ -4,13 +4,19 @@
 # shell so SIGTERM from Docker/Kubernetes reaches nameko/gunicorn directly.
 #
 #   entrypoint.sh service <name>       nameko service (auth, accounts,
-#                                      transactions, risk, payments)
+#                                      transactions, risk, analytics, payments,
+#                                      notifications)
 #   entrypoint.sh gateway [args...]    gunicorn, bound to 0.0.0.0 by default
 #   entrypoint.sh sandbox [args...]    the payment provider sandbox (HTTP, port
 #                                      SANDBOX_PORT, 8100), bound to 0.0.0.0
+#   entrypoint.sh notifications-sandbox [args...]
+#                                      the notification providers sandbox (SMTP
+#                                      on SMTP_PORT, 8025; SMS/push HTTP on
+#                                      NOTIFICATIONS_SANDBOX_PORT, 8110), bound
+#                                      to 0.0.0.0
 #   entrypoint.sh migrate [names...]   Alembic migrations (all services if none)
-#   entrypoint.sh healthcheck <name>   exit 0 if healthy (a service, gateway
-#                                      or sandbox)
+#   entrypoint.sh healthcheck <name>   exit 0 if healthy (a service, gateway,
+#                                      sandbox or notifications-sandbox)
 #   entrypoint.sh <command> [args...]  anything else, e.g. `nameko shell`
 #
 # Secrets as files (Docker/Kubernetes secrets), so that no secret sits in
@@ -19,11 +25,13 @@
 #                           DATABASE_URL and every <SERVICE>_DATABASE_URL
 #   AMQP_PASSWORD_FILE      same for `{password}` in AMQP_URI
 #   <NAME>_FILE             for the platform's own variables (NAME starting
-#                           with AUTH_, ACCOUNTS_, TRANSACTIONS_, RISK_, PAYMENTS_,
-#                           SANDBOX_, GATEWAY_ or RATE_LIMIT_, or NAME = AMQP_URI or
-#                           DATABASE_URL): the file's content is exported as NAME
-#                           and <NAME>_FILE is unset, e.g. PAYMENTS_PROVIDER_API_KEY_FILE,
-#                           PAYMENTS_WEBHOOK_SECRET_SANDBOX_FILE, SANDBOX_API_KEY_FILE.
+#                           with AUTH_, ACCOUNTS_, TRANSACTIONS_, RISK_, ANALYTICS_,
+#                           PAYMENTS_, NOTIFICATIONS_, SANDBOX_, SMTP_, GATEWAY_ or
+#                           RATE_LIMIT_, or NAME = AMQP_URI or DATABASE_URL): the
+#                           file's content is exported as NAME and <NAME>_FILE is
+#                           unset, e.g. PAYMENTS_PROVIDER_API_KEY_FILE,
+#                           PAYMENTS_WEBHOOK_SECRET_SANDBOX_FILE, SANDBOX_API_KEY_FILE,
+#                           NOTIFICATIONS_SMS_API_KEY_FILE, SMTP_PASSWORD_FILE.
 #                           Setting both NAME and <NAME>_FILE is an error; an empty
 #                           <NAME>_FILE is ignored. Other *_FILE variables are paths
 #                           for other software (SSL_CERT_FILE, ...) and are left alone.
@@ -112,7 +120,8 @@ fill_password() {
 for _name in $(env | sed -n 's/^\([A-Z][A-Z0-9_]*\)_FILE=.*/\1/p' | sort -u); do
     case $_name in
         AMQP_URI | DATABASE_URL) ;;
-        AUTH_* | ACCOUNTS_* | TRANSACTIONS_* | RISK_* | PAYMENTS_* | SANDBOX_* | GATEWAY_* | RATE_LIMIT_*) ;;
+        AUTH_* | ACCOUNTS_* | TRANSACTIONS_* | RISK_* | ANALYTICS_* | PAYMENTS_* | NOTIFICATIONS_*) ;;
+        SANDBOX_* | SMTP_* | GATEWAY_* | RATE_LIMIT_*) ;;
         *) continue ;;
     esac
     eval "_path=\${${_name}_FILE-}"
@@ -168,11 +177,24 @@ case $process in
         export SANDBOX_HOST="${SANDBOX_HOST:-0.0.0.0}"
         exec python -m services.payments.sandbox "$@"
         ;;
+    notifications-sandbox)
+        # The notification providers sandbox (services/notifications/sandbox.py):
+        # an SMTP server storing mail in a Maildir (NOTIFICATIONS_SANDBOX_MAIL_DIR,
+        # default DATA_DIR/mail) and the SMS/push HTTP APIs. Development and
+        # staging only; every interface in a container, as above.
+        export NOTIFICATIONS_SANDBOX_HOST="${NOTIFICATIONS_SANDBOX_HOST:-0.0.0.0}"
+        exec python -m services.notifications.sandbox "$@"
+        ;;
     healthcheck)
         [ "$#" -eq 1 ] || die "usage: entrypoint.sh healthcheck <name>"
         case $1 in
             gateway) http_probe gateway "http://127.0.0.1:${GATEWAY_PORT:-8000}/health/live" ;;
             sandbox) http_probe sandbox "http://127.0.0.1:${SANDBOX_PORT:-8100}/health" ;;
+            # Its HTTP server starts once the SMTP server listens.
+            notifications-sandbox)
+                http_probe notifications-sandbox \
+                    "http://127.0.0.1:${NOTIFICATIONS_SANDBOX_PORT:-8110}/health"
+                ;;
         esac
         exec python -m shared.healthcheck "$1"
         ;;

@@ -2,13 +2,14 @@
 # Validate the deployment files offline, with the real tools:
 #   Dockerfile             hadolint
 #   ops/docker/entrypoint  dispatch, {password} and <NAME>_FILE secrets, against
-#                          stub commands; the sandbox started for real (when the
-#                          project's dependencies are in the venv)
+#                          stub commands; both sandboxes started for real (when
+#                          the project's dependencies are in the venv)
 #   swarm/stack.yml        docker-compose config, docker stack config, secrets mounted
 #   k8s/overlays/*         kubectl kustomize + kubernetes-validate --strict, secrets mounted
 #   swarm + k8s            every service of the Procfile deployed and probed, its
 #                          database created, the payment provider wired (secrets
 #                          shared, webhooks, network policies; no sandbox in prod)
+#                          and the notification providers likewise
 #   shell scripts          shellcheck (when installed: apt-get install shellcheck)
 #
 # Usage: ops/scripts/validate-deploy.sh   (from anywhere; no stdin, no daemon)
@@ -120,7 +121,7 @@ AMQP_URI= GATEWAY_HOST=' || return 1
 
     # Every service of the platform, by its class.
     local service class
-    for service in accounts transactions risk payments; do
+    for service in accounts transactions risk analytics payments notifications; do
         class="$(printf '%s' "${service:0:1}" | tr '[:lower:]' '[:upper:]')${service:1}Service"
         args=(service "$service")
         out=$(run)
@@ -184,12 +185,41 @@ DATABASE_URL= AUTH_DATABASE_URL=
 AMQP_URI= GATEWAY_HOST=
 SANDBOX_HOST=127.0.0.1' || return 1
 
+    # The notifications sandbox: the same, with its own host variable; its
+    # API keys and SMTP_* come from files too.
+    show='NOTIFICATIONS_SANDBOX_HOST NOTIFICATIONS_SMS_API_KEY NOTIFICATIONS_PUSH_API_KEY NOTIFICATIONS_SMS_API_KEY_FILE SMTP_PASSWORD SANDBOX_HOST'
+    args=(notifications-sandbox --smtp-port 9025)
+    out=$(run STUB_SHOW="$show" NOTIFICATIONS_SMS_API_KEY_FILE="$work/api-key" \
+        NOTIFICATIONS_PUSH_API_KEY_FILE="$work/webhook-secret" SMTP_PASSWORD_FILE="$work/amqp-password")
+    # shellcheck disable=SC2016
+    expect 'python -m services.notifications.sandbox --smtp-port 9025
+DATABASE_URL= AUTH_DATABASE_URL=
+AMQP_URI= GATEWAY_HOST=
+NOTIFICATIONS_SANDBOX_HOST=0.0.0.0
+NOTIFICATIONS_SMS_API_KEY=sk_live_a/b+c= "$(id)"
+NOTIFICATIONS_PUSH_API_KEY=whsec_old,whsec_new
+NOTIFICATIONS_SMS_API_KEY_FILE=<unset>
+SMTP_PASSWORD=s3cret-OK
+SANDBOX_HOST=<unset>' || return 1
+    args=(notifications-sandbox)
+    out=$(run STUB_SHOW=NOTIFICATIONS_SANDBOX_HOST NOTIFICATIONS_SANDBOX_HOST=127.0.0.1)
+    expect 'python -m services.notifications.sandbox
+DATABASE_URL= AUTH_DATABASE_URL=
+AMQP_URI= GATEWAY_HOST=
+NOTIFICATIONS_SANDBOX_HOST=127.0.0.1' || return 1
+
     # HTTP probes: the stub prints the inline script; its arguments end it.
     args=(healthcheck sandbox)
     out=$(run SANDBOX_PORT=9100)
     case $out in
         "python -c "*" sandbox http://127.0.0.1:9100/health"*) ;;
         *) expect 'python -c <probe> sandbox http://127.0.0.1:9100/health'; return 1 ;;
+    esac
+    args=(healthcheck notifications-sandbox)
+    out=$(run NOTIFICATIONS_SANDBOX_PORT=9110)
+    case $out in
+        "python -c "*" notifications-sandbox http://127.0.0.1:9110/health"*) ;;
+        *) expect 'python -c <probe> notifications-sandbox http://127.0.0.1:9110/health'; return 1 ;;
     esac
     args=(healthcheck gateway)
     out=$(run)
@@ -219,6 +249,11 @@ SANDBOX_HOST=127.0.0.1' || return 1
     done
     if out=$(run SANDBOX_API_KEY=x SANDBOX_API_KEY_FILE="$work/api-key" 2>&1); then
         echo "started with both SANDBOX_API_KEY and SANDBOX_API_KEY_FILE"
+        return 1
+    fi
+    args=(service notifications)
+    if out=$(run NOTIFICATIONS_SMS_API_KEY_FILE="$work/empty" 2>&1); then
+        echo "started with an empty NOTIFICATIONS_SMS_API_KEY_FILE"
         return 1
     fi
 }
@@ -275,6 +310,92 @@ PY_LIVE
     # Stopped, the probe must fail.
     if [ "$status" -eq 0 ] && sandbox_probe 2>/dev/null; then
         echo "healthcheck sandbox passed with the sandbox stopped"
+        status=1
+    fi
+    return "$status"
+}
+
+# --- the notifications sandbox for real: entrypoint.sh notifications-sandbox --
+# Both of its servers: SMTP (a message lands in the Maildir given by
+# NOTIFICATIONS_SANDBOX_MAIL_DIR) and HTTP (the keys from the *_FILE secrets).
+notifications_sandbox_importable() {
+    "$VENV/bin/python" -c 'import services.notifications.sandbox' >/dev/null 2>&1
+}
+notifications_sandbox_live() {
+    local entrypoint=ops/docker/entrypoint.sh smtp_port http_port pid status=0 bin
+    bin=$(cd "$VENV/bin" && pwd)
+    read -r smtp_port http_port < <("$VENV/bin/python" -c '
+import socket
+sockets = [socket.socket() for _ in range(2)]
+for s in sockets:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in sockets))')
+    printf 'sms_from_file\n' >"$work/live-sms-key"
+    printf 'push_from_file\n' >"$work/live-push-key"
+    mkdir -p "$work/mail-parent"
+    env -i HOME="$HOME" PATH="$bin:$PATH" NOTIFICATIONS_SANDBOX_HOST=127.0.0.1 \
+        SMTP_PORT="$smtp_port" NOTIFICATIONS_SANDBOX_PORT="$http_port" \
+        NOTIFICATIONS_SANDBOX_MAIL_DIR="$work/mail-parent/mail" DATA_DIR="$work/no-data-dir" \
+        NOTIFICATIONS_SMS_API_KEY_FILE="$work/live-sms-key" \
+        NOTIFICATIONS_PUSH_API_KEY_FILE="$work/live-push-key" \
+        sh "$entrypoint" notifications-sandbox >"$work/notifications-sandbox.log" 2>&1 &
+    pid=$!
+    notifications_sandbox_probe() {
+        env -i HOME="$HOME" PATH="$bin:$PATH" NOTIFICATIONS_SANDBOX_PORT="$http_port" \
+            sh "$entrypoint" healthcheck notifications-sandbox
+    }
+    local tries=0
+    until notifications_sandbox_probe 2>/dev/null; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 50 ] || ! kill -0 "$pid" 2>/dev/null; then
+            echo "the notifications sandbox did not become healthy on port $http_port:"
+            cat "$work/notifications-sandbox.log"
+            status=1
+            break
+        fi
+        sleep 0.2
+    done
+    if [ "$status" -eq 0 ]; then
+        "$VENV/bin/python" - "$smtp_port" "$http_port" "$work/mail-parent/mail" <<'PY_LIVE' || status=1
+import mailbox, smtplib, sys, urllib.error, urllib.request
+from email.message import EmailMessage
+
+smtp_port, http_port, mail_dir = sys.argv[1:4]
+errors = []
+
+def status(path, key):
+    request = urllib.request.Request(
+        "http://127.0.0.1:%s%s" % (http_port, path), headers={"Authorization": "Bearer " + key})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+# The keys from the files are the ones it accepts; the built-in dev keys are not.
+for provider, key, dev in (("sms", "sms_from_file", "sms_sandbox_dev"),
+                           ("push", "push_from_file", "push_sandbox_dev")):
+    got = {k: status("/%s/_sandbox/stats" % provider, k) for k in (key, dev)}
+    if got != {key: 200, dev: 401}:
+        errors.append("%s: API key from its *_FILE not applied: %s" % (provider, got))
+
+# SMTP: a message sent is stored in the Maildir given by the environment.
+message = EmailMessage()
+message["From"], message["To"], message["Subject"] = "a@fintech.local", "b@example.com", "live"
+message.set_content("hello")
+with smtplib.SMTP("127.0.0.1", int(smtp_port), timeout=5) as smtp:
+    smtp.send_message(message)
+stored = [m["Subject"] for m in mailbox.Maildir(mail_dir, create=False)]
+if stored != ["live"]:
+    errors.append("SMTP: expected one message in %s, found %s" % (mail_dir, stored))
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+PY_LIVE
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if [ "$status" -eq 0 ] && notifications_sandbox_probe 2>/dev/null; then
+        echo "healthcheck notifications-sandbox passed with the sandbox stopped"
         status=1
     fi
     return "$status"
@@ -363,10 +484,18 @@ PY
 #              webhook URL, and the network policies allow both ways; without
 #              it (prod): nothing points at it, the gateway verifies the named
 #              provider's webhooks and payments may reach the provider's port
+#   notifier   notifications and its providers: with the notifications
+#              sandbox, SMTP and the SMS/push URLs point at it (8025, 8110),
+#              the API keys are the same secrets on both sides, its Maildir
+#              is on a writable volume, it is probed and the policies allow
+#              notifications -> sandbox on both ports; without it (prod):
+#              nothing refers to it, the keys are mounted secrets, and
+#              notifications may reach SMTP_PORT and the URLs' ports
 declare -A topics=(
     [services]="deployed, probed, budgeted"
     [databases]="one per service with migrations"
     [provider]="payments, gateway, sandbox, policies"
+    [notifier]="notifications, its sandbox, secrets, policies"
 )
 write_consistency_checker() {
     cat >"$work/consistency.py" <<'PY'
@@ -384,17 +513,22 @@ SERVICES = re.findall(r"services\.(\w+)\.service:\w+Service", PROCFILE)
 MIGRATED = sorted(p.parent.parent.name for p in Path("services").glob("*/migrations/env.py"))
 SCRIPT = Path("swarm/postgres-init/create-databases.sh").read_text()
 SANDBOX = "payments-sandbox"
+NOTIFIER = "notifications-sandbox"
 PROBE = "/app/ops/docker/entrypoint.sh"
 
 
 class Process:
     """One container (k8s) or service (swarm)."""
 
-    def __init__(self, name, command, env, files, probes, labels=None):
+    def __init__(self, name, command, env, files, probes, labels=None, writable=()):
         self.name, self.command, self.env = name, command, env
         self.files = files  # mounted path -> (secret, key)
         self.probes = probes  # exec commands of its health checks
         self.labels = labels or {}
+        self.writable = list(writable)  # mount points of tmpfs / emptyDir
+
+    def can_write(self, path):
+        return any(path == m or path.startswith(m.rstrip("/") + "/") for m in self.writable)
 
     def secret(self, variable):
         return self.files.get(self.env.get(variable, ""))
@@ -410,10 +544,11 @@ def load_swarm(path):
             target = target if target.startswith("/") else "/run/secrets/" + target
             files[target] = (secret["source"], None)
         test = (service.get("healthcheck") or {}).get("test") or []
+        tmpfs = [v["target"] for v in service.get("volumes", []) if v.get("type") == "tmpfs"]
         processes[name] = Process(
             name, service.get("command") or [],
             {k: str(v or "") for k, v in (service.get("environment") or {}).items()},
-            files, [test[1:]] if test[:1] == ["CMD"] else [])
+            files, [test[1:]] if test[:1] == ["CMD"] else [], writable=tmpfs)
     return processes, stack
 
 
@@ -433,6 +568,8 @@ def load_k8s(path):
                 env.update(configmaps.get(ref.get("configMapRef", {}).get("name"), {}))
             env.update({e["name"]: e.get("value", "") for e in container.get("env", [])})
             files = {}
+            writable = [m["mountPath"] for m in container.get("volumeMounts", [])
+                        if "emptyDir" in volumes.get(m["name"], {}) and not m.get("readOnly")]
             for mount in container.get("volumeMounts", []):
                 volume = volumes.get(mount["name"], {})
                 sources = list(volume.get("projected", {}).get("sources", []))
@@ -448,7 +585,7 @@ def load_k8s(path):
             name = doc["metadata"]["name"]
             key = name if container["name"] == name else f'{name}/{container["name"]}'
             command = container.get("args") or container.get("command") or []
-            processes[key] = Process(key, command, env, files, probes, labels)
+            processes[key] = Process(key, command, env, files, probes, labels, writable)
     return processes, docs
 
 
@@ -589,8 +726,84 @@ def check_provider():
             errors.append(f"network policies: {SANDBOX} may not reach the gateway's pods on 8000")
 
 
+def url_port(url):
+    return url.port or {"https": 443, "http": 80}.get(url.scheme)
+
+
+def check_notifier():
+    notifications, sandbox = processes.get("notifications"), processes.get(NOTIFIER)
+    if notifications is None:
+        errors.append("no notifications process")
+        return
+    env = notifications.env
+    smtp_host, smtp_port = env.get("SMTP_HOST", "127.0.0.1"), int(env.get("SMTP_PORT") or 8025)
+    urls = {k: urlsplit(env.get(f"NOTIFICATIONS_{k}_URL", "")) for k in ("SMS", "PUSH")}
+    keys = {}
+    for kind in ("SMS", "PUSH"):
+        variable = f"NOTIFICATIONS_{kind}_API_KEY_FILE"
+        keys[kind] = notifications.secret(variable)
+        if keys[kind] is None:
+            errors.append(f"notifications: {variable} is not a mounted secret")
+        if not urls[kind].hostname:
+            errors.append(f"notifications: NOTIFICATIONS_{kind}_URL is not set")
+
+    if sandbox is None:
+        # Production: real providers.
+        if smtp_host in (NOTIFIER, "127.0.0.1", "localhost"):
+            errors.append(f"notifications: SMTP_HOST={smtp_host}, but there is no sandbox")
+        for kind, url in urls.items():
+            if url.hostname in (NOTIFIER, "127.0.0.1", "localhost"):
+                errors.append(f"notifications: NOTIFICATIONS_{kind}_URL points at {url.hostname}")
+        if platform == "k8s":
+            for d in raw:
+                if NOTIFIER in json.dumps(d):
+                    errors.append(f'{d["kind"]}/{d["metadata"]["name"]}: refers to {NOTIFIER}')
+            for port in sorted({smtp_port} | {url_port(u) for u in urls.values()}):
+                if not allowed(raw, "Egress", notifications.labels, None, port, ip_peer=True):
+                    errors.append(f"network policies: notifications may not reach its providers (port {port})")
+        return
+
+    if (smtp_host, smtp_port) != (NOTIFIER, 8025):
+        errors.append(f"notifications: the sandbox runs but SMTP is {smtp_host}:{smtp_port}")
+    for kind, url in urls.items():
+        expected = (NOTIFIER, 8110, "/" + kind.lower())
+        if (url.hostname, url.port, url.path.rstrip("/")) != expected:
+            errors.append(f"notifications: NOTIFICATIONS_{kind}_URL={url.geturl()} is not "
+                          "http://%s:%s%s" % expected)
+    if sandbox.command[:1] != ["notifications-sandbox"]:
+        errors.append(f"{NOTIFIER}: does not run `notifications-sandbox`")
+    if platform == "swarm" and [PROBE, "healthcheck", "notifications-sandbox"] not in sandbox.probes:
+        errors.append(f"{NOTIFIER}: no health check `{PROBE} healthcheck notifications-sandbox`")
+    for variable, port in (("SMTP_PORT", "8025"), ("NOTIFICATIONS_SANDBOX_PORT", "8110")):
+        if sandbox.env.get(variable, port) != port:
+            errors.append(f"{NOTIFIER}: {variable} is not {port}")
+    for kind in ("SMS", "PUSH"):
+        variable = f"NOTIFICATIONS_{kind}_API_KEY_FILE"
+        if sandbox.secret(variable) is None or sandbox.secret(variable) != keys[kind]:
+            errors.append(f"{NOTIFIER}: {variable} is not notifications' {kind} API key secret")
+    data_dir = sandbox.env.get("DATA_DIR", "/app/var")
+    mail_dir = sandbox.env.get("NOTIFICATIONS_SANDBOX_MAIL_DIR") or posixpath.join(data_dir, "mail")
+    if not sandbox.can_write(mail_dir):
+        errors.append(f"{NOTIFIER}: its Maildir {mail_dir} is on no tmpfs/emptyDir")
+    if platform == "k8s":
+        if not any(d["kind"] == "Service" and d["metadata"]["name"] == NOTIFIER
+                   and sorted(p["port"] for p in d["spec"]["ports"]) == [8025, 8110] for d in raw):
+            errors.append(f"no Service {NOTIFIER} on ports 8025 and 8110")
+        for port in (8025, 8110):
+            if not allowed(raw, "Egress", notifications.labels, sandbox.labels, port):
+                errors.append(f"network policies: notifications may not reach {NOTIFIER}:{port}")
+            if not allowed(raw, "Ingress", sandbox.labels, notifications.labels, port):
+                errors.append(f"network policies: {NOTIFIER} does not admit notifications on {port}")
+        probed = [d for d in raw if d["kind"] == "Deployment" and d["metadata"]["name"] == NOTIFIER
+                  and all(p in d["spec"]["template"]["spec"]["containers"][0]
+                          for p in ("startupProbe", "livenessProbe", "readinessProbe"))]
+        if not probed:
+            errors.append(f"{NOTIFIER}: no startup, liveness and readiness probes")
+
+
 processes, raw = (load_swarm if platform == "swarm" else load_k8s)(source)
-{"services": check_services, "databases": check_databases, "provider": check_provider}[topic]()
+{"services": check_services, "databases": check_databases, "provider": check_provider,
+ "notifier": check_notifier}[topic]()
 print("\n".join(errors))
 sys.exit(1 if errors else 0)
 PY
@@ -619,6 +832,12 @@ if sandbox_importable; then
 else
     skip "entrypoint.sh sandbox (live)" "project dependencies not installed in $VENV (make venv)"
 fi
+if notifications_sandbox_importable; then
+    check "entrypoint.sh notifications-sandbox + healthcheck (live: SMTP to Maildir, keys from *_FILE)" \
+        notifications_sandbox_live
+else
+    skip "entrypoint.sh notifications-sandbox (live)" "project dependencies not installed in $VENV (make venv)"
+fi
 check "postgres init script: k8s copy identical to swarm's" \
     cmp swarm/postgres-init/create-databases.sh k8s/base/postgres/create-databases.sh
 
@@ -626,7 +845,7 @@ check "docker-compose -f swarm/stack.yml config -q" \
     "$VENV/bin/docker-compose" -f swarm/stack.yml config -q
 check "swarm: every /run/secrets path in the environment is mounted" swarm_secrets_mounted
 write_consistency_checker
-for topic in services databases provider; do
+for topic in services databases provider notifier; do
     check "swarm: $topic consistent (${topics[$topic]})" \
         "$VENV/bin/python" "$work/consistency.py" swarm "$work/stack.json" "$topic"
 done
@@ -645,7 +864,7 @@ for overlay in dev prod; do
             -k "$KUBERNETES_VERSION" "$rendered"
         check "k8s $overlay: every *_FILE(S) path is a mounted secret item" \
             k8s_secrets_mounted "$rendered"
-        for topic in services databases provider; do
+        for topic in services databases provider notifier; do
             check "k8s $overlay: $topic consistent (${topics[$topic]})" \
                 "$VENV/bin/python" "$work/consistency.py" k8s "$rendered" "$topic"
         done

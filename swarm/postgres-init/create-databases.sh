@@ -16,7 +16,7 @@
 # that the two stay identical.
 set -eu
 
-databases=${FINTECH_DATABASES:-fintech_auth fintech_accounts fintech_transactions fintech_risk fintech_payments}
+databases=${FINTECH_DATABASES:-fintech_auth fintech_accounts fintech_transactions fintech_risk fintech_analytics fintech_payments fintech_notifications}
 owner=${POSTGRES_USER:-postgres}
 
 for database in $databases; do

@@ -19,6 +19,8 @@ SERVICES = {
     "transactions": "services.transactions.service:TransactionsService",
     "risk": "services.risk.service:RiskService",
     "payments": "services.payments.service:PaymentsService",
+    "analytics": "services.analytics.service:AnalyticsService",
+    "notifications": "services.notifications.service:NotificationsService",
 }
 
 
@@ -26,9 +28,20 @@ def service_command(name: str) -> list[str]:
     return [str(BIN / "nameko"), "run", "--config", "config.yml", SERVICES[name]]
 
 
-def process_commands(sandbox_port: int) -> dict[str, list[str]]:
+def process_commands(sandbox_port: int, smtp_port: int, messages_port: int) -> dict[str, list[str]]:
     return {
         **{name: service_command(name) for name in SERVICES},
+        "notifications-sandbox": [
+            sys.executable,
+            "-m",
+            "services.notifications.sandbox",
+            "--host",
+            "127.0.0.1",
+            "--smtp-port",
+            str(smtp_port),
+            "--http-port",
+            str(messages_port),
+        ],
         "sandbox": [
             sys.executable,
             "-m",
@@ -99,11 +112,12 @@ def api(environment_factory, tmp_path_factory):
     environment = environment_factory("e2e")
     logs = tmp_path_factory.mktemp("e2e-logs")
     port = _free_port()
-    sandbox_port = _free_port()
+    sandbox_port, smtp_port, messages_port = _free_port(), _free_port(), _free_port()
+    data_dir = tmp_path_factory.mktemp("e2e-data")
     env = {
         **os.environ,
         **environment.env(),
-        "DATA_DIR": str(tmp_path_factory.mktemp("e2e-data")),
+        "DATA_DIR": str(data_dir),
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": "2",
@@ -119,11 +133,17 @@ def api(environment_factory, tmp_path_factory):
         "PAYMENTS_WEBHOOK_SECRET_SANDBOX": "whsec_e2e",
         # Short enough for a test to watch a stuck transfer fail.
         "TRANSFER_DEADLINE_SECONDS": "30",
+        "ANALYTICS_METRICS_PORT": str(_free_port()),
+        "SMTP_PORT": str(smtp_port),
+        "NOTIFICATIONS_SANDBOX_MAIL_DIR": str(data_dir / "mail"),
+        "NOTIFICATIONS_SMS_URL": f"http://127.0.0.1:{messages_port}/sms",
+        "NOTIFICATIONS_PUSH_URL": f"http://127.0.0.1:{messages_port}/push",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     processes = {}
     client = Api(f"http://127.0.0.1:{port}", logs, env, processes)
-    for name, command in process_commands(sandbox_port).items():
+    client.mail_dir = data_dir / "mail"
+    for name, command in process_commands(sandbox_port, smtp_port, messages_port).items():
         client.start(name, command)
     deadline = time.monotonic() + 120
     ready = None
