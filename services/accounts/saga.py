@@ -26,6 +26,28 @@ def _step(uow: UnitOfWork, envelope: dict, handler: str, effect) -> None:
         effect(session, envelope["payload"], envelope["event_id"])
 
 
+def _announce_posting(session, outcome, posted_event: str, transfer: dict, event_id: str) -> None:
+    """The entry was posted (`outcome` is its id), or refused: say which."""
+    if isinstance(outcome, ledger.Refused):
+        record_event(
+            session,
+            contracts.FUNDS_RELEASED,
+            {
+                "transfer_id": transfer["transfer_id"],
+                "reason": outcome.reason,
+                "transfer": transfer,
+            },
+            causation_id=event_id,
+        )
+    else:
+        record_event(
+            session,
+            posted_event,
+            {"transfer_id": transfer["transfer_id"], "entry_id": outcome, "transfer": transfer},
+            causation_id=event_id,
+        )
+
+
 def on_transfer_assessed(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     """Risk approved an internal transfer or a payout: reserve the funds."""
 
@@ -98,24 +120,7 @@ def on_funds_reserved(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
             transfer.get("reference"),
             now,
         )
-        if isinstance(outcome, ledger.Refused):
-            record_event(
-                session,
-                contracts.FUNDS_RELEASED,
-                {
-                    "transfer_id": transfer["transfer_id"],
-                    "reason": outcome.reason,
-                    "transfer": transfer,
-                },
-                causation_id=event_id,
-            )
-        else:
-            record_event(
-                session,
-                contracts.TRANSFER_POSTED,
-                {"transfer_id": transfer["transfer_id"], "entry_id": outcome, "transfer": transfer},
-                causation_id=event_id,
-            )
+        _announce_posting(session, outcome, contracts.TRANSFER_POSTED, transfer, event_id)
 
     _step(uow, envelope, "accounts.on_funds_reserved", effect)
 
@@ -140,23 +145,7 @@ def on_card_charged(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
                 "deposit charged but not credited",
                 extra={"transfer_id": transfer["transfer_id"], "reason": outcome.reason},
             )
-            record_event(
-                session,
-                contracts.FUNDS_RELEASED,
-                {
-                    "transfer_id": transfer["transfer_id"],
-                    "reason": outcome.reason,
-                    "transfer": transfer,
-                },
-                causation_id=event_id,
-            )
-        else:
-            record_event(
-                session,
-                contracts.DEPOSIT_CREDITED,
-                {"transfer_id": transfer["transfer_id"], "entry_id": outcome, "transfer": transfer},
-                causation_id=event_id,
-            )
+        _announce_posting(session, outcome, contracts.DEPOSIT_CREDITED, transfer, event_id)
 
     _step(uow, envelope, "accounts.on_card_charged", effect)
 

@@ -42,30 +42,10 @@ from requests.adapters import HTTPAdapter
 from services.notifications import domain
 from services.notifications.settings import RETRY_DEADLINE, NotificationSettings
 from shared import correlation
+from shared.provider_errors import ProviderError, ProviderRejected, ProviderUnavailable
+from shared.provider_errors import Transient as _Transient
 
 log = logging.getLogger(__name__)
-
-
-class ProviderError(Exception):
-    def __init__(self, code: str, detail: str = ""):
-        super().__init__(code, detail)
-        self.code = code
-        self.detail = detail or code
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.detail}"
-
-
-class ProviderUnavailable(ProviderError):
-    """Not accepted this time: try again later."""
-
-
-class ProviderRejected(ProviderError):
-    """Refused for good: this message will never be delivered as it is."""
-
-
-class _Transient(ProviderUnavailable):
-    """Worth another try soon (tenacity retries these)."""
 
 
 class GuardedProvider:

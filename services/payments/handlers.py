@@ -38,14 +38,11 @@ from services.payments.domain import (
     request_fingerprint,
 )
 from services.payments.models import ProviderEvent, ProviderOperation
-from services.payments.provider import (
-    PaymentProvider,
-    ProviderError,
-    ProviderResult,
-)
+from services.payments.provider import PaymentProvider, ProviderResult
 from shared.database import UnitOfWork
 from shared.errors import Conflict, NotFound
 from shared.outbox import record_event
+from shared.provider_errors import ProviderError
 from shared.sqltypes import utcnow
 
 log = logging.getLogger(__name__)

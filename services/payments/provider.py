@@ -29,6 +29,8 @@ import tenacity
 from requests.adapters import HTTPAdapter
 
 from shared import correlation
+from shared.provider_errors import ProviderRejected, ProviderUnavailable
+from shared.provider_errors import Transient as _Transient
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +44,6 @@ class ProviderResult:
     @property
     def status(self) -> str:
         return "succeeded" if self.succeeded else "failed"
-
-
-class ProviderError(Exception):
-    def __init__(self, code: str, detail: str = ""):
-        super().__init__(code, detail)
-        self.code = code
-        self.detail = detail or code
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.detail}"
-
-
-class ProviderUnavailable(ProviderError):
-    """No definitive answer: send again later with the same idempotency key."""
-
-
-class ProviderRejected(ProviderError):
-    """The provider refused the request itself (malformed, key reused): a bug here."""
 
 
 class PaymentProvider(Protocol):
@@ -83,10 +67,6 @@ class PaymentProvider(Protocol):
         beneficiary_name: str,
         iban: str,
     ) -> ProviderResult: ...
-
-
-class _Transient(ProviderUnavailable):
-    """Worth another attempt soon: connection error, timeout, 5xx, 429, key in use."""
 
 
 # Refusals that are the customer's outcome, not an error: 402 a declined
