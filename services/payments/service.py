@@ -2,8 +2,10 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from nameko.extensions import DependencyProvider
+from nameko.timer import timer
 
 from services.payments import handlers, saga, schemas
 from services.payments.provider import HttpProvider, ProviderRejected, ProviderUnavailable
@@ -16,6 +18,7 @@ from shared.outbox import OutboxRelay
 from shared.rpc import rpc
 from shared.schemas import load
 from shared.service import ServiceBase
+from shared.sqltypes import utcnow
 
 
 class Provider(DependencyProvider):
@@ -55,6 +58,10 @@ def _provider_errors() -> Iterator[None]:
         raise BadRequest("provider_rejected", str(exc)) from exc
 
 
+# An operation in flight this long without an answer is re-sent (same key).
+REDRIVE_AFTER_SECONDS = 300
+
+
 class PaymentsService(ServiceBase):
     name = "payments"
 
@@ -73,6 +80,16 @@ class PaymentsService(ServiceBase):
     @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVED, attempts=10, max_backoff=300)
     def handle_funds_reserved(self, envelope):
         saga.on_funds_reserved(self.db, self.provider, envelope)
+
+    @timer(interval=60)
+    def redrive_in_flight_operations(self):
+        """Operations a provider never answered (an outage parked their step)."""
+        saga.redrive_in_flight(
+            self.db,
+            self.provider,
+            older_than=timedelta(seconds=REDRIVE_AFTER_SECONDS),
+            now=utcnow(),
+        )
 
     @rpc
     def charge_for_deposit(self, transfer_id, amount, currency, token):

@@ -3,16 +3,18 @@
 import json
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from services.payments import handlers
+from services.payments import handlers, saga
 from services.payments.provider import HttpProvider, ProviderUnavailable
 from services.payments.service import PaymentsService
 from shared import contracts
 from shared.database import UnitOfWork, make_engine
 from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
+from shared.sqltypes import utcnow
 from tests.integration.sandbox import (
     API_KEY,
     Crash,
@@ -331,3 +333,33 @@ def test_a_provider_event_delivered_twice_over_rpc_is_recorded_once(payments, rp
 
 def test_the_service_reports_healthy(payments, rpc):
     assert rpc.payments.health() == {"service": "payments", "status": "ok"}
+
+
+def test_operations_an_outage_left_in_flight_are_redriven_once_the_provider_is_back(
+    uow, provider, sandbox, sql
+):
+    """The saga step gave up (parked); the timer settles the deposit anyway."""
+    t = transfer()
+    deposit = {
+        "transfer_id": t,
+        "kind": "deposit",
+        "amount": 1500,
+        "currency": "EUR",
+        "to_account_id": "acc-1",
+        "source": {"type": "card", "token": "tok_ok"},
+    }
+    sandbox.fail_next(100, status=503)
+    with pytest.raises(ProviderUnavailable):
+        saga.on_transfer_requested(uow, provider, {"event_id": "e-1", "payload": deposit})
+    assert operation_row(sql, t)[0] == "in_flight"
+    later = utcnow() + timedelta(minutes=10)
+    sandbox.clear_faults()
+    assert saga.redrive_in_flight(uow, provider, timedelta(minutes=5), utcnow()) == 0  # too fresh
+    assert saga.redrive_in_flight(uow, provider, timedelta(minutes=5), later) == 1
+    status, _, _, key = operation_row(sql, t)
+    assert status == "succeeded"
+    sent = sandbox.requests_with_key(key)
+    # Failed sends (503) and one that charged: the provider charged exactly once.
+    assert [r["status"] for r in sent if r["status"] < 500] == [201]
+    [(event_type, payload)] = outbox_events(sql, t)
+    assert event_type == contracts.CARD_CHARGED and payload["transfer"] == deposit
