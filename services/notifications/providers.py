@@ -28,13 +28,10 @@ import json
 import logging
 import smtplib
 import ssl
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate
 
-import pybreaker
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
@@ -42,6 +39,7 @@ from requests.adapters import HTTPAdapter
 from services.notifications import domain
 from services.notifications.settings import RETRY_DEADLINE, NotificationSettings
 from shared import correlation
+from shared.circuit import ProviderCircuit
 from shared.provider_errors import ProviderError, ProviderRejected, ProviderUnavailable
 from shared.provider_errors import Transient as _Transient
 
@@ -67,18 +65,13 @@ class GuardedProvider:
         self._backoff = backoff
         self._backoff_max = backoff_max
         self._retry_deadline = retry_deadline
-        self._breaker = pybreaker.CircuitBreaker(
-            fail_max=breaker_failures,
-            reset_timeout=breaker_reset_timeout,
-            # The provider answered: it is up, whatever it thought of the message.
-            exclude=[ProviderRejected],
-            name=f"notifications-{name}",
+        self._circuit = ProviderCircuit(
+            f"notifications-{name}", breaker_failures, breaker_reset_timeout
         )
-        self._trial = threading.Lock()
 
     @property
     def breaker_state(self) -> str:
-        return self._breaker.current_state
+        return self._circuit.state
 
     def _with_retries(self, attempt: Callable[[], str], key: str) -> str:
         retrying = tenacity.Retrying(
@@ -94,24 +87,8 @@ class GuardedProvider:
         return retrying(self._guarded_attempt, attempt)
 
     def _guarded_attempt(self, attempt: Callable[[], str]) -> str:
-        with self._guarded():
+        with self._circuit.guarded():
             return attempt()
-
-    @contextmanager
-    def _guarded(self) -> Iterator[None]:
-        # While the circuit is not closed, one call at a time may try the
-        # provider (the trial); the others fail fast instead of piling on.
-        trial = self._breaker.current_state != pybreaker.STATE_CLOSED
-        if trial and not self._trial.acquire(blocking=False):
-            raise ProviderUnavailable("circuit_open", f"{self.name}: a trial call is under way")
-        try:
-            with self._breaker.calling():
-                yield
-        except pybreaker.CircuitBreakerError as exc:
-            raise ProviderUnavailable("circuit_open", f"{self.name}: {exc}") from exc
-        finally:
-            if trial:
-                self._trial.release()
 
     def _log_retry(self, key: str):
         def before_sleep(state: tenacity.RetryCallState) -> None:

@@ -17,18 +17,15 @@ conflicting (same key, different body): a bug on our side, not a decline.
 
 import json
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-import pybreaker
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
 
 from shared import correlation
+from shared.circuit import ProviderCircuit
 from shared.provider_errors import ProviderRejected, ProviderUnavailable
 from shared.provider_errors import Transient as _Transient
 
@@ -125,18 +122,13 @@ class HttpProvider:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._breaker = pybreaker.CircuitBreaker(
-            fail_max=breaker_failures,
-            reset_timeout=breaker_reset_timeout,
-            # The provider answered: it is up, whatever it thought of the request.
-            exclude=[ProviderRejected],
-            name=f"payment-provider-{name}",
+        self._circuit = ProviderCircuit(
+            f"payment-provider-{name}", breaker_failures, breaker_reset_timeout
         )
-        self._trial = threading.Lock()
 
     @property
     def breaker_state(self) -> str:
-        return self._breaker.current_state
+        return self._circuit.state
 
     def close(self) -> None:
         self._session.close()
@@ -186,7 +178,7 @@ class HttpProvider:
         return retrying(self._attempt, path, data, headers)
 
     def _attempt(self, path: str, data: str, headers: dict) -> ProviderResult:
-        with self._guarded():
+        with self._circuit.guarded():
             try:
                 response = self._session.post(
                     self._base_url + path, data=data, headers=headers, timeout=self._timeout
@@ -196,22 +188,6 @@ class HttpProvider:
             except requests.RequestException as exc:  # refused, reset, DNS, TLS
                 raise _Transient("provider_unreachable", f"{path}: {exc}") from exc
             return _result(path, response)
-
-    @contextmanager
-    def _guarded(self) -> Iterator[None]:
-        # While the circuit is not closed, one call at a time may try the
-        # provider (the trial); the others fail fast instead of piling on.
-        trial = self._breaker.current_state != pybreaker.STATE_CLOSED
-        if trial and not self._trial.acquire(blocking=False):
-            raise ProviderUnavailable("circuit_open", f"{self.name}: a trial call is under way")
-        try:
-            with self._breaker.calling():
-                yield
-        except pybreaker.CircuitBreakerError as exc:
-            raise ProviderUnavailable("circuit_open", f"{self.name}: {exc}") from exc
-        finally:
-            if trial:
-                self._trial.release()
 
     def _log_retry(self, path: str, idempotency_key: str):
         def before_sleep(state: tenacity.RetryCallState) -> None:
