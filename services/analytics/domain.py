@@ -23,6 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from shared import config, contracts
 from shared.money import format_minor
+from shared.robust import median_and_mad, robust_score  # noqa: F401 (part of this module's API)
 
 # -- months ---------------------------------------------------------------------
 
@@ -235,8 +236,6 @@ def contributions(items: Iterable[Flow]) -> list[Contribution]:
 
 # -- anomalies --------------------------------------------------------------------
 
-MAD_SCALE = 1.4826  # makes the MAD estimate the standard deviation of normal data
-
 
 @dataclass(frozen=True)
 class AnomalySettings:
@@ -273,27 +272,6 @@ class AnomalySettings:
                 "ANALYTICS_ANOMALY_MIN_SPREAD_PERCENT", defaults.min_spread_percent, minimum=0
             ),
         )
-
-
-@dataclass(frozen=True)
-class RobustScore:
-    score: float  # (amount - median) / spread; positive above the median
-    median: float
-    mad: float
-    spread: float  # max(MAD_SCALE * mad, min spread, 1 minor unit)
-
-
-def median_and_mad(values: Sequence[int]) -> tuple[float, float]:
-    middle = statistics.median(values)
-    return float(middle), float(statistics.median(abs(v - middle) for v in values))
-
-
-def robust_score(amount: int, history: Sequence[int], min_spread_percent: int = 10) -> RobustScore:
-    if not history:
-        raise ValueError("a robust score needs a history")
-    middle, mad = median_and_mad(history)
-    spread = max(MAD_SCALE * mad, abs(middle) * min_spread_percent / 100, 1.0)
-    return RobustScore((amount - middle) / spread, middle, mad, spread)
 
 
 @dataclass(frozen=True)
