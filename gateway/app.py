@@ -14,6 +14,7 @@ from gateway.blueprints import (
     auth,
     health,
     notifications,
+    risk_admin,
     transfers,
     webhooks,
 )
@@ -49,6 +50,7 @@ def create_app(config: dict | None = None) -> Flask:
         webhooks.blp,
         analytics.blp,
         notifications.blp,
+        risk_admin.blp,
     ):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)

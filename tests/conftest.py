@@ -28,6 +28,10 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 RUN_ID = f"{time.strftime('%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
 
+# risk sweeps expired reviews every second in tests (read when its module is
+# imported, here and in the end-to-end services started as subprocesses).
+os.environ.setdefault("RISK_REVIEW_SWEEP_SECONDS", "1")
+
 
 def _amqp_base() -> str:
     return os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")

@@ -1,13 +1,22 @@
-"""risk's use cases: assess transfers, remember account ages, answer queries.
+"""risk's use cases: assess transfers, hold some for review, keep the rules.
 
 A transfer is decided once. The assessment runs in one transaction: claim
 the event in the inbox (a duplicate delivery does nothing), re-use the
 transfer's assessment if it already has one (a second request for the same
-transfer gets the same decision again, never a new one), otherwise judge
-it, store the decision and stage `transfer_assessed` in the outbox.
+transfer gets the same decision again, never a new one), otherwise gather
+the facts, judge them under the rules in force, store the decision and
+stage what follows in the outbox: `transfer_assessed` for approve and
+reject, `transfer_review_requested` for a transfer held for review.
+
+A held transfer ends in exactly one of: an admin approves or rejects it
+(`decide_review`), its time runs out and it is rejected (`expire_reviews`),
+or the saga fails it first, e.g. at its deadline (`withdraw_review`). Each
+is a conditional update of the still-pending review, so two of them racing
+(two admins, an admin and the sweep) cannot both win; the winner stages
+the final `transfer_assessed`, which the saga continues from.
 
 Velocity counts what is committed, so two transfers from one account
-assessed at the same moment could both squeeze under the daily count. On
+assessed at the same moment could both squeeze under a count. On
 PostgreSQL each assessment therefore takes a transaction-scoped advisory
 lock on its source account; on SQLite the process's single connection
 already serialises them.
@@ -15,17 +24,27 @@ already serialises them.
 
 import json
 import logging
+import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text
+from marshmallow import ValidationError
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.risk import domain
-from services.risk.models import AccountAge, Assessment
-from shared import contracts
+from services.risk import domain, schemas
+from services.risk.models import (
+    AccountAge,
+    Assessment,
+    Customer,
+    LoginFailure,
+    Review,
+    RuleSetVersion,
+)
+from shared import contracts, iban
 from shared.database import UnitOfWork
-from shared.errors import NotFound
+from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.inbox import claim
 from shared.outbox import record_event
 
@@ -34,40 +53,221 @@ log = logging.getLogger(__name__)
 # Inbox handler names: "<service>.<step>".
 ASSESS_HANDLER = "risk.assess_transfer"
 ACCOUNT_OPENED_HANDLER = "risk.record_account_opened"
+LOGIN_FAILED_HANDLER = "risk.record_login_failed"
+TRANSFER_FAILED_HANDLER = "risk.withdraw_review"
+
+# Who decides when no admin does.
+SYSTEM = "system"
+
+PENDING, APPROVED, REJECTED, EXPIRED, WITHDRAWN = schemas.REVIEW_STATUSES
+# Transfers that may still move money count toward velocity.
+COUNTED = (contracts.APPROVE, contracts.REVIEW)
 
 
 class MalformedTransfer(ValueError):
     """A transfer_requested that cannot be assessed: a producer bug, parked for a human."""
 
 
-def _view(assessment: Assessment) -> dict:
+# -- rules ---------------------------------------------------------------------
+
+
+class RuleCache:
+    """The rules in force, re-read only when a new version appears.
+
+    Every assessment asks the database for the highest version (one indexed
+    lookup), so a version stored by any instance applies to the next
+    transfer everywhere, with no restart and no message to miss.
+    """
+
+    def __init__(self):
+        self._rules = domain.RuleSet()
+
+    def current(self, session: Session) -> domain.RuleSet:
+        version = session.scalar(select(func.max(RuleSetVersion.version))) or 0
+        if version != self._rules.version:
+            self._rules = _stored_rules(session, version)
+        return self._rules
+
+
+def _stored_rules(session: Session, version: int) -> domain.RuleSet:
+    if version == 0:
+        return domain.RuleSet()
+    row = session.get(RuleSetVersion, version)
+    if row is None:
+        raise NotFound("rules_version_not_found", f"No rules version {version}.")
+    return domain.RuleSet.from_document(
+        schemas.RuleSetDocument().load(json.loads(row.document)), version
+    )
+
+
+def _flatten(errors: Mapping, prefix: str) -> dict[str, list[str]]:
+    """marshmallow's nested messages as {"rules.tiers.gold.daily_count": [...]}
+    (a dict's value errors nest under "value", which says nothing here)."""
+    flat: dict[str, list[str]] = {}
+    for key, value in errors.items():
+        where = prefix if key == "value" else f"{prefix}.{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, where))
+        else:
+            flat[where] = [str(message) for message in value]
+    return flat
+
+
+def _parse_rules(document: Mapping) -> domain.RuleSet:
+    try:
+        checked = schemas.RuleSetDocument().load(document)
+        return domain.RuleSet.from_document(checked, version=0)
+    except ValidationError as exc:
+        errors = _flatten(exc.normalized_messages(), "rules")
+    except domain.RuleError as exc:
+        errors = {f"rules.{key}": messages for key, messages in exc.errors.items()}
+    raise InvalidInput("invalid_rules", f"Invalid value for {next(iter(errors))}.", errors)
+
+
+def _rules_view(rules: domain.RuleSet, row: RuleSetVersion | None) -> dict:
     return {
-        "transfer_id": assessment.transfer_id,
-        "kind": assessment.kind,
-        "account_id": assessment.account_id,
-        "amount": assessment.amount,
-        "currency": assessment.currency,
-        "decision": assessment.decision,
-        "score": assessment.score,
-        "reasons": json.loads(assessment.reasons),
-        "assessed_at": assessment.assessed_at.isoformat(),
+        "version": rules.version,
+        "created_at": row.created_at.isoformat() if row else None,
+        "created_by": row.created_by if row else "built-in",
+        "comment": row.comment if row else "the defaults, in force until a version is stored",
+        "rules": rules.to_document(),
     }
 
 
-def _checked(transfer: Mapping) -> tuple[str, str, int, str]:
+def get_rules(uow: UnitOfWork, cache: RuleCache, version: int | None = None) -> dict:
+    with uow.transaction() as session:
+        rules = cache.current(session) if version is None else _stored_rules(session, version)
+        row = session.get(RuleSetVersion, rules.version) if rules.version else None
+        return _rules_view(rules, row)
+
+
+def list_rule_versions(uow: UnitOfWork, limit: int = 50) -> dict:
+    with uow.transaction() as session:
+        rows = session.scalars(
+            select(RuleSetVersion).order_by(RuleSetVersion.version.desc()).limit(limit)
+        )
+        return {
+            "items": [
+                {
+                    "version": row.version,
+                    "created_at": row.created_at.isoformat(),
+                    "created_by": row.created_by,
+                    "comment": row.comment,
+                }
+                for row in rows
+            ]
+        }
+
+
+def put_rules(
+    uow: UnitOfWork,
+    cache: RuleCache,
+    document: Mapping,
+    changed_by: str,
+    comment: str | None,
+    now: datetime,
+) -> dict:
+    """Store a new version of the rules; it applies to the next assessment."""
+    parsed = _parse_rules(document)
+    try:
+        with uow.transaction() as session:
+            version = (session.scalar(select(func.max(RuleSetVersion.version))) or 0) + 1
+            rules = parsed.with_version(version)
+            row = RuleSetVersion(
+                version=version,
+                document=json.dumps(rules.to_document(), sort_keys=True),
+                created_at=now,
+                created_by=changed_by,
+                comment=comment,
+            )
+            session.add(row)
+            session.flush()
+            view = _rules_view(rules, row)
+    except IntegrityError:
+        raise Conflict(
+            "rules_changed_concurrently", "Another version was stored at the same moment; retry."
+        ) from None
+    log.info("risk rules changed", extra={"version": version, "changed_by": changed_by})
+    return view
+
+
+# -- customers ---------------------------------------------------------------------
+
+
+def _customer_view(session: Session, rules: domain.RuleSet, user_id: str, now: datetime) -> dict:
+    customer = session.get(Customer, user_id)
+    since = now - timedelta(hours=rules.failed_logins_hours)
+    count, last = session.execute(
+        select(func.count(), func.max(LoginFailure.occurred_at)).where(
+            LoginFailure.user_id == user_id, LoginFailure.occurred_at > since
+        )
+    ).one()
+    return {
+        "user_id": user_id,
+        "tier": rules.tier_name(customer.tier if customer else None),
+        "failed_logins": int(count),
+        "failed_logins_window_hours": rules.failed_logins_hours,
+        "last_failed_login_at": last.isoformat() if last else None,
+        "elevated": int(count) >= rules.failed_logins_threshold,
+    }
+
+
+def get_customer(uow: UnitOfWork, cache: RuleCache, user_id: str, now: datetime) -> dict:
+    with uow.transaction() as session:
+        return _customer_view(session, cache.current(session), user_id, now)
+
+
+def set_customer_tier(
+    uow: UnitOfWork, cache: RuleCache, user_id: str, tier: str, changed_by: str, now: datetime
+) -> dict:
+    with uow.transaction() as session:
+        rules = cache.current(session)
+        if tier not in rules.tiers:
+            known = ", ".join(sorted(rules.tiers))
+            raise InvalidInput(
+                "unknown_tier",
+                f"The rules in force have no tier {tier!r}.",
+                {"tier": [f"Must be one of: {known}."]},
+            )
+        customer = session.get(Customer, user_id)
+        if customer is None:
+            session.add(Customer(user_id=user_id, tier=tier, updated_at=now, updated_by=changed_by))
+        else:
+            customer.tier, customer.updated_at, customer.updated_by = tier, now, changed_by
+        session.flush()
+        return _customer_view(session, rules, user_id, now)
+
+
+# -- assessing a transfer -------------------------------------------------------------
+
+
+def _checked(transfer: Mapping) -> tuple[str, str, int, str, str | None]:
     transfer_id = transfer.get("transfer_id")
     account_id = transfer.get("from_account_id")
     amount = transfer.get("amount")
     currency = transfer.get("currency")
+    owner_id = transfer.get("owner_id")
     if not (isinstance(transfer_id, str) and 0 < len(transfer_id) <= 36):
         raise MalformedTransfer(f"transfer_id {transfer_id!r}")
     if not (isinstance(account_id, str) and 0 < len(account_id) <= 36):
         raise MalformedTransfer(f"transfer {transfer_id}: from_account_id {account_id!r}")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise MalformedTransfer(f"transfer {transfer_id}: amount {amount!r}")
-    if not (isinstance(currency, str) and len(currency) == 3):
+    if not (isinstance(currency, str) and currency in domain.CURRENCY_DIGITS):
         raise MalformedTransfer(f"transfer {transfer_id}: currency {currency!r}")
-    return transfer_id, account_id, amount, currency
+    if owner_id is not None and not (isinstance(owner_id, str) and 0 < len(owner_id) <= 36):
+        raise MalformedTransfer(f"transfer {transfer_id}: owner_id {owner_id!r}")
+    return transfer_id, account_id, amount, currency, owner_id
+
+
+def beneficiary_of(transfer: Mapping) -> str | None:
+    """Who is paid, as compared across transfers: an account, or an IBAN."""
+    if transfer.get("kind") == contracts.KIND_PAYOUT:
+        details = transfer.get("beneficiary")
+        number = details.get("iban") if isinstance(details, Mapping) else None
+        return f"iban:{iban.normalise(number)}"[:64] if isinstance(number, str) else None
+    to_account = transfer.get("to_account_id")
+    return f"account:{to_account}" if isinstance(to_account, str) else None
 
 
 def _lock_account(session: Session, account_id: str) -> None:
@@ -79,22 +279,95 @@ def _lock_account(session: Session, account_id: str) -> None:
         )
 
 
-def _velocity(
-    session: Session, account_id: str, currency: str, now: datetime, limits: domain.RiskLimits
-) -> domain.Velocity:
+def _window(session: Session, account_id: str, since: datetime) -> domain.Window:
     count, total = session.execute(
         select(func.count(), func.coalesce(func.sum(Assessment.amount), 0)).where(
             Assessment.account_id == account_id,
-            Assessment.currency == currency,
-            Assessment.decision == contracts.APPROVE,
-            Assessment.assessed_at > now - limits.velocity_window,
+            Assessment.final_decision.in_(COUNTED),
+            Assessment.assessed_at > since,
         )
     ).one()
-    return domain.Velocity(count=int(count), total=int(total))
+    return domain.Window(count=int(count), total=int(total))
+
+
+def _is_new_beneficiary(session: Session, owner_id: str | None, transfer: Mapping) -> bool:
+    key = beneficiary_of(transfer)
+    if owner_id is None or key is None:
+        return False
+    if transfer.get("kind") == contracts.KIND_INTERNAL:
+        target = session.get(AccountAge, transfer.get("to_account_id"))
+        if target is not None and target.owner_id == owner_id:
+            return False  # between the customer's own accounts
+    paid_before = session.scalar(
+        select(Assessment.id)
+        .where(
+            Assessment.owner_id == owner_id,
+            Assessment.beneficiary == key,
+            Assessment.final_decision == contracts.APPROVE,
+        )
+        .limit(1)
+    )
+    return paid_before is None
+
+
+def _facts(
+    session: Session,
+    transfer: Mapping,
+    account_id: str,
+    owner_id: str | None,
+    now: datetime,
+    rules: domain.RuleSet,
+) -> domain.Facts:
+    age = session.get(AccountAge, account_id)
+    customer = session.get(Customer, owner_id) if owner_id else None
+    history: list = []
+    failed_logins = 0
+    if owner_id:
+        history = session.execute(
+            select(Assessment.amount, Assessment.currency, Assessment.assessed_at)
+            .where(Assessment.owner_id == owner_id, Assessment.final_decision == contracts.APPROVE)
+            .order_by(Assessment.id.desc())
+            .limit(rules.history_size)
+        ).all()
+        failed_logins = session.scalar(
+            select(func.count()).where(
+                LoginFailure.user_id == owner_id,
+                LoginFailure.occurred_at > now - timedelta(hours=rules.failed_logins_hours),
+            )
+        )
+    return domain.Facts(
+        amount=transfer["amount"],
+        currency=transfer["currency"],
+        tier=customer.tier if customer else None,
+        account_opened_at=age.opened_at if age else None,
+        last_hour=_window(session, account_id, now - timedelta(hours=1)),
+        last_day=_window(session, account_id, now - timedelta(hours=24)),
+        new_beneficiary=_is_new_beneficiary(session, owner_id, transfer),
+        history_amounts=tuple(a for a, c, _ in history if c == transfer["currency"]),
+        history_hours=tuple(at.hour for _, _, at in history),
+        failed_logins=int(failed_logins or 0),
+    )
+
+
+def _assessed_payload(assessment: Assessment, transfer: Mapping, review: Review | None) -> dict:
+    """transfer_assessed: the final word on a transfer, for the saga."""
+    reasons = json.loads(assessment.reasons)
+    payload = {
+        "transfer_id": assessment.transfer_id,
+        "decision": assessment.final_decision,
+        "score": assessment.score,
+        "reasons": reasons,
+        "transfer": dict(transfer),
+    }
+    if review is not None:
+        if review.status == EXPIRED:
+            payload["reasons"] = [*reasons, domain.REVIEW_EXPIRED]
+        payload.update(review_id=review.review_id, decided_by=review.decided_by)
+    return payload
 
 
 def assess_transfer(
-    uow: UnitOfWork, envelope: dict, now: datetime, limits: domain.RiskLimits | None = None
+    uow: UnitOfWork, envelope: dict, now: datetime, cache: RuleCache | None = None
 ) -> dict | None:
     """Decide on an internal transfer or a payout and announce the decision.
 
@@ -104,65 +377,280 @@ def assess_transfer(
     transfer = envelope["payload"]
     if not domain.is_assessed(transfer.get("kind")):
         return None
-    transfer_id, account_id, amount, currency = _checked(transfer)
-    limits = limits or domain.RiskLimits.from_env()
+    transfer_id, account_id, amount, currency, owner_id = _checked(transfer)
+    cache = cache or RuleCache()
     with uow.transaction() as session:
         if not claim(session, envelope, ASSESS_HANDLER):
             return None
         _lock_account(session, account_id)
         assessment = session.scalar(select(Assessment).where(Assessment.transfer_id == transfer_id))
-        if assessment is None:
-            age = session.get(AccountAge, account_id)
-            decision = domain.assess(
-                amount=amount,
-                currency=currency,
-                account_opened_at=age.opened_at if age else None,
-                velocity=_velocity(session, account_id, currency, now, limits),
-                now=now,
-                limits=limits,
-            )
-            assessment = Assessment(
-                transfer_id=transfer_id,
-                kind=transfer["kind"],
-                account_id=account_id,
-                amount=amount,
-                currency=currency,
-                decision=decision.decision,
-                score=decision.score,
-                reasons=json.dumps(list(decision.reasons)),
-                event_id=envelope["event_id"],
-                assessed_at=now,
-            )
-            session.add(assessment)
-            session.flush()  # the unique transfer_id refuses a second decision here
-        else:
-            log.info(
-                "transfer assessed before; repeating its decision",
-                extra={"transfer_id": transfer_id, "decision": assessment.decision},
-            )
-        view = _view(assessment)
-        record_event(
-            session,
-            contracts.TRANSFER_ASSESSED,
-            {
-                "transfer_id": transfer_id,
-                "decision": view["decision"],
-                "score": view["score"],
-                "reasons": view["reasons"],
-                "transfer": transfer,
-            },
-            causation_id=envelope["event_id"],
+        if assessment is not None:
+            _repeat(session, assessment, transfer, envelope["event_id"])
+            return _assessment_view(assessment, _review_of(session, transfer_id))
+        rules = cache.current(session)
+        decision = domain.assess(
+            _facts(session, transfer, account_id, owner_id, now, rules), now, rules
         )
-    if view["decision"] != contracts.APPROVE:
+        assessment = Assessment(
+            transfer_id=transfer_id,
+            kind=transfer["kind"],
+            account_id=account_id,
+            amount=amount,
+            currency=currency,
+            decision=decision.decision,
+            final_decision=decision.decision,
+            score=decision.score,
+            reasons=json.dumps(list(decision.reasons)),
+            signals=json.dumps(decision.signals),
+            event_id=envelope["event_id"],
+            assessed_at=now,
+            owner_id=owner_id,
+            beneficiary=beneficiary_of(transfer),
+            tier=decision.signals["tier"],
+            rules_version=rules.version,
+        )
+        session.add(assessment)
+        session.flush()  # the unique transfer_id refuses a second decision here
+        review = None
+        if decision.decision == contracts.REVIEW:
+            review = _hold(session, assessment, transfer, now, rules, envelope["event_id"])
+        else:
+            record_event(
+                session,
+                contracts.TRANSFER_ASSESSED,
+                _assessed_payload(assessment, transfer, None),
+                causation_id=envelope["event_id"],
+            )
+        view = _assessment_view(assessment, review)
+    if decision.decision != contracts.APPROVE:
         log.info(
-            "transfer rejected",
+            "transfer held for review" if review else "transfer rejected",
             extra={"transfer_id": transfer_id, "score": view["score"], "reasons": view["reasons"]},
         )
     return view
 
 
-def _opened_at(envelope: dict, now: datetime) -> datetime:
-    """When the account was opened: the event's occurred_at, if it is usable."""
+def _repeat(session: Session, assessment: Assessment, transfer: Mapping, event_id: str) -> None:
+    """The same transfer requested again: repeat its final decision, if it has one
+    (a pending review's outcome is announced when it is decided)."""
+    log.info(
+        "transfer assessed before; repeating its decision",
+        extra={"transfer_id": assessment.transfer_id, "decision": assessment.final_decision},
+    )
+    if assessment.final_decision == contracts.REVIEW:
+        return
+    review = _review_of(session, assessment.transfer_id)
+    record_event(
+        session,
+        contracts.TRANSFER_ASSESSED,
+        _assessed_payload(assessment, transfer, review),
+        causation_id=event_id,
+    )
+
+
+def _hold(
+    session: Session,
+    assessment: Assessment,
+    transfer: Mapping,
+    now: datetime,
+    rules: domain.RuleSet,
+    event_id: str,
+) -> Review:
+    review = Review(
+        review_id=str(uuid.uuid4()),
+        transfer_id=assessment.transfer_id,
+        owner_id=assessment.owner_id,
+        status=PENDING,
+        transfer=json.dumps(dict(transfer)),
+        created_at=now,
+        expires_at=now + timedelta(seconds=rules.review_seconds),
+    )
+    session.add(review)
+    session.flush()
+    record_event(
+        session,
+        contracts.TRANSFER_REVIEW_REQUESTED,
+        {
+            "transfer_id": assessment.transfer_id,
+            "review_id": review.review_id,
+            "owner_id": assessment.owner_id,
+            "score": assessment.score,
+            "reasons": json.loads(assessment.reasons),
+            "expires_at": review.expires_at.isoformat(),
+            "transfer": dict(transfer),
+        },
+        causation_id=event_id,
+    )
+    return review
+
+
+# -- reviews ----------------------------------------------------------------------------
+
+
+def _close_review(
+    session: Session,
+    review: Review,
+    status: str,
+    decided_by: str,
+    note: str | None,
+    now: datetime,
+    announce: bool = True,
+) -> bool:
+    """Move a pending review to `status`; False when something else closed it first.
+
+    The winner sets the assessment's final decision and, unless the saga
+    already ended the transfer (withdrawn), stages the final transfer_assessed.
+    """
+    closed = session.execute(
+        update(Review)
+        .where(Review.seq == review.seq, Review.status == PENDING)
+        .values(status=status, decided_at=now, decided_by=decided_by, note=note)
+    ).rowcount
+    if closed != 1:
+        return False
+    session.refresh(review)
+    final = contracts.APPROVE if status == APPROVED else contracts.REJECT
+    assessment = session.scalar(
+        select(Assessment).where(Assessment.transfer_id == review.transfer_id)
+    )
+    assessment.final_decision = final
+    session.flush()
+    if announce:
+        record_event(
+            session,
+            contracts.TRANSFER_ASSESSED,
+            _assessed_payload(assessment, json.loads(review.transfer), review),
+        )
+    log.info(
+        "review closed",
+        extra={"transfer_id": review.transfer_id, "status": status, "decided_by": decided_by},
+    )
+    return True
+
+
+def decide_review(
+    uow: UnitOfWork,
+    review_id: str,
+    decision: str,
+    decided_by: str,
+    note: str | None,
+    now: datetime,
+) -> dict:
+    """An admin approves (the saga continues) or rejects (it is compensated).
+
+    Deciding again as already decided returns the review (a retried request);
+    anything else on a closed review is a conflict. No admin decides on their
+    own transfer.
+    """
+    status = APPROVED if decision == contracts.APPROVE else REJECTED
+    with uow.transaction() as session:
+        review = session.scalar(select(Review).where(Review.review_id == review_id))
+        if review is None:
+            raise NotFound("review_not_found", "No such review.")
+        if review.owner_id is not None and review.owner_id == decided_by:
+            raise Forbidden("own_transfer", "Nobody decides a review of their own transfer.")
+        if review.status == status and review.decided_by == decided_by:
+            return _review_view(session, review)
+        if review.status != PENDING:
+            raise Conflict("review_closed", f"This review is already {review.status}.")
+        if review.expires_at <= now:
+            raise Conflict("review_expired", "This review ran out of time; it is being rejected.")
+        if not _close_review(session, review, status, decided_by, note, now):
+            session.refresh(review)
+            raise Conflict("review_closed", f"This review is already {review.status}.")
+        return _review_view(session, review)
+
+
+def expire_reviews(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
+    """Reject the reviews nobody decided in time; returns how many."""
+    with uow.transaction() as session:
+        due = session.scalars(
+            select(Review)
+            .where(Review.status == PENDING, Review.expires_at <= now)
+            .order_by(Review.expires_at)
+            .limit(batch)
+        ).all()
+        expired = sum(
+            _close_review(session, review, EXPIRED, SYSTEM, "not decided in time", now)
+            for review in due
+        )
+    if expired:
+        log.info("reviews expired", extra={"count": expired})
+    return expired
+
+
+def withdraw_review(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
+    """The saga failed a held transfer (at its deadline, say): close its review."""
+    payload = envelope["payload"]
+    with uow.transaction() as session:
+        if not claim(session, envelope, TRANSFER_FAILED_HANDLER):
+            return
+        review = session.scalar(
+            select(Review).where(Review.transfer_id == payload.get("transfer_id"))
+        )
+        if review is not None and review.status == PENDING:
+            reason = str(payload.get("reason") or "failed")[:100]
+            _close_review(session, review, WITHDRAWN, SYSTEM, f"transfer {reason}", now, False)
+
+
+def _review_of(session: Session, transfer_id: str) -> Review | None:
+    return session.scalar(select(Review).where(Review.transfer_id == transfer_id))
+
+
+def _review_view(session: Session, review: Review) -> dict:
+    assessment = session.scalar(
+        select(Assessment).where(Assessment.transfer_id == review.transfer_id)
+    )
+    return {
+        "review_id": review.review_id,
+        "transfer_id": review.transfer_id,
+        "kind": assessment.kind,
+        "owner_id": review.owner_id,
+        "account_id": assessment.account_id,
+        "amount": assessment.amount,
+        "currency": assessment.currency,
+        "score": assessment.score,
+        "reasons": json.loads(assessment.reasons),
+        "signals": json.loads(assessment.signals),
+        "status": review.status,
+        "created_at": review.created_at.isoformat(),
+        "expires_at": review.expires_at.isoformat(),
+        "decided_at": review.decided_at.isoformat() if review.decided_at else None,
+        "decided_by": review.decided_by,
+        "note": review.note,
+    }
+
+
+def get_review(uow: UnitOfWork, review_id: str) -> dict:
+    with uow.transaction() as session:
+        review = session.scalar(select(Review).where(Review.review_id == review_id))
+        if review is None:
+            raise NotFound("review_not_found", "No such review.")
+        return _review_view(session, review)
+
+
+def list_reviews(
+    uow: UnitOfWork, status: str = PENDING, limit: int = 50, cursor: int | None = None
+) -> dict:
+    """Reviews newest first (all, or in one status), keyset-paginated."""
+    query = select(Review).order_by(Review.seq.desc()).limit(limit)
+    if status != "all":
+        query = query.where(Review.status == status)
+    if cursor is not None:
+        query = query.where(Review.seq < cursor)
+    with uow.transaction() as session:
+        reviews = session.scalars(query).all()
+        return {
+            "items": [_review_view(session, review) for review in reviews],
+            "next_cursor": str(reviews[-1].seq) if len(reviews) == limit else None,
+        }
+
+
+# -- other events ------------------------------------------------------------------------
+
+
+def _occurred_at(envelope: dict, now: datetime) -> datetime:
+    """When the event happened: its occurred_at, if it is usable."""
     try:
         occurred = datetime.fromisoformat(envelope["occurred_at"])
     except (KeyError, TypeError, ValueError):
@@ -185,10 +673,54 @@ def record_account_opened(uow: UnitOfWork, envelope: dict, now: datetime) -> Non
                     account_id=account_id,
                     owner_id=payload.get("owner_id"),
                     currency=payload.get("currency"),
-                    opened_at=_opened_at(envelope, now),
+                    opened_at=_occurred_at(envelope, now),
                     recorded_at=now,
                 )
             )
+
+
+def record_login_failed(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
+    """Remember a failed login: enough of them raise the customer's risk."""
+    payload = envelope["payload"]
+    user_id = payload.get("user_id")
+    if not (isinstance(user_id, str) and 0 < len(user_id) <= 36):
+        raise ValueError(f"login_failed without a usable user_id: {user_id!r}")
+    factor = payload.get("factor")
+    with uow.transaction() as session:
+        if not claim(session, envelope, LOGIN_FAILED_HANDLER):
+            return
+        session.add(
+            LoginFailure(
+                user_id=user_id,
+                factor=factor[:16] if isinstance(factor, str) else None,
+                occurred_at=_occurred_at(envelope, now),
+                event_id=envelope["event_id"],
+            )
+        )
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+def _assessment_view(assessment: Assessment, review: Review | None) -> dict:
+    return {
+        "transfer_id": assessment.transfer_id,
+        "kind": assessment.kind,
+        "owner_id": assessment.owner_id,
+        "account_id": assessment.account_id,
+        "beneficiary": assessment.beneficiary,
+        "amount": assessment.amount,
+        "currency": assessment.currency,
+        "decision": assessment.decision,
+        "final_decision": assessment.final_decision,
+        "score": assessment.score,
+        "reasons": json.loads(assessment.reasons),
+        "signals": json.loads(assessment.signals),
+        "tier": assessment.tier,
+        "rules_version": assessment.rules_version,
+        "assessed_at": assessment.assessed_at.isoformat(),
+        "review_id": review.review_id if review else None,
+    }
 
 
 def get_assessment(uow: UnitOfWork, transfer_id: str) -> dict:
@@ -196,13 +728,35 @@ def get_assessment(uow: UnitOfWork, transfer_id: str) -> dict:
         assessment = session.scalar(select(Assessment).where(Assessment.transfer_id == transfer_id))
         if assessment is None:
             raise NotFound("assessment_not_found", "No assessment for this transfer.")
-        return _view(assessment)
+        return _assessment_view(assessment, _review_of(session, transfer_id))
 
 
-def list_assessments(uow: UnitOfWork, account_id: str | None = None, limit: int = 50) -> list[dict]:
-    """The newest assessments first, of one source account or of all."""
-    query = select(Assessment).order_by(Assessment.id.desc()).limit(limit)
+def list_assessments(
+    uow: UnitOfWork,
+    account_id: str | None = None,
+    owner_id: str | None = None,
+    decision: str | None = None,
+    limit: int = 50,
+    cursor: int | None = None,
+) -> dict:
+    """Assessments newest first, filtered, keyset-paginated."""
+    query = (
+        select(Assessment, Review)
+        .outerjoin(Review, Review.transfer_id == Assessment.transfer_id)
+        .order_by(Assessment.id.desc())
+        .limit(limit)
+    )
     if account_id is not None:
         query = query.where(Assessment.account_id == account_id)
+    if owner_id is not None:
+        query = query.where(Assessment.owner_id == owner_id)
+    if decision is not None:
+        query = query.where(Assessment.decision == decision)
+    if cursor is not None:
+        query = query.where(Assessment.id < cursor)
     with uow.transaction() as session:
-        return [_view(assessment) for assessment in session.scalars(query)]
+        rows = session.execute(query).all()
+        return {
+            "items": [_assessment_view(assessment, review) for assessment, review in rows],
+            "next_cursor": str(rows[-1][0].id) if len(rows) == limit else None,
+        }

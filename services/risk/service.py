@@ -2,15 +2,22 @@
 
 Listens to `transfer_requested` (transactions) and answers each internal
 transfer or payout with `transfer_assessed` (approve | reject, a score and
-reasons); listens to `account_opened` (accounts) to know each account's
-age. The RPCs are for operators and other services, not for customers.
+reasons), or holds it with `transfer_review_requested` until an admin
+decides, the review expires (rejected), or the saga fails the transfer
+(`transfer_failed`: the review is withdrawn). Listens to `account_opened`
+(accounts) for each account's age and owner, and to `login_failed` (auth):
+repeated failed logins raise a customer's risk.
+
+The RPCs are for the gateway's admin endpoints and for operators (`nameko
+shell`), not for customers: the rules (every version), customers' tiers,
+reviews and every assessment.
 """
 
 from nameko.extensions import DependencyProvider
+from nameko.timer import timer
 
 from services.risk import handlers, schemas
-from services.risk.domain import RiskLimits
-from shared import contracts
+from shared import config, contracts
 from shared.database import Database
 from shared.event_handlers import saga_step
 from shared.outbox import OutboxRelay
@@ -19,15 +26,22 @@ from shared.schemas import load
 from shared.service import ServiceBase
 from shared.sqltypes import utcnow
 
+# How often held transfers past their review deadline are rejected.
+REVIEW_SWEEP_SECONDS = config.env_int("RISK_REVIEW_SWEEP_SECONDS", 15, minimum=1)
 
-class Limits(DependencyProvider):
-    """The rule set's thresholds, read from RISK_* variables once at start."""
+
+class Rules(DependencyProvider):
+    """The rules in force, cached per container (see handlers.RuleCache)."""
 
     def setup(self):
-        self.limits = RiskLimits.from_env()
+        self.cache = handlers.RuleCache()
 
     def get_dependency(self, worker_ctx):
-        return self.limits
+        return self.cache
+
+
+def _uuid(value) -> str | None:
+    return str(value) if value is not None else None
 
 
 class RiskService(ServiceBase):
@@ -35,15 +49,31 @@ class RiskService(ServiceBase):
 
     db = Database()
     outbox = OutboxRelay()
-    limits = Limits()
+    rules = Rules()
+
+    # -- the saga and other events ------------------------------------------
 
     @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_REQUESTED)
     def handle_transfer_requested(self, envelope):
-        handlers.assess_transfer(self.db, envelope, now=utcnow(), limits=self.limits)
+        handlers.assess_transfer(self.db, envelope, now=utcnow(), cache=self.rules)
+
+    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED)
+    def handle_transfer_failed(self, envelope):
+        handlers.withdraw_review(self.db, envelope, now=utcnow())
 
     @saga_step(contracts.ACCOUNTS, contracts.ACCOUNT_OPENED)
     def handle_account_opened(self, envelope):
         handlers.record_account_opened(self.db, envelope, now=utcnow())
+
+    @saga_step(contracts.AUTH, contracts.LOGIN_FAILED)
+    def handle_login_failed(self, envelope):
+        handlers.record_login_failed(self.db, envelope, now=utcnow())
+
+    @timer(interval=REVIEW_SWEEP_SECONDS)
+    def expire_reviews(self):
+        handlers.expire_reviews(self.db, utcnow())
+
+    # -- assessments -----------------------------------------------------------
 
     @rpc
     def get_assessment(self, transfer_id):
@@ -51,7 +81,86 @@ class RiskService(ServiceBase):
         return handlers.get_assessment(self.db, str(args["transfer_id"]))
 
     @rpc
-    def list_assessments(self, account_id=None, limit=50):
-        args = load(schemas.ListAssessmentsArgs(), {"account_id": account_id, "limit": limit})
-        account = str(args["account_id"]) if args["account_id"] else None
-        return handlers.list_assessments(self.db, account, args["limit"])
+    def list_assessments(
+        self, account_id=None, owner_id=None, decision=None, limit=50, cursor=None
+    ):
+        args = load(
+            schemas.ListAssessmentsArgs(),
+            {
+                "account_id": account_id,
+                "owner_id": owner_id,
+                "decision": decision,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return handlers.list_assessments(
+            self.db,
+            account_id=_uuid(args["account_id"]),
+            owner_id=_uuid(args["owner_id"]),
+            decision=args["decision"],
+            limit=args["limit"],
+            cursor=args["cursor"],
+        )
+
+    # -- reviews ------------------------------------------------------------------
+
+    @rpc
+    def list_reviews(self, status="pending", limit=50, cursor=None):
+        args = load(schemas.ListReviewsArgs(), {"status": status, "limit": limit, "cursor": cursor})
+        return handlers.list_reviews(self.db, args["status"], args["limit"], args["cursor"])
+
+    @rpc
+    def get_review(self, review_id):
+        args = load(schemas.ReviewRef(), {"review_id": review_id})
+        return handlers.get_review(self.db, str(args["review_id"]))
+
+    @rpc
+    def decide_review(self, review_id, decision, decided_by, note=None):
+        args = load(
+            schemas.DecideReviewArgs(),
+            {"review_id": review_id, "decision": decision, "decided_by": decided_by, "note": note},
+        )
+        return handlers.decide_review(
+            self.db,
+            str(args["review_id"]),
+            args["decision"],
+            args["decided_by"],
+            args["note"],
+            utcnow(),
+        )
+
+    # -- rules and customers -----------------------------------------------------
+
+    @rpc
+    def get_rules(self, version=None):
+        args = load(schemas.RulesRef(), {"version": version})
+        return handlers.get_rules(self.db, self.rules, args["version"])
+
+    @rpc
+    def list_rule_versions(self, limit=50):
+        args = load(schemas.ListRuleVersionsArgs(), {"limit": limit})
+        return handlers.list_rule_versions(self.db, args["limit"])
+
+    @rpc
+    def put_rules(self, rules, changed_by, comment=None):
+        args = load(
+            schemas.PutRulesArgs(), {"rules": rules, "changed_by": changed_by, "comment": comment}
+        )
+        return handlers.put_rules(
+            self.db, self.rules, args["rules"], args["changed_by"], args["comment"], utcnow()
+        )
+
+    @rpc
+    def get_customer(self, user_id):
+        args = load(schemas.CustomerRef(), {"user_id": user_id})
+        return handlers.get_customer(self.db, self.rules, str(args["user_id"]), utcnow())
+
+    @rpc
+    def set_customer_tier(self, user_id, tier, changed_by):
+        args = load(
+            schemas.SetTierArgs(), {"user_id": user_id, "tier": tier, "changed_by": changed_by}
+        )
+        return handlers.set_customer_tier(
+            self.db, self.rules, str(args["user_id"]), args["tier"], args["changed_by"], utcnow()
+        )

@@ -6,7 +6,7 @@ state changes, used both live and when replaying from the event store.
 """
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared import contracts
 
@@ -19,6 +19,13 @@ TRANSFER_REQUESTED = "TransferRequested"
 STEP_RECORDED = "SagaStepRecorded"
 TRANSFER_COMPLETED = "TransferCompleted"
 TRANSFER_FAILED = "TransferFailed"
+DEADLINE_EXTENDED = "DeadlineExtended"
+
+# A transfer held for risk review waits for an admin: its deadline moves to
+# the review's own, plus this grace for risk's verdict on an expired review
+# (a rejection) to arrive. Only if risk stays silent past that does the
+# transfer time out on its own.
+REVIEW_GRACE = timedelta(minutes=10)
 
 # The saga event that finishes each kind of transfer.
 COMPLETING_STEP = {
@@ -109,6 +116,10 @@ class Transfer:
             return events  # a late step after the end is kept for the record only
         if step == COMPLETING_STEP.get(self.kind):
             events.append(Event(TRANSFER_COMPLETED, {"at": at}))
+        elif step == contracts.TRANSFER_REVIEW_REQUESTED:
+            deadline = self._review_deadline(payload)
+            if deadline is not None:
+                events.append(Event(DEADLINE_EXTENDED, {"deadline": deadline, "at": at}))
         elif step == contracts.TRANSFER_ASSESSED and payload.get("decision") == contracts.REJECT:
             events.append(
                 Event(TRANSFER_FAILED, {"reason": contracts.REASON_RISK_REJECTED, "at": at})
@@ -117,6 +128,19 @@ class Transfer:
             reason = payload.get("reason") or FAILING_STEP[step]
             events.append(Event(TRANSFER_FAILED, {"reason": reason, "at": at}))
         return events
+
+    def _review_deadline(self, payload: dict) -> str | None:
+        """The review's expiry plus the grace, when that is later than the deadline."""
+        try:
+            expires = datetime.fromisoformat(payload["expires_at"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if expires.tzinfo is None:
+            return None
+        deadline = expires + REVIEW_GRACE
+        if self.deadline and datetime.fromisoformat(self.deadline) >= deadline:
+            return None
+        return deadline.isoformat()
 
     def time_out(self, now: datetime) -> list[Event]:
         if not self.can_time_out(now):
@@ -168,6 +192,9 @@ class Transfer:
             self.updated_at = data["at"]
         elif event.type == TRANSFER_COMPLETED:
             self.status = COMPLETED
+            self.updated_at = data["at"]
+        elif event.type == DEADLINE_EXTENDED:
+            self.deadline = data["deadline"]
             self.updated_at = data["at"]
         elif event.type == TRANSFER_FAILED:
             self.status = FAILED

@@ -109,6 +109,10 @@ class TransactionsService(ServiceBase):
     def handle_transfer_assessed(self, envelope):
         handlers.record_saga_step(self.db, envelope, utcnow())
 
+    @saga_step(contracts.RISK, contracts.TRANSFER_REVIEW_REQUESTED)
+    def handle_transfer_review_requested(self, envelope):
+        handlers.record_saga_step(self.db, envelope, utcnow())
+
     @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVED)
     def handle_funds_reserved(self, envelope):
         handlers.record_saga_step(self.db, envelope, utcnow())

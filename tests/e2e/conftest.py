@@ -83,6 +83,9 @@ class Api:
     def post(self, path, **kwargs):
         return self.request("POST", path, **kwargs)
 
+    def put(self, path, **kwargs):
+        return self.request("PUT", path, **kwargs)
+
     def log_text(self, process: str) -> str:
         return (self.logs / f"{process}.log").read_text()
 

@@ -2,8 +2,7 @@
 
 import time
 
-from tests.e2e.helpers import assert_problem
-from tests.e2e.test_money_http import Customer
+from tests.e2e.helpers import Customer, assert_problem
 
 
 def summary(customer):

@@ -17,27 +17,31 @@ from nameko.standalone.events import get_event_exchange
 from services.risk import domain
 from services.risk.service import RiskService
 from shared import contracts
-from shared.errors import InvalidInput, NotFound
+from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.events import envelope
 
-
-@pytest.fixture
-def start_risk(container_factory, config, monkeypatch):
-    """Start risk with RISK_* variables set (read once, at start)."""
-
-    def start(**env):
-        for name, value in env.items():
-            monkeypatch.setenv(name, str(value))
-        container = container_factory(RiskService, config)
-        container.start()
-        return container
-
-    return start
+ADMIN = str(uuid.uuid4())
 
 
 @pytest.fixture
-def risk(start_risk):
-    return start_risk()
+def risk(container_factory, config):
+    container = container_factory(RiskService, config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def rules(risk, rpc):
+    """Change the rules for one test (a new version, as an admin would);
+    the defaults come back, as a newer version still, afterwards."""
+
+    def change(edit):
+        document = domain.RuleSet().to_document()
+        edit(document)
+        return rpc.risk.put_rules(document, ADMIN, "integration test")
+
+    yield change
+    rpc.risk.put_rules(domain.RuleSet().to_document(), ADMIN, "back to the defaults")
 
 
 @pytest.fixture
@@ -80,11 +84,11 @@ def assessed(event_tap):
     return wait
 
 
-def transfer(account_id, amount=5_000, kind=contracts.KIND_INTERNAL, currency="EUR"):
+def transfer(account_id, amount=5_000, kind=contracts.KIND_INTERNAL, currency="EUR", owner=None):
     return {
         "transfer_id": str(uuid.uuid4()),
         "kind": kind,
-        "owner_id": str(uuid.uuid4()),
+        "owner_id": owner or str(uuid.uuid4()),
         "amount": amount,
         "currency": currency,
         "from_account_id": None if kind == contracts.KIND_DEPOSIT else account_id,
@@ -126,12 +130,12 @@ def test_a_small_transfer_is_approved_and_announced_with_the_transfer(risk, publ
     assert event["payload"] == {
         "transfer_id": payload["transfer_id"],
         "decision": contracts.APPROVE,
-        "score": 0,
-        "reasons": [],
+        "score": 10,
+        "reasons": [domain.NEW_BENEFICIARY],
         "transfer": payload,
     }
     assert stored(sql, payload["transfer_id"]) == [
-        ("approve", 0, "[]", "internal", payload["from_account_id"], 5_000, "EUR")
+        ("approve", 10, '["new_beneficiary"]', "internal", payload["from_account_id"], 5_000, "EUR")
     ]
 
 
@@ -141,13 +145,13 @@ def test_an_over_limit_payout_is_rejected_with_reasons(risk, publish, assessed, 
     event = assessed(payload["transfer_id"])
     assert event["payload"]["decision"] == contracts.REJECT
     assert event["payload"]["score"] == 100
-    assert event["payload"]["reasons"] == [domain.AMOUNT_OVER_LIMIT]
+    assert event["payload"]["reasons"] == [domain.AMOUNT_OVER_LIMIT, domain.NEW_BENEFICIARY]
     assert event["payload"]["transfer"] == payload
-    [(decision, score, reasons, kind, *_)] = stored(sql, payload["transfer_id"])
-    assert (decision, score, reasons, kind) == ("reject", 100, '["amount_over_limit"]', "payout")
+    [(decision, score, _, kind, *_)] = stored(sql, payload["transfer_id"])
+    assert (decision, score, kind) == ("reject", 100, "payout")
     assessment = rpc.risk.get_assessment(payload["transfer_id"])
     assert assessment["decision"] == contracts.REJECT
-    assert assessment["reasons"] == [domain.AMOUNT_OVER_LIMIT]
+    assert assessment["beneficiary"] == "iban:DE89370400440532013000"
 
 
 def test_yen_limits_are_in_yen(risk, publish, assessed):
@@ -157,8 +161,15 @@ def test_yen_limits_are_in_yen(risk, publish, assessed):
     assert event["payload"]["decision"] == contracts.APPROVE  # JPY 1.2 million
 
 
-def test_the_nth_transfer_of_the_day_on_one_account_is_rejected(start_risk, publish, assessed):
-    start_risk(RISK_DAILY_COUNT=3)
+def daily_count(count):
+    def edit(document):
+        document["tiers"]["standard"]["daily_count"] = count
+
+    return edit
+
+
+def test_the_nth_transfer_of_the_day_on_one_account_is_rejected(rules, publish, assessed):
+    rules(daily_count(3))
     account = str(uuid.uuid4())
     decisions = []
     for _ in range(4):
@@ -166,17 +177,15 @@ def test_the_nth_transfer_of_the_day_on_one_account_is_rejected(start_risk, publ
         request(publish, payload)  # one at a time: the order is the test
         decisions.append(assessed(payload["transfer_id"])["payload"])
     assert [d["decision"] for d in decisions] == ["approve"] * 3 + ["reject"]
-    assert decisions[-1]["reasons"] == [domain.DAILY_COUNT_EXCEEDED]
+    assert domain.DAILY_COUNT_EXCEEDED in decisions[-1]["reasons"]
     # Other accounts have their own count.
     other = transfer(str(uuid.uuid4()), amount=1_000)
     request(publish, other)
     assert assessed(other["transfer_id"])["payload"]["decision"] == contracts.APPROVE
 
 
-def test_concurrent_transfers_cannot_squeeze_past_the_daily_count(
-    start_risk, publish, assessed, sql
-):
-    start_risk(RISK_DAILY_COUNT=3)
+def test_concurrent_transfers_cannot_squeeze_past_the_daily_count(rules, publish, assessed, sql):
+    rules(daily_count(3))
     account = str(uuid.uuid4())
     payloads = [transfer(account, amount=1_000) for _ in range(8)]
     for payload in payloads:
@@ -208,7 +217,7 @@ def test_a_new_account_gets_the_lower_limit(risk, publish, assessed, sql):
     request(publish, old_payload)
     rejected = assessed(new_payload["transfer_id"])["payload"]
     assert rejected["decision"] == contracts.REJECT
-    assert rejected["reasons"] == [domain.NEW_ACCOUNT_LIMIT]
+    assert domain.NEW_ACCOUNT_LIMIT in rejected["reasons"]
     # An account risk never saw open is of unknown age: not new.
     assert assessed(old_payload["transfer_id"])["payload"]["decision"] == contracts.APPROVE
 
@@ -258,15 +267,136 @@ def test_assessments_are_listed_newest_first_by_account(risk, publish, assessed,
     for payload in (first, second):
         request(publish, payload)
         assessed(payload["transfer_id"])
-    listed = rpc.risk.list_assessments(account)
+    listed = rpc.risk.list_assessments(account)["items"]
     assert [(a["transfer_id"], a["decision"]) for a in listed] == [
         (second["transfer_id"], contracts.REJECT),
         (first["transfer_id"], contracts.APPROVE),
     ]
-    assert len(rpc.risk.list_assessments(account, limit=1)) == 1
+    assert len(rpc.risk.list_assessments(account, limit=1)["items"]) == 1
     with pytest.raises(NotFound):
         rpc.risk.get_assessment(str(uuid.uuid4()))
     with pytest.raises(InvalidInput):
         rpc.risk.get_assessment("not-a-uuid")
     with pytest.raises(InvalidInput):
         rpc.risk.list_assessments(account, limit=0)
+
+
+# -- reviews, rules, failed logins -------------------------------------------------
+
+
+def open_young_account(publish, sql, owner):
+    account = str(uuid.uuid4())
+    opened = envelope(
+        contracts.ACCOUNT_OPENED,
+        {"account_id": account, "owner_id": owner, "currency": "EUR", "name": "New"},
+        correlation_id="it-open",
+    )
+    publish(contracts.ACCOUNTS, opened)
+    deadline = time.monotonic() + 10
+    while not sql("risk", "SELECT 1 FROM account_ages WHERE account_id = :a", a=account):
+        assert time.monotonic() < deadline, "account_opened not recorded"
+        time.sleep(0.05)
+    return account
+
+
+@pytest.fixture
+def review_requested(event_tap):
+    next_event = event_tap("risk", contracts.TRANSFER_REVIEW_REQUESTED)
+
+    def wait(transfer_id, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = next_event(timeout=max(deadline - time.monotonic(), 0.05))
+            if message is not None and message.payload["payload"]["transfer_id"] == transfer_id:
+                return message.payload
+        return None
+
+    return wait
+
+
+def test_a_held_transfer_waits_for_an_admin_whose_approval_continues_the_saga(
+    risk, publish, assessed, review_requested, sql, rpc
+):
+    owner = str(uuid.uuid4())
+    payload = transfer(open_young_account(publish, sql, owner), amount=60_000, owner=owner)
+    request(publish, payload)
+    asked = review_requested(payload["transfer_id"])
+    assert asked is not None, "no transfer_review_requested"
+    assert asked["payload"]["owner_id"] == owner
+    assert assessed(payload["transfer_id"], timeout=1.0) is None  # held: nothing moves
+    review_id = asked["payload"]["review_id"]
+    pending = rpc.risk.list_reviews()["items"]
+    assert review_id in [r["review_id"] for r in pending]
+    with pytest.raises(Forbidden):
+        rpc.risk.decide_review(review_id, "approve", owner)  # not on one's own transfer
+    decided = rpc.risk.decide_review(review_id, "approve", ADMIN, "called the customer")
+    assert decided["status"] == "approved"
+    final = assessed(payload["transfer_id"])
+    assert final["payload"]["decision"] == contracts.APPROVE
+    assert final["payload"]["transfer"] == payload
+    assert rpc.risk.get_assessment(payload["transfer_id"])["final_decision"] == "approve"
+    with pytest.raises(Conflict):
+        rpc.risk.decide_review(review_id, "reject", str(uuid.uuid4()))
+
+
+def test_a_review_nobody_decides_is_rejected_when_its_time_runs_out(
+    rules, publish, assessed, review_requested, sql, rpc
+):
+    rules(lambda document: document.update(review_seconds=1))
+    owner = str(uuid.uuid4())
+    payload = transfer(open_young_account(publish, sql, owner), amount=60_000, owner=owner)
+    request(publish, payload)
+    asked = review_requested(payload["transfer_id"])
+    final = assessed(payload["transfer_id"], timeout=15.0)  # the sweep runs every second here
+    assert final is not None, "the review never expired"
+    assert final["payload"]["decision"] == contracts.REJECT
+    assert final["payload"]["reasons"][-1] == domain.REVIEW_EXPIRED
+    review = rpc.risk.get_review(asked["payload"]["review_id"])
+    assert (review["status"], review["decided_by"]) == ("expired", "system")
+
+
+def test_rules_change_over_rpc_and_bad_ones_are_refused(rules, publish, assessed, rpc):
+    before = rpc.risk.get_rules()
+    changed = rules(
+        lambda d: d["tiers"]["standard"]["currencies"]["EUR"].update(per_transfer="40.00")
+    )
+    assert changed["version"] == before["version"] + 1
+    payload = transfer(str(uuid.uuid4()), amount=4_001)
+    request(publish, payload)
+    event = assessed(payload["transfer_id"])
+    assert domain.AMOUNT_OVER_LIMIT in event["payload"]["reasons"]
+    assert rpc.risk.get_assessment(payload["transfer_id"])["rules_version"] == changed["version"]
+    broken = domain.RuleSet().to_document()
+    broken["review_score"] = 90
+    with pytest.raises(InvalidInput) as error:
+        rpc.risk.put_rules(broken, ADMIN)
+    assert "rules.review_score" in error.value.errors
+    assert rpc.risk.get_rules()["version"] == changed["version"]
+    assert rpc.risk.get_rules(before["version"])["rules"] == before["rules"]
+
+
+def test_failed_logins_from_auth_raise_the_customers_risk(risk, publish, assessed, rpc):
+    owner = str(uuid.uuid4())
+    for failures in (1, 2, 3):
+        publish(
+            contracts.AUTH,
+            envelope(
+                contracts.LOGIN_FAILED,
+                {
+                    "user_id": owner,
+                    "failures": failures,
+                    "factor": "password",
+                    "locked_until": None,
+                },
+                correlation_id="it-login",
+            ),
+        )
+    deadline = time.monotonic() + 10
+    while not rpc.risk.get_customer(owner)["elevated"]:
+        assert time.monotonic() < deadline, "login_failed not recorded"
+        time.sleep(0.05)
+    profile = rpc.risk.get_customer(owner)
+    assert (profile["failed_logins"], profile["tier"]) == (3, "standard")
+    payload = transfer(str(uuid.uuid4()), owner=owner)
+    request(publish, payload)
+    assert domain.FAILED_LOGINS in assessed(payload["transfer_id"])["payload"]["reasons"]

@@ -4,8 +4,10 @@ import pytest
 
 from services.transactions.domain import (
     COMPLETED,
+    DEADLINE_EXTENDED,
     FAILED,
     PENDING,
+    REVIEW_GRACE,
     STEP_RECORDED,
     TRANSFER_COMPLETED,
     TRANSFER_FAILED,
@@ -139,3 +141,35 @@ def test_only_transfers_not_in_a_providers_hands_time_out():
     assert payout.time_out(late)  # nothing reserved yet: safe to fail
     advance(payout, contracts.FUNDS_RESERVED)
     assert payout.time_out(late) == []  # the payout may be on its way
+
+
+def test_a_review_moves_the_deadline_past_the_reviews_own_then_approval_continues():
+    transfer = requested()
+    expires = NOW + timedelta(days=1)
+    events = advance(transfer, contracts.TRANSFER_REVIEW_REQUESTED, expires_at=expires.isoformat())
+    assert [e.type for e in events] == [STEP_RECORDED, DEADLINE_EXTENDED]
+    assert transfer.deadline == (expires + REVIEW_GRACE).isoformat()
+    assert not transfer.can_time_out(NOW + timedelta(hours=23))
+    assert transfer.can_time_out(expires + REVIEW_GRACE + timedelta(seconds=1))
+    assert transfer.status == PENDING
+    advance(transfer, contracts.TRANSFER_ASSESSED, decision=contracts.APPROVE)
+    advance(transfer, contracts.FUNDS_RESERVED)
+    advance(transfer, contracts.TRANSFER_POSTED)
+    assert transfer.status == COMPLETED
+    assert transfer.steps[0]["type"] == contracts.TRANSFER_REVIEW_REQUESTED
+
+
+def test_a_review_never_shortens_the_deadline_and_a_bad_expiry_is_only_a_step():
+    transfer = requested(deadline=NOW + timedelta(days=3))
+    events = advance(transfer, contracts.TRANSFER_REVIEW_REQUESTED, expires_at=NOW.isoformat())
+    assert [e.type for e in events] == [STEP_RECORDED]
+    events = advance(transfer, contracts.TRANSFER_REVIEW_REQUESTED, expires_at="tomorrow")
+    assert [e.type for e in events] == [STEP_RECORDED]
+    assert transfer.deadline == (NOW + timedelta(days=3)).isoformat()
+
+
+def test_a_rejection_after_review_fails_the_transfer_as_risk_rejected():
+    transfer = requested()
+    advance(transfer, contracts.TRANSFER_REVIEW_REQUESTED, expires_at=NOW.isoformat())
+    advance(transfer, contracts.TRANSFER_ASSESSED, decision=contracts.REJECT)
+    assert (transfer.status, transfer.failure_reason) == (FAILED, contracts.REASON_RISK_REJECTED)
