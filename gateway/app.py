@@ -14,6 +14,7 @@ from gateway.blueprints import (
     auth,
     health,
     notifications,
+    operations,
     risk_admin,
     transfers,
     webhooks,
@@ -51,6 +52,7 @@ def create_app(config: dict | None = None) -> Flask:
         analytics.blp,
         notifications.blp,
         risk_admin.blp,
+        operations.blp,
     ):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)

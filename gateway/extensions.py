@@ -9,6 +9,7 @@ from flask_limiter.util import get_remote_address
 from gateway.revocations import RevocationList, RevocationListener
 from gateway.rpc import RpcPool
 from gateway.tokens import Principal, TokenVerifier
+from shared import contracts
 from shared.errors import Forbidden, Unauthenticated, Unavailable
 
 # How long a request waits for the revocation feed before refusing (503).
@@ -36,7 +37,10 @@ class Platform:
         self.rpc = RpcPool(
             settings["AMQP_URI"], timeout=settings["RPC_TIMEOUT"], size=settings["RPC_POOL_SIZE"]
         )
-        self.health_rpc = RpcPool(settings["AMQP_URI"], timeout=settings["HEALTH_TIMEOUT"], size=4)
+        # One client per service: /v1/admin/services asks them all at once.
+        self.health_rpc = RpcPool(
+            settings["AMQP_URI"], timeout=settings["HEALTH_TIMEOUT"], size=len(contracts.SERVICES)
+        )
         self.revoked = RevocationList(keep_for=settings["ACCESS_TOKEN_MAX_TTL"])
         self.revocation_listener = RevocationListener(
             settings["AMQP_URI"], self.revoked, self._current_revocations

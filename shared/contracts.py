@@ -11,6 +11,10 @@ ACCOUNTS = "accounts"
 TRANSACTIONS = "transactions"
 RISK = "risk"
 PAYMENTS = "payments"
+NOTIFICATIONS = "notifications"
+ANALYTICS = "analytics"
+# Every nameko service of the platform, by its `name`.
+SERVICES = (ACCOUNTS, ANALYTICS, AUTH, NOTIFICATIONS, PAYMENTS, RISK, TRANSACTIONS)
 
 # auth.events
 USER_REGISTERED = "user_registered"  # {user_id, email, full_name}

@@ -31,18 +31,22 @@ def _check_service(name: str) -> str:
         return type(exc).__name__
 
 
-@blp.route("/health/ready")
-@limiter.exempt
-def ready():
-    services = current_app.config["READY_SERVICES"]
+def check_services(names: list[str]) -> dict[str, str]:
+    """Each service's health() answer ("ok" or why not), all asked at once."""
     app = current_app._get_current_object()
 
     def check(name):
         with app.app_context():
             return _check_service(name)
 
-    with ThreadPoolExecutor(max_workers=len(services)) as pool:
-        checks = dict(zip(services, pool.map(check, services), strict=True))
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        return dict(zip(names, pool.map(check, names), strict=True))
+
+
+@blp.route("/health/ready")
+@limiter.exempt
+def ready():
+    checks = check_services(current_app.config["READY_SERVICES"])
     plat = platform()
     plat.revocation_listener.ensure_started()
     checks["revocations"] = "ok" if plat.revocation_listener.connected.wait(2) else "disconnected"
