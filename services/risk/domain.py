@@ -293,6 +293,44 @@ class RuleSet:
         return replace(self, version=version)
 
 
+def _merged(defaults: Mapping, stored: Mapping) -> dict:
+    """Every key of `defaults`, taking the stored value where there is one;
+    nested sections merge key by key, maps of names (tiers, weights) whole."""
+    merged = {}
+    for key, default in defaults.items():
+        value = stored.get(key, default) if isinstance(stored, Mapping) else default
+        if isinstance(default, Mapping) and key not in ("tiers", "weights", "currencies"):
+            value = _merged(default, value if isinstance(value, Mapping) else {})
+        merged[key] = value
+    return merged
+
+
+def upgrade_document(stored: Mapping) -> dict:
+    """A document stored by an earlier release, readable by this one.
+
+    Sections and fields it lacks take the built-in defaults; currencies no
+    longer supported are dropped; the default tier gains, at the built-in
+    amounts, any supported currency it lacks (it must set them all). What
+    the admin set is kept as it was."""
+    defaults = RuleSet().to_document()
+    document = _merged(defaults, stored)
+    tiers = {}
+    for name, tier in (document.get("tiers") or {}).items():
+        if not isinstance(tier, Mapping):
+            continue
+        currencies = tier.get("currencies") if isinstance(tier.get("currencies"), Mapping) else {}
+        tiers[name] = {
+            **tier,
+            "currencies": {c: v for c, v in currencies.items() if c in CURRENCY_DIGITS},
+        }
+    own = tiers.get(document["default_tier"])
+    if own is not None:
+        built_in = defaults["tiers"][DEFAULT_TIER]["currencies"]
+        own["currencies"] = {**built_in, **own["currencies"]}
+    document["tiers"] = tiers
+    return document
+
+
 # -- what a transfer is judged on -------------------------------------------------
 
 

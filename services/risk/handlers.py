@@ -38,6 +38,7 @@ from services.risk.models import (
     AccountAge,
     Assessment,
     Customer,
+    EndedTransfer,
     LoginFailure,
     Review,
     RuleSetVersion,
@@ -62,6 +63,12 @@ SYSTEM = "system"
 PENDING, APPROVED, REJECTED, EXPIRED, WITHDRAWN = schemas.REVIEW_STATUSES
 # Transfers that may still move money count toward velocity.
 COUNTED = (contracts.APPROVE, contracts.REVIEW)
+# An assessment's final decision (rows from before the column read as `decision`).
+FINAL = func.coalesce(Assessment.final_decision, Assessment.decision)
+
+
+def final_decision(assessment: Assessment) -> str:
+    return assessment.final_decision or assessment.decision
 
 
 class MalformedTransfer(ValueError):
@@ -81,23 +88,51 @@ class RuleCache:
 
     def __init__(self):
         self._rules = domain.RuleSet()
+        self._unreadable: int | None = None  # the newest version, if it cannot be read
 
     def current(self, session: Session) -> domain.RuleSet:
         version = session.scalar(select(func.max(RuleSetVersion.version))) or 0
-        if version != self._rules.version:
-            self._rules = _stored_rules(session, version)
+        if version not in (self._rules.version, self._unreadable):
+            try:
+                self._rules = _stored_rules(session, version)
+                self._unreadable = None
+            except (ValidationError, domain.RuleError):
+                # Never stop assessing over a document this code cannot read:
+                # judge by the newest version that can be, and say so loudly.
+                self._unreadable = version
+                self._rules = _newest_readable(session, version)
+                log.exception(
+                    "stored risk rules unreadable; an earlier version stays in force",
+                    extra={"version": version, "in_force": self._rules.version},
+                )
         return self._rules
 
 
+def _newest_readable(session: Session, below: int) -> domain.RuleSet:
+    versions = session.scalars(
+        select(RuleSetVersion.version)
+        .where(RuleSetVersion.version < below)
+        .order_by(RuleSetVersion.version.desc())
+    )
+    for version in versions:
+        try:
+            return _stored_rules(session, version)
+        except (ValidationError, domain.RuleError):
+            continue
+    return domain.RuleSet()
+
+
 def _stored_rules(session: Session, version: int) -> domain.RuleSet:
+    """A stored version, read through domain.upgrade_document so that a
+    document written by an earlier release (a currency since added, a field
+    since introduced) stays usable."""
     if version == 0:
         return domain.RuleSet()
     row = session.get(RuleSetVersion, version)
     if row is None:
         raise NotFound("rules_version_not_found", f"No rules version {version}.")
-    return domain.RuleSet.from_document(
-        schemas.RuleSetDocument().load(json.loads(row.document)), version
-    )
+    document = domain.upgrade_document(json.loads(row.document))
+    return domain.RuleSet.from_document(schemas.RuleSetDocument().load(document), version)
 
 
 def _flatten(errors: Mapping, prefix: str) -> dict[str, list[str]]:
@@ -234,7 +269,12 @@ def set_customer_tier(
             session.add(Customer(user_id=user_id, tier=tier, updated_at=now, updated_by=changed_by))
         else:
             customer.tier, customer.updated_at, customer.updated_by = tier, now, changed_by
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError:
+            raise Conflict(
+                "tier_changed_concurrently", "The tier was set at the same moment; retry."
+            ) from None
         return _customer_view(session, rules, user_id, now)
 
 
@@ -283,7 +323,7 @@ def _window(session: Session, account_id: str, since: datetime) -> domain.Window
     count, total = session.execute(
         select(func.count(), func.coalesce(func.sum(Assessment.amount), 0)).where(
             Assessment.account_id == account_id,
-            Assessment.final_decision.in_(COUNTED),
+            FINAL.in_(COUNTED),
             Assessment.assessed_at > since,
         )
     ).one()
@@ -303,7 +343,7 @@ def _is_new_beneficiary(session: Session, owner_id: str | None, transfer: Mappin
         .where(
             Assessment.owner_id == owner_id,
             Assessment.beneficiary == key,
-            Assessment.final_decision == contracts.APPROVE,
+            FINAL == contracts.APPROVE,
         )
         .limit(1)
     )
@@ -325,7 +365,7 @@ def _facts(
     if owner_id:
         history = session.execute(
             select(Assessment.amount, Assessment.currency, Assessment.assessed_at)
-            .where(Assessment.owner_id == owner_id, Assessment.final_decision == contracts.APPROVE)
+            .where(Assessment.owner_id == owner_id, FINAL == contracts.APPROVE)
             .order_by(Assessment.id.desc())
             .limit(rules.history_size)
         ).all()
@@ -354,7 +394,7 @@ def _assessed_payload(assessment: Assessment, transfer: Mapping, review: Review 
     reasons = json.loads(assessment.reasons)
     payload = {
         "transfer_id": assessment.transfer_id,
-        "decision": assessment.final_decision,
+        "decision": final_decision(assessment),
         "score": assessment.score,
         "reasons": reasons,
         "transfer": dict(transfer),
@@ -391,6 +431,9 @@ def assess_transfer(
         decision = domain.assess(
             _facts(session, transfer, account_id, owner_id, now, rules), now, rules
         )
+        # Failed before it reached risk (its deadline passed while risk was
+        # away): judged for the record, never held, never moving money.
+        ended = session.get(EndedTransfer, transfer_id) is not None
         assessment = Assessment(
             transfer_id=transfer_id,
             kind=transfer["kind"],
@@ -398,7 +441,7 @@ def assess_transfer(
             amount=amount,
             currency=currency,
             decision=decision.decision,
-            final_decision=decision.decision,
+            final_decision=contracts.REJECT if ended else decision.decision,
             score=decision.score,
             reasons=json.dumps(list(decision.reasons)),
             signals=json.dumps(decision.signals),
@@ -412,7 +455,9 @@ def assess_transfer(
         session.add(assessment)
         session.flush()  # the unique transfer_id refuses a second decision here
         review = None
-        if decision.decision == contracts.REVIEW:
+        if ended:
+            log.info("transfer failed before it was assessed", extra={"transfer_id": transfer_id})
+        elif decision.decision == contracts.REVIEW:
             review = _hold(session, assessment, transfer, now, rules, envelope["event_id"])
         else:
             record_event(
@@ -435,9 +480,9 @@ def _repeat(session: Session, assessment: Assessment, transfer: Mapping, event_i
     (a pending review's outcome is announced when it is decided)."""
     log.info(
         "transfer assessed before; repeating its decision",
-        extra={"transfer_id": assessment.transfer_id, "decision": assessment.final_decision},
+        extra={"transfer_id": assessment.transfer_id, "decision": final_decision(assessment)},
     )
-    if assessment.final_decision == contracts.REVIEW:
+    if final_decision(assessment) == contracts.REVIEW:
         return
     review = _review_of(session, assessment.transfer_id)
     record_event(
@@ -446,6 +491,17 @@ def _repeat(session: Session, assessment: Assessment, transfer: Mapping, event_i
         _assessed_payload(assessment, transfer, review),
         causation_id=event_id,
     )
+
+
+def _recipient(session: Session, transfer: Mapping) -> str | None:
+    """Who receives an internal transfer, as far as risk knows."""
+    named = transfer.get("to_owner_id")
+    if isinstance(named, str) and 0 < len(named) <= 36:
+        return named
+    if transfer.get("kind") != contracts.KIND_INTERNAL:
+        return None  # a payout's IBAN names no customer of ours
+    target = session.get(AccountAge, transfer.get("to_account_id"))
+    return target.owner_id if target is not None else None
 
 
 def _hold(
@@ -460,6 +516,7 @@ def _hold(
         review_id=str(uuid.uuid4()),
         transfer_id=assessment.transfer_id,
         owner_id=assessment.owner_id,
+        recipient_id=_recipient(session, transfer),
         status=PENDING,
         transfer=json.dumps(dict(transfer)),
         created_at=now,
@@ -547,8 +604,10 @@ def decide_review(
         review = session.scalar(select(Review).where(Review.review_id == review_id))
         if review is None:
             raise NotFound("review_not_found", "No such review.")
-        if review.owner_id is not None and review.owner_id == decided_by:
-            raise Forbidden("own_transfer", "Nobody decides a review of their own transfer.")
+        if decided_by in {review.owner_id, review.recipient_id} - {None}:
+            raise Forbidden(
+                "own_transfer", "Nobody decides a review of a transfer they send or receive."
+            )
         if review.status == status and review.decided_by == decided_by:
             return _review_view(session, review)
         if review.status != PENDING:
@@ -565,15 +624,19 @@ def expire_reviews(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
     """Reject the reviews nobody decided in time; returns how many."""
     with uow.transaction() as session:
         due = session.scalars(
-            select(Review)
+            select(Review.seq)
             .where(Review.status == PENDING, Review.expires_at <= now)
-            .order_by(Review.expires_at)
+            .order_by(Review.expires_at, Review.seq)
             .limit(batch)
         ).all()
-        expired = sum(
-            _close_review(session, review, EXPIRED, SYSTEM, "not decided in time", now)
-            for review in due
-        )
+    # One transaction per review: one that cannot be closed does not hold the
+    # others back, and two instances sweeping at once never each hold locks
+    # on several rows (they could deadlock).
+    expired = 0
+    for seq in due:
+        with uow.transaction() as session:
+            review = session.get(Review, seq)
+            expired += _close_review(session, review, EXPIRED, SYSTEM, "not decided in time", now)
     if expired:
         log.info("reviews expired", extra={"count": expired})
     return expired
@@ -585,11 +648,18 @@ def withdraw_review(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     with uow.transaction() as session:
         if not claim(session, envelope, TRANSFER_FAILED_HANDLER):
             return
-        review = session.scalar(
-            select(Review).where(Review.transfer_id == payload.get("transfer_id"))
+        transfer_id = payload.get("transfer_id")
+        if not (isinstance(transfer_id, str) and 0 < len(transfer_id) <= 36):
+            raise ValueError(f"transfer_failed without a usable transfer_id: {transfer_id!r}")
+        reason = str(payload.get("reason") or "failed")[:100]
+        review = session.scalar(select(Review).where(Review.transfer_id == transfer_id))
+        assessed = session.scalar(
+            select(Assessment.id).where(Assessment.transfer_id == transfer_id)
         )
-        if review is not None and review.status == PENDING:
-            reason = str(payload.get("reason") or "failed")[:100]
+        if assessed is None:
+            # Failed before risk saw it: remember, so it is never held later.
+            session.merge(EndedTransfer(transfer_id=transfer_id, reason=reason, ended_at=now))
+        elif review is not None and review.status == PENDING:
             _close_review(session, review, WITHDRAWN, SYSTEM, f"transfer {reason}", now, False)
 
 
@@ -606,6 +676,7 @@ def _review_view(session: Session, review: Review) -> dict:
         "transfer_id": review.transfer_id,
         "kind": assessment.kind,
         "owner_id": review.owner_id,
+        "recipient_id": review.recipient_id,
         "account_id": assessment.account_id,
         "amount": assessment.amount,
         "currency": assessment.currency,
@@ -712,7 +783,7 @@ def _assessment_view(assessment: Assessment, review: Review | None) -> dict:
         "amount": assessment.amount,
         "currency": assessment.currency,
         "decision": assessment.decision,
-        "final_decision": assessment.final_decision,
+        "final_decision": final_decision(assessment),
         "score": assessment.score,
         "reasons": json.loads(assessment.reasons),
         "signals": json.loads(assessment.signals),

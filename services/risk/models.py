@@ -7,6 +7,7 @@
 - rule_sets: every version of the rules, immutable; the highest is in force.
 - customers: each customer's tier (absent: the rules' default tier).
 - login_failures: auth's failed logins, which raise a customer's risk.
+- ended_transfers: transfers failed before risk assessed them.
 - account_ages: when each account was opened.
 """
 
@@ -59,7 +60,8 @@ class Assessment(Base):
     rules_version: Mapped[int] = mapped_column(Integer, server_default="0")
     # approve | reject, or review while an admin has not decided; velocity
     # counts approve and review, history and known beneficiaries approve.
-    final_decision: Mapped[str] = mapped_column(String(16))
+    # NULL (rows written before it existed) means the same as `decision`.
+    final_decision: Mapped[str | None] = mapped_column(String(16))
     signals: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON: the figures
 
 
@@ -79,6 +81,8 @@ class Review(Base):
     review_id: Mapped[str] = mapped_column(String(36), unique=True)
     transfer_id: Mapped[str] = mapped_column(String(36), unique=True)
     owner_id: Mapped[str | None] = mapped_column(String(36))
+    # Who is paid, when risk knows (an internal transfer's receiving owner).
+    recipient_id: Mapped[str | None] = mapped_column(String(36))
     status: Mapped[str] = mapped_column(String(16))
     transfer: Mapped[str] = mapped_column(Text)  # JSON: the request, for the decision's event
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -107,6 +111,17 @@ class Customer(Base):
     tier: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class EndedTransfer(Base):
+    """A transfer the saga failed before risk assessed it (events from two
+    services arrive in no guaranteed order): it is never held for review."""
+
+    __tablename__ = "ended_transfers"
+
+    transfer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(String(100))
+    ended_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class LoginFailure(Base):

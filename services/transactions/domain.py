@@ -142,8 +142,11 @@ class Transfer:
             return None
         return deadline.isoformat()
 
-    def time_out(self, now: datetime) -> list[Event]:
-        if not self.can_time_out(now):
+    def expired_by_accounts(self, now: datetime) -> list[Event]:
+        """accounts expired it (nothing reserved or posted, and never will be):
+        fail it as timed out if it is still pending, whatever its deadline
+        says by now."""
+        if self.status != PENDING:
             return []
         return [
             Event(TRANSFER_FAILED, {"reason": contracts.REASON_TIMED_OUT, "at": now.isoformat()})

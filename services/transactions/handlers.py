@@ -193,14 +193,18 @@ def expire_overdue(
             transfer = event_store.load(session, transfer_id)
         if not transfer.can_time_out(now) or not may_expire(transfer_id):
             continue  # outside any transaction: may_expire is an RPC
-        try:
-            with uow.transaction() as session:
-                transfer = event_store.load(session, transfer_id)
-                events = transfer.time_out(now)
-                _apply(session, transfer, events, now, None)
-                expired += bool(events)
-        except event_store.ConcurrencyError:
-            continue  # a saga step got there first; the next tick looks again
+        # accounts has closed it: that answer is binding, even if a step
+        # folded meanwhile moved the deadline (a review) or raced this append.
+        for _ in range(5):
+            try:
+                with uow.transaction() as session:
+                    transfer = event_store.load(session, transfer_id)
+                    events = transfer.expired_by_accounts(now)
+                    _apply(session, transfer, events, now, None)
+                    expired += bool(events)
+                break
+            except event_store.ConcurrencyError:
+                continue  # a saga step appended first; fold on top of it
     return expired
 
 

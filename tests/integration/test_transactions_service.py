@@ -177,6 +177,24 @@ def test_overdue_transfers_fail_as_timed_out_and_say_so(services, rpc, uow, even
     assert any(m["transfer_id"] == transfer_id and m["reason"] == "timed_out" for m in messages)
 
 
+def test_a_review_folded_while_accounts_expires_it_does_not_leave_it_pending(services, rpc, uow):
+    alice, a_acc, _, b_acc = two_accounts(rpc)
+    transfer_id = rpc.transactions.create_transfer(alice, "k", internal(a_acc, b_acc))[
+        "transfer_id"
+    ]
+
+    def may_expire(tid):
+        # While accounts closes it, risk's review arrives and moves the deadline.
+        expires = (utcnow() + timedelta(days=1)).isoformat()
+        review = saga_event(contracts.TRANSFER_REVIEW_REQUESTED, tid, expires_at=expires)
+        handlers.record_saga_step(uow, review, utcnow())
+        return rpc.accounts.expire_transfer(tid)["expired"]
+
+    assert handlers.expire_overdue(uow, may_expire, utcnow() + timedelta(minutes=5)) == 1
+    view = rpc.transactions.get_transfer(alice, transfer_id)
+    assert (view["status"], view["failure_reason"]) == ("failed", "timed_out")
+
+
 def test_rebuilding_the_projections_by_replay_equals_the_live_ones(services, rpc, uow, sql):
     alice, a_acc, _, b_acc = two_accounts(rpc)
     for n in range(3):

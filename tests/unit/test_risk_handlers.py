@@ -559,3 +559,91 @@ def test_a_malformed_transfer_is_an_error_not_a_decision(uow, engine, field, val
     with pytest.raises(handlers.MalformedTransfer):
         assess(uow, payload)
     assert rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
+
+
+def test_nobody_decides_on_a_transfer_paying_them(uow):
+    admin_account = str(uuid.uuid4())
+    handlers.record_account_opened(uow, opened(admin_account, NOW - timedelta(days=9), ADMIN), NOW)
+    payload = transfer(young_account(uow), amount=60_000, to=admin_account)
+    view = assess(uow, payload)
+    assert view["decision"] == contracts.REVIEW
+    assert handlers.get_review(uow, view["review_id"])["recipient_id"] == ADMIN
+    with pytest.raises(Forbidden, match="own_transfer"):
+        handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
+
+
+def test_a_transfer_failed_before_risk_saw_it_is_never_held(uow, engine):
+    payload = transfer(young_account(uow), amount=60_000)
+    failed = envelope(
+        contracts.TRANSFER_FAILED,
+        {"transfer_id": payload["transfer_id"], "reason": "timed_out"},
+        correlation_id="test",
+    )
+    handlers.withdraw_review(uow, failed, NOW)  # the deadline passed while risk was away
+    view = assess(uow, payload, now=NOW + timedelta(minutes=5))
+    assert (view["decision"], view["final_decision"], view["review_id"]) == (
+        contracts.REVIEW,
+        contracts.REJECT,
+        None,
+    )
+    assert handlers.list_reviews(uow, "all")["items"] == []
+    assert outbox(engine) == []  # nobody is told of a review that cannot matter
+
+
+def test_rows_from_before_final_decision_read_as_their_decision(uow, engine):
+    owner, source, shop = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    assess(uow, transfer(source, owner=owner, to=shop))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE assessments SET final_decision = NULL"))
+    [old] = handlers.list_assessments(uow, owner_id=owner)["items"]
+    assert old["final_decision"] == contracts.APPROVE
+    # Still counted: the beneficiary is known, the account's velocity includes it.
+    again = assess(uow, transfer(source, owner=owner, to=shop))
+    assert again["reasons"] == []
+    assert again["signals"]["last_hour"]["count"] == 1
+
+
+def test_rules_stored_by_an_earlier_release_stay_usable(uow, engine):
+    older = domain.RuleSet().to_document()
+    del older["tiers"]["standard"]["currencies"]["JPY"]  # a currency added since
+    del older["amount_spike"]["min_limit_percent"]  # a field added since
+    older["tiers"]["standard"]["currencies"]["EUR"]["per_transfer"] = "4000.00"
+    older["tiers"]["standard"]["currencies"]["XTS"] = {  # a currency dropped since
+        "per_transfer": "1",
+        "hourly_amount": "1",
+        "daily_amount": "1",
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO rule_sets (version, document, created_at, created_by) "
+                "VALUES (1, :doc, :at, 'earlier release')"
+            ),
+            {"doc": json.dumps(older), "at": NOW},
+        )
+    rules = handlers.RuleCache().current(engine_session(engine))
+    assert rules.version == 1
+    assert rules.limits(None, "EUR").per_transfer == 400_000  # the admin's value kept
+    assert rules.limits(None, "JPY").per_transfer == 1_500_000  # the built-in default
+    assert rules.spike_min_limit_percent == 1
+
+
+def test_unreadable_stored_rules_never_stop_assessments(uow, engine):
+    cache = handlers.RuleCache()
+    generous = domain.RuleSet().to_document()
+    handlers.put_rules(uow, cache, generous, ADMIN, None, NOW)
+    broken = {**generous, "review_score": 95}  # above reject_score: refused on read
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO rule_sets (version, document, created_at, created_by) "
+                "VALUES (2, :doc, :at, 'hand edit')"
+            ),
+            {"doc": json.dumps(broken), "at": NOW},
+        )
+    view = assess(uow, transfer(str(uuid.uuid4())), cache=cache)
+    assert (view["decision"], view["rules_version"]) == (contracts.APPROVE, 1)
+
+
+def engine_session(engine):
+    return sessionmaker(engine)()

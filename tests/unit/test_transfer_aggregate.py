@@ -131,16 +131,31 @@ def test_replay_reproduces_the_live_state_and_snapshots_resume_it():
 def test_only_transfers_not_in_a_providers_hands_time_out():
     late = NOW + timedelta(seconds=61)
     internal = requested(contracts.KIND_INTERNAL)
-    assert not internal.time_out(NOW)  # not yet due
-    assert [e.data["reason"] for e in internal.time_out(late)] == ["timed_out"]
+    assert not internal.can_time_out(NOW)  # not yet due
+    assert internal.can_time_out(late)
 
     deposit = requested(contracts.KIND_DEPOSIT)
-    assert deposit.time_out(late) == []  # the card may be charged: payments resolves it
+    assert not deposit.can_time_out(late)  # the card may be charged: payments resolves it
 
     payout = requested(contracts.KIND_PAYOUT)
-    assert payout.time_out(late)  # nothing reserved yet: safe to fail
+    assert payout.can_time_out(late)  # nothing reserved yet: safe to fail
     advance(payout, contracts.FUNDS_RESERVED)
-    assert payout.time_out(late) == []  # the payout may be on its way
+    assert not payout.can_time_out(late)  # the payout may be on its way
+
+
+def test_once_accounts_expired_it_a_pending_transfer_fails_whatever_its_deadline_says():
+    transfer = requested()
+    # A review folded meanwhile moved the deadline a day ahead.
+    advance(
+        transfer,
+        contracts.TRANSFER_REVIEW_REQUESTED,
+        expires_at=(NOW + timedelta(days=1)).isoformat(),
+    )
+    assert not transfer.can_time_out(NOW + timedelta(seconds=61))
+    [failed] = transfer.expired_by_accounts(NOW + timedelta(seconds=61))
+    assert (failed.type, failed.data["reason"]) == (TRANSFER_FAILED, "timed_out")
+    transfer.apply(failed)
+    assert transfer.expired_by_accounts(NOW) == []  # ended: nothing more
 
 
 def test_a_review_moves_the_deadline_past_the_reviews_own_then_approval_continues():

@@ -43,6 +43,7 @@ def upgrade() -> None:
     sa.Column('review_id', sa.String(length=36), nullable=False),
     sa.Column('transfer_id', sa.String(length=36), nullable=False),
     sa.Column('owner_id', sa.String(length=36), nullable=True),
+    sa.Column('recipient_id', sa.String(length=36), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('transfer', sa.Text(), nullable=False),
     sa.Column('created_at', shared.sqltypes.UtcDateTime(timezone=True), nullable=False),
@@ -75,13 +76,20 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('signals', sa.Text(), server_default='{}', nullable=False))
         batch_op.create_index('ix_assessments_owner', ['owner_id', 'id'], unique=False)
         batch_op.create_index('ix_assessments_owner_beneficiary', ['owner_id', 'beneficiary'], unique=False)
-    # Every earlier decision was final (approve or reject).
+    # Every earlier decision was final (approve or reject). The column stays
+    # nullable (NULL reads as `decision`) so that instances still running the
+    # previous release keep inserting during a rolling deploy.
     op.execute("UPDATE assessments SET final_decision = decision")
-    with op.batch_alter_table('assessments', schema=None) as batch_op:
-        batch_op.alter_column('final_decision', existing_type=sa.String(length=16), nullable=False)
+    op.create_table('ended_transfers',
+    sa.Column('transfer_id', sa.String(length=36), nullable=False),
+    sa.Column('reason', sa.String(length=100), nullable=True),
+    sa.Column('ended_at', shared.sqltypes.UtcDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('transfer_id', name=op.f('pk_ended_transfers'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('ended_transfers')
     with op.batch_alter_table('assessments', schema=None) as batch_op:
         batch_op.drop_index('ix_assessments_owner_beneficiary')
         batch_op.drop_index('ix_assessments_owner')
