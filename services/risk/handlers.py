@@ -310,13 +310,24 @@ def beneficiary_of(transfer: Mapping) -> str | None:
     return f"account:{to_account}" if isinstance(to_account, str) else None
 
 
-def _lock_account(session: Session, account_id: str) -> None:
-    """Serialise assessments of one source account until this transaction ends."""
+def _lock(session: Session, key: str) -> None:
+    """A transaction-scoped advisory lock on PostgreSQL; SQLite's single
+    connection per process already serialises transactions."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"risk.velocity:{account_id}"},
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
         )
+
+
+def _lock_account(session: Session, account_id: str) -> None:
+    """Serialise assessments of one source account until this transaction ends."""
+    _lock(session, f"risk.velocity:{account_id}")
+
+
+def _lock_transfer(session: Session, transfer_id: str) -> None:
+    """Serialise assessing a transfer with learning that it failed (taken
+    after the account's lock, never before it)."""
+    _lock(session, f"risk.transfer:{transfer_id}")
 
 
 def _window(session: Session, account_id: str, since: datetime) -> domain.Window:
@@ -423,6 +434,7 @@ def assess_transfer(
         if not claim(session, envelope, ASSESS_HANDLER):
             return None
         _lock_account(session, account_id)
+        _lock_transfer(session, transfer_id)
         assessment = session.scalar(select(Assessment).where(Assessment.transfer_id == transfer_id))
         if assessment is not None:
             _repeat(session, assessment, transfer, envelope["event_id"])
@@ -652,6 +664,7 @@ def withdraw_review(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
         if not (isinstance(transfer_id, str) and 0 < len(transfer_id) <= 36):
             raise ValueError(f"transfer_failed without a usable transfer_id: {transfer_id!r}")
         reason = str(payload.get("reason") or "failed")[:100]
+        _lock_transfer(session, transfer_id)
         review = session.scalar(select(Review).where(Review.transfer_id == transfer_id))
         assessed = session.scalar(
             select(Assessment.id).where(Assessment.transfer_id == transfer_id)
