@@ -6,6 +6,7 @@ in shared/contracts.py.
 """
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 SCHEMA_VERSION = 1
@@ -14,6 +15,21 @@ SCHEMA_VERSION = 1
 def exchange_name(service: str) -> str:
     """One topic exchange per producing service, as nameko names them."""
     return f"{service}.events"
+
+
+def is_id(value) -> bool:
+    """An identifier as events carry them: a string of 1 to 36 characters."""
+    return isinstance(value, str) and 0 < len(value) <= 36
+
+
+def event_time(message: Mapping, default: datetime) -> datetime:
+    """When the event happened: its envelope's occurred_at, if that is a
+    timezone-aware ISO 8601 time; otherwise `default`."""
+    try:
+        occurred = datetime.fromisoformat(message["occurred_at"])
+    except (KeyError, TypeError, ValueError):
+        return default
+    return occurred if occurred.tzinfo is not None else default
 
 
 def envelope(

@@ -36,6 +36,7 @@ from services.analytics.models import (
 )
 from shared import contracts
 from shared.database import UnitOfWork
+from shared.events import event_time, is_id
 from shared.inbox import claim
 from shared.money import is_supported_currency
 
@@ -64,7 +65,7 @@ class MalformedEvent(ValueError):
 def _id(value, name: str, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
-    if not (isinstance(value, str) and 0 < len(value) <= 36):
+    if not is_id(value):
         raise MalformedEvent(f"{name} {value!r}")
     return value
 
@@ -127,15 +128,6 @@ def failed_transfer(payload: Mapping) -> tuple[str, str, int, str, str]:
     )
 
 
-def _occurred_at(envelope: Mapping, now: datetime) -> datetime:
-    """When the transfer ended (decides its month): the envelope's occurred_at."""
-    try:
-        occurred = datetime.fromisoformat(envelope["occurred_at"])
-    except (KeyError, TypeError, ValueError):
-        return now
-    return occurred if occurred.tzinfo is not None else now
-
-
 # -- consuming -----------------------------------------------------------------------
 
 
@@ -179,7 +171,7 @@ def record_event(
             event_id=envelope["event_id"],
             event_type=event_type,
             source=source,
-            occurred_at=_occurred_at(envelope, now),
+            occurred_at=event_time(envelope, now),  # decides its month
             received_at=now,
             body=json.dumps(envelope, sort_keys=True),
         )

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from shared import contracts
+from shared.events import is_id
 
 # Channels.
 EMAIL = "email"
@@ -198,7 +199,7 @@ def failure_text(reason: str | None) -> str:
 
 def _user(payload: Mapping, key: str, required: bool = True) -> str | None:
     value = payload.get(key)
-    if isinstance(value, str) and 0 < len(value) <= 36:
+    if is_id(value):
         return value
     if value is None and not required:
         return None

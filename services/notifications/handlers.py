@@ -45,6 +45,7 @@ from services.notifications.steps import Delivery
 from shared import contracts
 from shared.database import UnitOfWork
 from shared.errors import InvalidInput
+from shared.events import event_time
 from shared.inbox import claim
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _remember(session: Session, payload: Mapping, envelope: Mapping, now: dateti
         "user_id": user_id,
         "email": email,
         "full_name": (payload.get("full_name") or None),
-        "registered_at": _occurred_at(envelope, now),
+        "registered_at": event_time(envelope, now),
         "updated_at": now,
     }
     dialect = session.get_bind().dialect.name
@@ -105,14 +106,6 @@ def _remember(session: Session, payload: Mapping, envelope: Mapping, now: dateti
         session.execute(insert(Recipient).values(**values).on_conflict_do_nothing())
     elif session.get(Recipient, user_id) is None:
         session.add(Recipient(**values))
-
-
-def _occurred_at(envelope: Mapping, now: datetime) -> datetime:
-    try:
-        occurred = datetime.fromisoformat(envelope["occurred_at"])
-    except (KeyError, TypeError, ValueError):
-        return now
-    return occurred if occurred.tzinfo is not None else now
 
 
 def _recipient(session: Session, user_id: str) -> tuple[domain.Recipient, str | None]:

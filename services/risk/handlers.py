@@ -46,6 +46,7 @@ from services.risk.models import (
 from shared import contracts, iban
 from shared.database import UnitOfWork
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
+from shared.events import event_time, is_id
 from shared.inbox import claim
 from shared.outbox import record_event
 
@@ -287,15 +288,15 @@ def _checked(transfer: Mapping) -> tuple[str, str, int, str, str | None]:
     amount = transfer.get("amount")
     currency = transfer.get("currency")
     owner_id = transfer.get("owner_id")
-    if not (isinstance(transfer_id, str) and 0 < len(transfer_id) <= 36):
+    if not is_id(transfer_id):
         raise MalformedTransfer(f"transfer_id {transfer_id!r}")
-    if not (isinstance(account_id, str) and 0 < len(account_id) <= 36):
+    if not is_id(account_id):
         raise MalformedTransfer(f"transfer {transfer_id}: from_account_id {account_id!r}")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise MalformedTransfer(f"transfer {transfer_id}: amount {amount!r}")
     if not (isinstance(currency, str) and currency in domain.CURRENCY_DIGITS):
         raise MalformedTransfer(f"transfer {transfer_id}: currency {currency!r}")
-    if owner_id is not None and not (isinstance(owner_id, str) and 0 < len(owner_id) <= 36):
+    if owner_id is not None and not is_id(owner_id):
         raise MalformedTransfer(f"transfer {transfer_id}: owner_id {owner_id!r}")
     return transfer_id, account_id, amount, currency, owner_id
 
@@ -508,7 +509,7 @@ def _repeat(session: Session, assessment: Assessment, transfer: Mapping, event_i
 def _recipient(session: Session, transfer: Mapping) -> str | None:
     """Who receives an internal transfer, as far as risk knows."""
     named = transfer.get("to_owner_id")
-    if isinstance(named, str) and 0 < len(named) <= 36:
+    if is_id(named):
         return named
     if transfer.get("kind") != contracts.KIND_INTERNAL:
         return None  # a payout's IBAN names no customer of ours
@@ -661,7 +662,7 @@ def withdraw_review(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
         if not claim(session, envelope, TRANSFER_FAILED_HANDLER):
             return
         transfer_id = payload.get("transfer_id")
-        if not (isinstance(transfer_id, str) and 0 < len(transfer_id) <= 36):
+        if not is_id(transfer_id):
             raise ValueError(f"transfer_failed without a usable transfer_id: {transfer_id!r}")
         reason = str(payload.get("reason") or "failed")[:100]
         _lock_transfer(session, transfer_id)
@@ -733,20 +734,11 @@ def list_reviews(
 # -- other events ------------------------------------------------------------------------
 
 
-def _occurred_at(envelope: dict, now: datetime) -> datetime:
-    """When the event happened: its occurred_at, if it is usable."""
-    try:
-        occurred = datetime.fromisoformat(envelope["occurred_at"])
-    except (KeyError, TypeError, ValueError):
-        return now
-    return occurred if occurred.tzinfo is not None else now
-
-
 def record_account_opened(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     """Remember when an account was opened (the first report wins)."""
     payload = envelope["payload"]
     account_id = payload.get("account_id")
-    if not (isinstance(account_id, str) and 0 < len(account_id) <= 36):
+    if not is_id(account_id):
         raise ValueError(f"account_opened without a usable account_id: {account_id!r}")
     with uow.transaction() as session:
         if not claim(session, envelope, ACCOUNT_OPENED_HANDLER):
@@ -757,7 +749,7 @@ def record_account_opened(uow: UnitOfWork, envelope: dict, now: datetime) -> Non
                     account_id=account_id,
                     owner_id=payload.get("owner_id"),
                     currency=payload.get("currency"),
-                    opened_at=_occurred_at(envelope, now),
+                    opened_at=event_time(envelope, now),
                     recorded_at=now,
                 )
             )
@@ -767,7 +759,7 @@ def record_login_failed(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     """Remember a failed login: enough of them raise the customer's risk."""
     payload = envelope["payload"]
     user_id = payload.get("user_id")
-    if not (isinstance(user_id, str) and 0 < len(user_id) <= 36):
+    if not is_id(user_id):
         raise ValueError(f"login_failed without a usable user_id: {user_id!r}")
     factor = payload.get("factor")
     with uow.transaction() as session:
@@ -777,7 +769,7 @@ def record_login_failed(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
             LoginFailure(
                 user_id=user_id,
                 factor=factor[:16] if isinstance(factor, str) else None,
-                occurred_at=_occurred_at(envelope, now),
+                occurred_at=event_time(envelope, now),
                 event_id=envelope["event_id"],
             )
         )
