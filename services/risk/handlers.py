@@ -230,21 +230,29 @@ def put_rules(
 # -- customers ---------------------------------------------------------------------
 
 
-def _customer_view(session: Session, rules: domain.RuleSet, user_id: str, now: datetime) -> dict:
-    customer = session.get(Customer, user_id)
-    since = now - timedelta(hours=rules.failed_logins_hours)
+def _failed_logins(
+    session: Session, user_id: str, now: datetime, rules: domain.RuleSet
+) -> tuple[int, datetime | None]:
+    """The customer's failed logins within the rules' window, and the last one."""
     count, last = session.execute(
         select(func.count(), func.max(LoginFailure.occurred_at)).where(
-            LoginFailure.user_id == user_id, LoginFailure.occurred_at > since
+            LoginFailure.user_id == user_id,
+            LoginFailure.occurred_at > now - timedelta(hours=rules.failed_logins_hours),
         )
     ).one()
+    return int(count), last
+
+
+def _customer_view(session: Session, rules: domain.RuleSet, user_id: str, now: datetime) -> dict:
+    customer = session.get(Customer, user_id)
+    count, last = _failed_logins(session, user_id, now, rules)
     return {
         "user_id": user_id,
         "tier": rules.tier_name(customer.tier if customer else None),
-        "failed_logins": int(count),
+        "failed_logins": count,
         "failed_logins_window_hours": rules.failed_logins_hours,
         "last_failed_login_at": last.isoformat() if last else None,
-        "elevated": int(count) >= rules.failed_logins_threshold,
+        "elevated": count >= rules.failed_logins_threshold,
     }
 
 
@@ -331,15 +339,28 @@ def _lock_transfer(session: Session, transfer_id: str) -> None:
     _lock(session, f"risk.transfer:{transfer_id}")
 
 
-def _window(session: Session, account_id: str, since: datetime) -> domain.Window:
-    count, total = session.execute(
-        select(func.count(), func.coalesce(func.sum(Assessment.amount), 0)).where(
+def _velocity(
+    session: Session, account_id: str, now: datetime
+) -> tuple[domain.Window, domain.Window]:
+    """The account's transfers that may move money in the last hour and day,
+    in one pass over the day."""
+    in_hour = Assessment.assessed_at > now - timedelta(hours=1)
+    hour_count, hour_total, day_count, day_total = session.execute(
+        select(
+            func.count().filter(in_hour),
+            func.coalesce(func.sum(Assessment.amount).filter(in_hour), 0),
+            func.count(),
+            func.coalesce(func.sum(Assessment.amount), 0),
+        ).where(
             Assessment.account_id == account_id,
             FINAL.in_(COUNTED),
-            Assessment.assessed_at > since,
+            Assessment.assessed_at > now - timedelta(hours=24),
         )
     ).one()
-    return domain.Window(count=int(count), total=int(total))
+    return (
+        domain.Window(count=int(hour_count), total=int(hour_total)),
+        domain.Window(count=int(day_count), total=int(day_total)),
+    )
 
 
 def _is_new_beneficiary(session: Session, owner_id: str | None, transfer: Mapping) -> bool:
@@ -381,23 +402,19 @@ def _facts(
             .order_by(Assessment.id.desc())
             .limit(rules.history_size)
         ).all()
-        failed_logins = session.scalar(
-            select(func.count()).where(
-                LoginFailure.user_id == owner_id,
-                LoginFailure.occurred_at > now - timedelta(hours=rules.failed_logins_hours),
-            )
-        )
+        failed_logins, _ = _failed_logins(session, owner_id, now, rules)
+    last_hour, last_day = _velocity(session, account_id, now)
     return domain.Facts(
         amount=transfer["amount"],
         currency=transfer["currency"],
         tier=customer.tier if customer else None,
         account_opened_at=age.opened_at if age else None,
-        last_hour=_window(session, account_id, now - timedelta(hours=1)),
-        last_day=_window(session, account_id, now - timedelta(hours=24)),
+        last_hour=last_hour,
+        last_day=last_day,
         new_beneficiary=_is_new_beneficiary(session, owner_id, transfer),
         history_amounts=tuple(a for a, c, _ in history if c == transfer["currency"]),
         history_hours=tuple(at.hour for _, _, at in history),
-        failed_logins=int(failed_logins or 0),
+        failed_logins=failed_logins,
     )
 
 
@@ -614,9 +631,7 @@ def decide_review(
     """
     status = APPROVED if decision == contracts.APPROVE else REJECTED
     with uow.transaction() as session:
-        review = session.scalar(select(Review).where(Review.review_id == review_id))
-        if review is None:
-            raise NotFound("review_not_found", "No such review.")
+        review = _review_by_id(session, review_id)
         if decided_by in {review.owner_id, review.recipient_id} - {None}:
             raise Forbidden(
                 "own_transfer", "Nobody decides a review of a transfer they send or receive."
@@ -666,7 +681,7 @@ def withdraw_review(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
             raise ValueError(f"transfer_failed without a usable transfer_id: {transfer_id!r}")
         reason = str(payload.get("reason") or "failed")[:100]
         _lock_transfer(session, transfer_id)
-        review = session.scalar(select(Review).where(Review.transfer_id == transfer_id))
+        review = _review_of(session, transfer_id)
         assessed = session.scalar(
             select(Assessment.id).where(Assessment.transfer_id == transfer_id)
         )
@@ -681,10 +696,19 @@ def _review_of(session: Session, transfer_id: str) -> Review | None:
     return session.scalar(select(Review).where(Review.transfer_id == transfer_id))
 
 
-def _review_view(session: Session, review: Review) -> dict:
-    assessment = session.scalar(
-        select(Assessment).where(Assessment.transfer_id == review.transfer_id)
-    )
+def _review_by_id(session: Session, review_id: str) -> Review:
+    review = session.scalar(select(Review).where(Review.review_id == review_id))
+    if review is None:
+        raise NotFound("review_not_found", "No such review.")
+    return review
+
+
+def _review_view(session: Session, review: Review, assessment: Assessment | None = None) -> dict:
+    """A review with its transfer's assessment (looked up unless given)."""
+    if assessment is None:
+        assessment = session.scalar(
+            select(Assessment).where(Assessment.transfer_id == review.transfer_id)
+        )
     return {
         "review_id": review.review_id,
         "transfer_id": review.transfer_id,
@@ -708,9 +732,7 @@ def _review_view(session: Session, review: Review) -> dict:
 
 def get_review(uow: UnitOfWork, review_id: str) -> dict:
     with uow.transaction() as session:
-        review = session.scalar(select(Review).where(Review.review_id == review_id))
-        if review is None:
-            raise NotFound("review_not_found", "No such review.")
+        review = _review_by_id(session, review_id)
         return _review_view(session, review)
 
 
@@ -718,16 +740,21 @@ def list_reviews(
     uow: UnitOfWork, status: str = PENDING, limit: int = 50, cursor: int | None = None
 ) -> dict:
     """Reviews newest first (all, or in one status), keyset-paginated."""
-    query = select(Review).order_by(Review.seq.desc()).limit(limit)
+    query = (
+        select(Review, Assessment)
+        .join(Assessment, Assessment.transfer_id == Review.transfer_id)
+        .order_by(Review.seq.desc())
+        .limit(limit)
+    )
     if status != "all":
         query = query.where(Review.status == status)
     if cursor is not None:
         query = query.where(Review.seq < cursor)
     with uow.transaction() as session:
-        reviews = session.scalars(query).all()
+        rows = session.execute(query).all()
         return {
-            "items": [_review_view(session, review) for review in reviews],
-            "next_cursor": str(reviews[-1].seq) if len(reviews) == limit else None,
+            "items": [_review_view(session, review, assessment) for review, assessment in rows],
+            "next_cursor": str(rows[-1][0].seq) if len(rows) == limit else None,
         }
 
 

@@ -62,10 +62,10 @@ def publish(config):
     return publish
 
 
-@pytest.fixture
-def assessed(event_tap):
-    """Wait for risk's transfer_assessed about one transfer."""
-    next_event = event_tap("risk", contracts.TRANSFER_ASSESSED)
+def awaiting(event_tap, event_type):
+    """wait(transfer_id): the next risk event of this type about that transfer
+    (others seen meanwhile are kept for later waits), or None."""
+    next_event = event_tap("risk", event_type)
     seen: list[dict] = []
 
     def wait(transfer_id, timeout=10.0):
@@ -80,8 +80,12 @@ def assessed(event_tap):
                 seen.append(message.payload)
         return None
 
-    wait.seen = seen
     return wait
+
+
+@pytest.fixture
+def assessed(event_tap):
+    return awaiting(event_tap, contracts.TRANSFER_ASSESSED)
 
 
 def transfer(account_id, amount=5_000, kind=contracts.KIND_INTERNAL, currency="EUR", owner=None):
@@ -301,17 +305,7 @@ def open_young_account(publish, sql, owner):
 
 @pytest.fixture
 def review_requested(event_tap):
-    next_event = event_tap("risk", contracts.TRANSFER_REVIEW_REQUESTED)
-
-    def wait(transfer_id, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            message = next_event(timeout=max(deadline - time.monotonic(), 0.05))
-            if message is not None and message.payload["payload"]["transfer_id"] == transfer_id:
-                return message.payload
-        return None
-
-    return wait
+    return awaiting(event_tap, contracts.TRANSFER_REVIEW_REQUESTED)
 
 
 def test_a_held_transfer_waits_for_an_admin_whose_approval_continues_the_saga(
