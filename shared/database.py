@@ -16,11 +16,12 @@ the caller instead of being lost after a success reply.
 """
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,18 +46,50 @@ def make_engine(url: str, *, application_name: str = "fintech", pool_size: int =
             # hub; psycopg2 with eventlet's wait callback does not.
             parsed = parsed.set(drivername="postgresql+psycopg2")
         _make_psycopg2_green()
-        return create_engine(
+        engine = create_engine(
             parsed,
             # Error messages would otherwise quote bound values (password
             # hashes, MFA secrets) into logs and RPC error replies.
             hide_parameters=True,
             pool_size=pool_size,
             max_overflow=5,
-            pool_pre_ping=True,
             pool_recycle=1800,
             connect_args={"application_name": application_name, "options": _PG_OPTIONS},
         )
+        _ping_after_idle(engine)
+        return engine
     raise config.ConfigError(f"unsupported database {parsed.get_backend_name()!r} in {url!r}")
+
+
+# A pooled connection unused this long is pinged before it is handed out.
+IDLE_PING_SECONDS = 10.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling for idle connections only.
+
+    pool_pre_ping costs a round trip on every checkout; a busy connection
+    proves itself with every statement, and one that breaks mid-use is
+    invalidated by SQLAlchemy and its unit of work retried. A connection
+    that sat idle (a database restart, a NAT timeout) is pinged first, and
+    replaced if the ping fails.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as error:
+            # The pool discards this connection and checks out another.
+            raise exc.DisconnectionError() from error
 
 
 def _sqlite_engine(url) -> Engine:
@@ -99,6 +132,19 @@ def _make_psycopg2_green() -> None:
 
 # Set in Session.info by whoever stages outbox events in that transaction.
 STAGED_EVENTS = "staged_events"
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+def advisory_lock(session: Session, key: str) -> None:
+    """Serialise work on `key` until this transaction ends.
+
+    A transaction-scoped advisory lock on PostgreSQL; SQLite gives a service
+    process one connection, so its transactions are serial already (and
+    SQLite allows one process per service).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().execute(_ADVISORY_LOCK, {"key": key})
 
 
 class UnitOfWork:

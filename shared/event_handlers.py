@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import eventlet
-from kombu import Connection, Producer, Queue
+from kombu import Connection, Producer, Queue, binding
 from kombu.pools import connections
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
@@ -64,8 +64,9 @@ from nameko.constants import (
     PERSISTENT,
 )
 from nameko.events import SERVICE_POOL, EventHandler
+from nameko.standalone.events import get_event_exchange
 
-from shared import correlation
+from shared import contracts, correlation
 from shared.dlq import (
     ATTEMPTS,
     EVENT_TYPE,
@@ -233,6 +234,7 @@ class SagaStep(EventHandler):
         source_service: str,
         event_type: str,
         *,
+        kinds: tuple[str, ...] | None = None,
         attempts: int | None = None,
         backoff: float | None = None,
         max_backoff: float | None = None,
@@ -242,6 +244,9 @@ class SagaStep(EventHandler):
         self.policy: RetryPolicy | None = None
         # A bad value fails at import, not at the first failure.
         resolve_policy(attempts, backoff, max_backoff, config={}, environ={})
+        # Events about a transfer are routed "<type>.<kind>": a step that
+        # acts on some kinds only is never delivered the others.
+        self.binding_keys = contracts.binding_keys(event_type, tuple(kinds) if kinds else None)
         super().__init__(
             source_service,
             event_type,
@@ -258,6 +263,15 @@ class SagaStep(EventHandler):
     def setup(self):
         super().setup()  # the handler's queue, registered with the consumer
         config = self.container.config
+        # nameko binds the queue by event type alone; bind it by the routing
+        # keys of the kinds this step handles instead (the queue consumer
+        # declares it, with these bindings, when it starts).
+        exchange = get_event_exchange(self.source_service, config)
+        self.queue = Queue(
+            self.queue.name,
+            bindings=[binding(exchange, routing_key=key) for key in self.binding_keys],
+            durable=True,
+        )
         self.policy = resolve_policy(*self._policy_overrides, config=config)
         arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue.name}
         self.retry_queues = {

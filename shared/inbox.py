@@ -20,14 +20,16 @@ uncommitted row and then inserts nothing (first committed) or inserts
 (first rolled back); on SQLite writers are serialised by the database lock.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import Column, Index, MetaData, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.database import UnitOfWork, advisory_lock
 from shared.sqltypes import UtcDateTime
 
 TABLE_NAME = "inbox"
@@ -49,6 +51,10 @@ def inbox_table(metadata: MetaData) -> Table:
 
 
 _INBOX = inbox_table(MetaData())
+_INSERT_IGNORING = {
+    "postgresql": postgresql.insert(_INBOX).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_INBOX).on_conflict_do_nothing(),
+}
 
 
 class InvalidEnvelope(ValueError):
@@ -74,12 +80,8 @@ def claim(session: Session, envelope: Mapping, handler: str) -> bool:
         "handled_at": datetime.now(UTC),
     }
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        statement = postgresql.insert(_INBOX).values(**values).on_conflict_do_nothing()
-        return session.execute(statement).rowcount == 1
-    if dialect == "sqlite":
-        statement = sqlite.insert(_INBOX).values(**values).on_conflict_do_nothing()
-        return session.execute(statement).rowcount == 1
+    if dialect in _INSERT_IGNORING:
+        return session.connection().execute(_INSERT_IGNORING[dialect], values).rowcount == 1
     # Any other database: insert in a savepoint, a duplicate key means seen.
     try:
         with session.begin_nested():
@@ -87,3 +89,27 @@ def claim(session: Session, envelope: Mapping, handler: str) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+Result = TypeVar("Result")
+
+
+def handle_once(
+    uow: UnitOfWork,
+    envelope: Mapping,
+    handler: str,
+    effect: Callable[[Session], Result],
+    *,
+    lock: str | None = None,
+) -> Result | None:
+    """A saga participant's step: in one transaction, take `lock` (when the
+    step must not interleave with another one on the same key), claim the
+    event for `handler`, and make the effect (which stages its outcome
+    events in the outbox). Returns the effect's result, or None when the
+    event was handled before."""
+    with uow.transaction() as session:
+        if lock is not None:
+            advisory_lock(session, lock)
+        if not claim(session, envelope, handler):
+            return None
+        return effect(session)

@@ -1,20 +1,29 @@
 """Transactional outbox: events leave only if the state change committed.
 
-A producer calls `record_event(session, ...)` inside the same database
-transaction as the change the event describes. The relay, running in the
-service process, publishes pending rows to the service's event exchange
-with publisher confirms and marks them published. A crash between commit
+A producer stages an event inside the same database transaction as the
+change the event describes (`stage(session, event)` for the saga's typed
+contracts, `record_event(session, type, payload)` for plain ones). The
+relay, running in the service process, publishes pending rows to the
+service's event exchange and marks them published. A crash between commit
 and publish leaves the row pending, so it is published on the next pass:
 delivery is at least once, and consumers deduplicate by event_id.
+
+The relay publishes a batch and then waits once for the broker's confirms
+of all of it (pipelined), instead of one round trip per row; a row counts
+as published only once its own confirm arrived. On PostgreSQL several
+instances share the table: each pass locks its rows (SKIP LOCKED), so
+every row goes out through one relay.
 """
 
 import json
 import logging
 import threading
 import time
+from contextlib import suppress
 from datetime import UTC, datetime
 
-from nameko.amqp.publish import Publisher
+import amqp
+from kombu import Connection
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
     AMQP_URI_CONFIG_KEY,
@@ -37,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from shared import correlation
+from shared import contracts, correlation
 from shared.database import STAGED_EVENTS, Database
 from shared.events import envelope
 from shared.sqltypes import UtcDateTime
@@ -67,6 +76,7 @@ def outbox_table(metadata: MetaData) -> Table:
 
 
 _OUTBOX = outbox_table(MetaData())
+_INSERT = _OUTBOX.insert()
 
 
 def record_event(
@@ -78,17 +88,98 @@ def record_event(
     # nameko reads context data from "nameko.*" headers: the consumer's
     # worker picks the correlation id up from there.
     headers = {f"{HEADER_PREFIX}.{correlation.CONTEXT_KEY}": cid} if cid else {}
-    session.execute(
-        _OUTBOX.insert().values(
-            event_id=message["event_id"],
-            event_type=event_type,
-            body=json.dumps(message),
-            headers=json.dumps(headers),
-            created_at=datetime.now(UTC),
-        )
+    session.connection().execute(
+        _INSERT,
+        {
+            "event_id": message["event_id"],
+            "event_type": event_type,
+            "body": json.dumps(message),
+            "headers": json.dumps(headers),
+            "created_at": datetime.now(UTC),
+        },
     )
     session.info[STAGED_EVENTS] = True
     return message
+
+
+def stage(session: Session, event: contracts.Event, causation_id: str | None = None) -> dict:
+    """Stage a typed saga event (shared.contracts) in the caller's transaction."""
+    return record_event(session, event.TYPE, event.payload(), causation_id=causation_id)
+
+
+class ConfirmedPublisher:
+    """Publishes batches to one exchange and waits for all their confirms at once.
+
+    One connection and channel in confirm mode, made on first use and
+    dropped on any error (the caller's rows stay pending and are retried).
+    Not shared between greenthreads: the relay owns one.
+    """
+
+    def __init__(self, uri: str, exchange, *, ssl=None, login_method=None):
+        self._uri, self._ssl, self._login_method = uri, ssl, login_method
+        self._exchange = exchange
+        self._connection: Connection | None = None
+        self._channel = None
+        self._next_tag = 1
+        self._confirmed: dict[int, bool] = {}
+
+    def _open(self):
+        connection = Connection(self._uri, ssl=self._ssl, login_method=self._login_method)
+        channel = connection.channel()
+        self._exchange(channel).declare()
+        channel.confirm_select()
+        channel.events["basic_ack"].add(lambda tag, multiple: self._settle(tag, multiple, True))
+        channel.events["basic_nack"].add(lambda tag, multiple: self._settle(tag, multiple, False))
+        self._connection, self._channel, self._next_tag = connection, channel, 1
+        self._confirmed = {}
+
+    def _settle(self, tag: int, multiple: bool, acked: bool) -> None:
+        tags = [t for t in self._confirmed if t <= tag] if multiple else [tag]
+        for settled in tags:
+            if settled in self._confirmed:
+                self._confirmed[settled] = acked
+
+    def publish_batch(self, messages, timeout: float = CONFIRM_TIMEOUT) -> list[bool]:
+        """Publish (routing_key, body, headers) triples; True for each one the
+        broker confirmed, in order. Raises if the connection fails: then none
+        of the batch may be taken as published."""
+        if self._channel is None:
+            self._open()
+        tags = []
+        try:
+            for routing_key, body, headers in messages:
+                tag = self._next_tag
+                self._next_tag += 1
+                self._confirmed[tag] = None
+                tags.append(tag)
+                self._channel.basic_publish(
+                    amqp.Message(
+                        body,
+                        content_type="application/json",
+                        content_encoding="utf-8",
+                        delivery_mode=2,
+                        application_headers=headers,
+                    ),
+                    exchange=self._exchange.name,
+                    routing_key=routing_key,
+                )
+            deadline = time.monotonic() + timeout
+            while any(self._confirmed[tag] is None for tag in tags):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"broker confirmed too little of {len(tags)} events")
+                self._connection.drain_events(timeout=remaining)
+        except BaseException:
+            self.close()
+            raise
+        outcome = [bool(self._confirmed.pop(tag)) for tag in tags]
+        return outcome
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            with suppress(Exception):
+                connection.release()
 
 
 class OutboxRelay(DependencyProvider):
@@ -100,18 +191,15 @@ class OutboxRelay(DependencyProvider):
         self._wake = threading.Event()
         self._stopping = False
         self._database: Database | None = None
-        self._publisher: Publisher | None = None
-        self._exchange = None
+        self._publisher: ConfirmedPublisher | None = None
 
     def setup(self):
         config = self.container.config
-        self._exchange = get_event_exchange(self.container.service_name, config)
-        self._publisher = Publisher(
+        self._publisher = ConfirmedPublisher(
             config[AMQP_URI_CONFIG_KEY],
-            use_confirms=True,
+            get_event_exchange(self.container.service_name, config),
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
-            declare=[self._exchange],
         )
 
     def start(self):
@@ -130,31 +218,35 @@ class OutboxRelay(DependencyProvider):
 
     def _run(self):
         failures = 0
-        while not self._stopping:
-            if failures:
-                # After a failure, back off even if commits keep waking us:
-                # retrying at the commit rate would hammer a sick broker.
-                self._wake.clear()
-                time.sleep(min(30, 2**failures))  # green under monkey patching
-            else:
-                self._wake.wait(self.poll_interval)
-                self._wake.clear()
-            try:
-                while not self._stopping and self.publish_pending() == _BATCH:
-                    pass
-                failures = 0
-            except Exception:  # keep relaying: the rows stay pending and are retried
-                failures += 1
-                log.exception(
-                    "outbox relay failed; rows stay pending", extra={"failures": failures}
-                )
+        try:
+            while not self._stopping:
+                if failures:
+                    # After a failure, back off even if commits keep waking us:
+                    # retrying at the commit rate would hammer a sick broker.
+                    self._wake.clear()
+                    time.sleep(min(30, 2**failures))  # green under monkey patching
+                else:
+                    self._wake.wait(self.poll_interval)
+                    self._wake.clear()
+                try:
+                    while not self._stopping and self.publish_pending() == _BATCH:
+                        pass
+                    failures = 0
+                except Exception:  # keep relaying: the rows stay pending and are retried
+                    failures += 1
+                    log.exception(
+                        "outbox relay failed; rows stay pending", extra={"failures": failures}
+                    )
+        finally:
+            self._publisher.close()
 
     def publish_pending(self) -> int:
         """Publish one batch in id order; returns how many rows it looked at.
 
-        Rows sent are marked published in their own commit, even when a
-        later row fails, and the failing row's attempt count is committed
-        separately, so neither is rolled back with the failure.
+        Rows confirmed are marked published in the same commit that releases
+        their locks; a row the broker refused, or a batch cut short by a
+        broken connection, stays pending (its attempt counted) for the next
+        pass.
         """
         engine = self._database.engine
         query = (
@@ -166,42 +258,42 @@ class OutboxRelay(DependencyProvider):
         if engine.dialect.name == "postgresql":
             # Several instances share the table: each row goes to one relay.
             query = query.with_for_update(skip_locked=True)
-        with engine.connect() as conn:
-            with conn.begin():
-                rows = conn.execute(query).all()
-                published, failed = self._publish(rows)
-                if published:
-                    conn.execute(
-                        update(_OUTBOX)
-                        .where(_OUTBOX.c.id.in_(published))
-                        .values(published_at=datetime.now(UTC))
-                    )
-            if failed is not None:
-                row_id, error = failed
-                with conn.begin():
-                    conn.execute(
-                        update(_OUTBOX)
-                        .where(_OUTBOX.c.id == row_id)
-                        .values(attempts=_OUTBOX.c.attempts + 1)
-                    )
-                raise error
+        failure: Exception | None = None
+        with engine.begin() as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                return 0
+            try:
+                confirmed = self._publisher.publish_batch(
+                    (_routing_key(row), row.body, json.loads(row.headers)) for row in rows
+                )
+            except Exception as exc:  # noqa: BLE001 (re-raised once the attempts are counted)
+                confirmed, failure = [False] * len(rows), exc
+            published = [row.id for row, ok in zip(rows, confirmed, strict=True) if ok]
+            refused = [row.id for row, ok in zip(rows, confirmed, strict=True) if not ok]
+            if published:
+                conn.execute(
+                    update(_OUTBOX)
+                    .where(_OUTBOX.c.id.in_(published))
+                    .values(published_at=datetime.now(UTC))
+                )
+            if refused:
+                conn.execute(
+                    update(_OUTBOX)
+                    .where(_OUTBOX.c.id.in_(refused))
+                    .values(attempts=_OUTBOX.c.attempts + 1)
+                )
+        if failure is not None:
+            raise failure
+        if refused:
+            raise RuntimeError(f"the broker refused {len(refused)} event(s); they stay pending")
         return len(rows)
 
-    def _publish(self, rows) -> tuple[list[int], tuple[int, Exception] | None]:
-        published = []
-        for row in rows:
-            try:
-                self._publisher.publish(
-                    json.loads(row.body),
-                    exchange=self._exchange,
-                    routing_key=row.event_type,
-                    extra_headers=json.loads(row.headers),
-                    # A broker that stops confirming (memory alarm, half-open
-                    # socket) must not hold the batch's rows, or SQLite's one
-                    # connection, for ever: give up and retry later.
-                    confirm_timeout=CONFIRM_TIMEOUT,
-                )
-            except Exception as exc:  # noqa: BLE001 (reported to the caller with the row)
-                return published, (row.id, exc)
-            published.append(row.id)
-        return published, None
+
+def _routing_key(row) -> str:
+    """`<type>.<kind>` for events about a transfer (shared.contracts), else the type."""
+    try:
+        payload = json.loads(row.body).get("payload")
+    except (ValueError, AttributeError):
+        payload = None
+    return contracts.routing_key_of(row.event_type, payload or {})

@@ -17,10 +17,11 @@ from services.accounts.domain import (
     check_currency,
 )
 from services.accounts.models import Account, Balance, JournalEntry, Posting
-from shared import contracts
+from shared import contracts, transfer_checks
 from shared.database import UnitOfWork
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.outbox import record_event
+from shared.outbox import stage
+from shared.transfer_checks import AccountFacts
 
 
 def _view(account: Account, balance: Balance) -> dict:
@@ -87,15 +88,11 @@ def open_account(
         session.add(account)
         session.flush()
         session.add(balance)
-        record_event(
+        stage(
             session,
-            contracts.ACCOUNT_OPENED,
-            {
-                "account_id": account_id,
-                "owner_id": owner_id,
-                "currency": currency,
-                "name": name,
-            },
+            contracts.AccountOpened(
+                account_id=account_id, owner_id=owner_id, currency=currency, name=name
+            ),
         )
         return _view(account, balance)
 
@@ -174,43 +171,29 @@ def check_transfer(
     from_account_id: str | None,
     to_account_id: str | None,
 ) -> dict:
-    """May `owner_id` move `currency` between these accounts? Raises if not.
-
-    The paying account must be the caller's own (404 otherwise, as for any
-    other user's resource); the receiving account of an internal transfer
-    may be anyone's. Returns the receiving account's owner.
-    """
+    """May `owner_id` move `currency` between these accounts? Raises if not
+    (shared.transfer_checks). Returns the receiving account's owner and the
+    facts of both accounts, which the caller may keep (see that module)."""
+    ids = [i for i in (from_account_id, to_account_id) if i]
     with uow.transaction() as session:
-        if kind == contracts.KIND_DEPOSIT:
-            account, _ = _owned(session, owner_id, to_account_id)
-            _check_usable(account, currency, "to_account_id")
-            return {"to_owner_id": owner_id}
-        account, _ = _owned(session, owner_id, from_account_id)
-        _check_usable(account, currency, "from_account_id")
-        if kind == contracts.KIND_PAYOUT:
-            return {"to_owner_id": None}
-        if to_account_id == from_account_id:
-            raise _field_error("same_account", "to_account_id", "Must differ from from_account_id.")
-        receiver = session.get(Account, to_account_id)
-        if receiver is None or receiver.kind != AccountKind.CUSTOMER:
-            raise _field_error("unknown_account", "to_account_id", "No such account.")
-        _check_usable(receiver, currency, "to_account_id")
-        return {"to_owner_id": receiver.owner_id}
-
-
-def _check_usable(account: Account, currency: str, field: str) -> None:
-    if account.status != AccountStatus.ACTIVE:
-        raise _field_error("account_inactive", field, "The account is not active.")
-    if account.currency != currency:
-        raise _field_error(
-            "currency_mismatch",
-            "currency",
-            f"The account holds {account.currency}, not {currency}.",
-        )
-
-
-def _field_error(code: str, field: str, message: str) -> InvalidInput:
-    return InvalidInput(code, message, {field: [message]})
+        found = {
+            row.id: AccountFacts(row.id, row.owner_id, row.kind, row.currency, row.status)
+            for row in session.execute(
+                select(
+                    Account.id, Account.owner_id, Account.kind, Account.currency, Account.status
+                ).where(Account.id.in_(ids))
+            )
+        }
+    to_owner_id = transfer_checks.check_transfer(
+        owner_id,
+        kind,
+        currency,
+        found.get(from_account_id),
+        found.get(to_account_id),
+        from_account_id=from_account_id,
+        to_account_id=to_account_id,
+    )
+    return {"to_owner_id": to_owner_id, "accounts": [f.as_dict() for f in found.values()]}
 
 
 def expire_transfer(uow: UnitOfWork, transfer_id: str, now: datetime) -> dict:

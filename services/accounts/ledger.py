@@ -1,22 +1,32 @@
-"""Money movement in the ledger: holds and postings, each once per transfer.
+"""Money movement in the ledger: postings and holds, each once per transfer.
 
 Every function here runs inside the caller's transaction (the saga step's,
 with its inbox claim and outbox events) and is idempotent per transfer on
-its own as well: a hold is unique per (transfer, account), an entry per
-(transfer, kind).
+its own as well: an entry is unique per (transfer, kind), a hold per
+(transfer, account), and a transfer is closed here once.
 
-No overdraft, without check-then-write: reserving funds is a single
-`UPDATE balances SET held = held + :amount WHERE ... AND balance - held >=
-:amount`. The database evaluates the condition and writes under the row's
-lock, so of two concurrent reservations that together exceed the available
-balance, exactly one matches. The CHECK constraint on `balances` backs it.
+No overdraft, without check-then-write: an internal transfer locks both
+balance rows (in account-id order, so two opposite transfers cannot
+deadlock) and decides on what it holds locked; reserving funds for a
+payout is a single `UPDATE balances SET held = held + :amount WHERE ...
+AND balance - held >= :amount`, which the database evaluates under the
+row's lock. The CHECK constraint on `balances` is the last line behind
+both. Statements are SQLAlchemy Core, one round trip each: this is the
+platform's hot path.
+
+Closing: `closed_transfers` holds one row per transfer that ended here
+(posted, refused, expired, or finished after a payout). Posting an
+internal transfer and expiring one both begin by inserting that row, so
+of the two the first one wins and the other sees its outcome: they cannot
+both happen.
 """
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.accounts.domain import (
@@ -37,11 +47,25 @@ from services.accounts.models import (
     Posting,
 )
 from shared import contracts
+from shared.database import advisory_lock
 
 # The bank's side of money that enters or leaves through a payment provider.
 CARD_CLEARING = "card-clearing"
 PAYOUT_CLEARING = "payout-clearing"
 _SYSTEM_NAMESPACE = uuid.UUID("5b0d6f0e-3f57-4a1c-9a0b-6d1f2c7e9a11")
+
+# closed_transfers.outcome
+POSTED = "posted"
+REFUSED = "refused"  # stored as "refused:<reason>"
+TIMED_OUT = contracts.REASON_TIMED_OUT
+
+_accounts = Account.__table__
+_balances = Balance.__table__
+_entries = JournalEntry.__table__
+_postings = Posting.__table__
+_holds = Hold.__table__
+_closed = ClosedTransfer.__table__
+_INSERT_IGNORING = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 @dataclass(frozen=True)
@@ -57,51 +81,106 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True)
+class Posted:
+    entry_id: str
+
+
+@dataclass(frozen=True)
+class Released:
+    hold_id: str
+    account_id: str
+    amount: int
+
+
 def system_account_id(purpose: str, currency: str) -> str:
     """Stable id of the bank's clearing account for a purpose and currency."""
     return str(uuid.uuid5(_SYSTEM_NAMESPACE, f"{purpose}:{currency}"))
 
 
+def _conn(session: Session):
+    return session.connection()
+
+
+def _insert_ignoring_duplicates(session: Session, table, values: dict) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
+    insert = _INSERT_IGNORING[session.get_bind().dialect.name]
+    return _conn(session).execute(insert(table).on_conflict_do_nothing(), values).rowcount == 1
+
+
 def _ensure_system_account(session: Session, purpose: str, currency: str, now: datetime) -> str:
     account_id = system_account_id(purpose, currency)
-    if session.get(Account, account_id) is None:
-        session.add(
-            Account(
-                id=account_id,
-                owner_id=None,
-                kind=AccountKind.SYSTEM,
-                currency=currency,
-                name=f"{purpose} {currency}",
-                status=AccountStatus.ACTIVE,
-                created_at=now,
-            )
+    created = _insert_ignoring_duplicates(
+        session,
+        _accounts,
+        {
+            "id": account_id,
+            "owner_id": None,
+            "kind": AccountKind.SYSTEM,
+            "currency": currency,
+            "name": f"{purpose} {currency}",
+            "status": AccountStatus.ACTIVE,
+            "created_at": now,
+        },
+    )
+    if created:
+        _conn(session).execute(
+            _balances.insert(),
+            {
+                "account_id": account_id,
+                "currency": currency,
+                "balance": 0,
+                "held": 0,
+                "allow_negative": True,
+                "updated_at": now,
+            },
         )
-        session.flush()
-        session.add(
-            Balance(
-                account_id=account_id,
-                currency=currency,
-                balance=0,
-                held=0,
-                allow_negative=True,
-                updated_at=now,
-            )
-        )
-        session.flush()
     return account_id
 
 
-def lock_transfer(session: Session, transfer_id: str) -> None:
-    """Serialise everything accounts does for one transfer, until commit.
+def transfer_lock(transfer_id: str) -> str:
+    """The lock that serialises the steps of one payout, until commit.
 
-    Two steps of one transfer (an approval and a failure, a posting and an
-    expiry) must never interleave: each would decide on what it read before
-    the other committed. On PostgreSQL a transaction-scoped advisory lock on
-    the transfer id; SQLite gives a service process one connection, so its
-    transactions are serial already.
+    A payout moves money in two steps (reserve, then capture or release)
+    that must never interleave with its expiry or its failure: each would
+    decide on what it read before the other committed.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(transfer_id, 0))))
+    return f"accounts.transfer:{transfer_id}"
+
+
+def lock_transfer(session: Session, transfer_id: str) -> None:
+    advisory_lock(session, transfer_lock(transfer_id))
+
+
+# -- closing ----------------------------------------------------------------------------
+
+
+def close_once(session: Session, transfer_id: str, outcome: str, now: datetime) -> str | None:
+    """Close the transfer here as `outcome` unless it already is closed.
+
+    Returns None when this call closed it, else the outcome it already had.
+    On PostgreSQL a concurrent closer waits for the first to commit and
+    then sees its row.
+    """
+    if _insert_ignoring_duplicates(
+        session, _closed, {"transfer_id": transfer_id, "outcome": outcome, "closed_at": now}
+    ):
+        return None
+    return closed_outcome(session, transfer_id)
+
+
+def closed_outcome(session: Session, transfer_id: str) -> str | None:
+    return _conn(session).scalar(
+        select(_closed.c.outcome).where(_closed.c.transfer_id == transfer_id)
+    )
+
+
+def is_closed(session: Session, transfer_id: str) -> bool:
+    return closed_outcome(session, transfer_id) is not None
+
+
+def refused_outcome(reason: str) -> str:
+    return f"{REFUSED}:{reason}"
 
 
 def expire(session: Session, transfer_id: str, now: datetime) -> bool:
@@ -110,93 +189,33 @@ def expire(session: Session, transfer_id: str, now: datetime) -> bool:
     Expires (closes as timed out) a transfer only while no money has moved
     or been reserved for it here: no hold and no entry. Once either exists,
     the transfer must run its course (its own events complete or compensate
-    it), so the answer is no. Call under lock_transfer.
+    it), so the answer is no. Call under lock_transfer (payouts).
     """
-    closed = session.get(ClosedTransfer, transfer_id)
-    if closed is not None:
-        return closed.outcome == contracts.REASON_TIMED_OUT
-    touched = session.scalar(select(Hold.id).where(Hold.transfer_id == transfer_id).limit(1))
-    touched = touched or _entry_for_any_kind(session, transfer_id)
-    if touched:
+    outcome = closed_outcome(session, transfer_id)
+    if outcome is not None:
+        return outcome == TIMED_OUT
+    held = _conn(session).scalar(
+        select(_holds.c.id).where(_holds.c.transfer_id == transfer_id).limit(1)
+    )
+    if held or _entry_for_any_kind(session, transfer_id):
         return False
-    close(session, transfer_id, contracts.REASON_TIMED_OUT, now)
-    return True
+    # An internal transfer posted meanwhile closed it first: then this is no.
+    return close_once(session, transfer_id, TIMED_OUT, now) in (None, TIMED_OUT)
 
 
 def _entry_for_any_kind(session: Session, transfer_id: str) -> str | None:
-    return session.scalar(
-        select(JournalEntry.id).where(JournalEntry.transfer_id == transfer_id).limit(1)
+    return _conn(session).scalar(
+        select(_entries.c.id).where(_entries.c.transfer_id == transfer_id).limit(1)
     )
 
 
-def is_closed(session: Session, transfer_id: str) -> bool:
-    return session.get(ClosedTransfer, transfer_id) is not None
-
-
-def close(session: Session, transfer_id: str, outcome: str, now: datetime) -> None:
-    if not is_closed(session, transfer_id):
-        session.add(ClosedTransfer(transfer_id=transfer_id, outcome=outcome, closed_at=now))
-
-
-def _usable(session: Session, account_id: str, currency: str) -> Account | None:
-    account = session.get(Account, account_id)
-    if account is None or account.status != AccountStatus.ACTIVE or account.currency != currency:
-        return None
-    return account
-
-
-def place_hold(
-    session: Session, transfer_id: str, account_id: str, amount: int, currency: str, now: datetime
-) -> Reserved | Refused:
-    existing = session.scalar(
-        select(Hold).where(Hold.transfer_id == transfer_id, Hold.account_id == account_id)
+def _entry_for(session: Session, transfer_id: str, kind: str) -> str | None:
+    return _conn(session).scalar(
+        select(_entries.c.id).where(_entries.c.transfer_id == transfer_id, _entries.c.kind == kind)
     )
-    if existing is not None:
-        if existing.status == HoldStatus.RELEASED:
-            return Refused(contracts.REASON_TIMED_OUT)
-        return Reserved(existing.id, account_id, existing.amount, existing.currency)
-    if _usable(session, account_id, currency) is None:
-        return Refused(contracts.REASON_ACCOUNT_UNAVAILABLE)
-    reserved = session.execute(
-        update(Balance)
-        .where(Balance.account_id == account_id, Balance.balance - Balance.held >= amount)
-        .values(held=Balance.held + amount, updated_at=now)
-    ).rowcount
-    if not reserved:
-        return Refused(contracts.REASON_INSUFFICIENT_FUNDS)
-    hold_id = str(uuid.uuid4())
-    session.add(
-        Hold(
-            id=hold_id,
-            account_id=account_id,
-            transfer_id=transfer_id,
-            amount=amount,
-            currency=currency,
-            status=HoldStatus.ACTIVE,
-            created_at=now,
-        )
-    )
-    session.flush()
-    return Reserved(hold_id, account_id, amount, currency)
 
 
-def release_hold(session: Session, transfer_id: str, now: datetime) -> Hold | None:
-    """Give reserved funds back; a no-op for a hold already captured or released."""
-    hold = session.scalar(
-        select(Hold)
-        .where(Hold.transfer_id == transfer_id, Hold.status == HoldStatus.ACTIVE)
-        .with_for_update()
-    )
-    if hold is None:
-        return None
-    hold.status = HoldStatus.RELEASED
-    hold.settled_at = now
-    session.execute(
-        update(Balance)
-        .where(Balance.account_id == hold.account_id)
-        .values(held=Balance.held - hold.amount, updated_at=now)
-    )
-    return hold
+# -- postings ----------------------------------------------------------------------------
 
 
 def _post(
@@ -206,88 +225,164 @@ def _post(
     description: str,
     lines: list[PostingLine],
     now: datetime,
-    captured: Hold | None = None,
+    *,
+    released: dict[str, int] | None = None,
+    rows_locked: bool = False,
 ) -> str:
-    """One journal entry; balances updated in account order (no deadlock cycles)."""
+    """One journal entry and the balances it moves.
+
+    `released` is what each account's hold gives back as the entry captures
+    it (its `held` goes down by that much). Balances are updated in account
+    order, so entries never wait on each other in a cycle; when the caller
+    already holds their row locks (`rows_locked`, taken in that order), one
+    statement updates them all.
+    """
     check_balanced(lines)
     entry_id = str(uuid.uuid4())
-    session.add(
-        JournalEntry(
-            id=entry_id, transfer_id=transfer_id, kind=kind, description=description, created_at=now
-        )
+    conn = _conn(session)
+    conn.execute(
+        _entries.insert(),
+        {
+            "id": entry_id,
+            "transfer_id": transfer_id,
+            "kind": kind,
+            "description": description,
+            "created_at": now,
+        },
     )
-    session.flush()  # the unique (transfer_id, kind) refuses a second posting here
-    for line in sorted(lines, key=lambda line: line.account_id):
-        release = captured.amount if captured and captured.account_id == line.account_id else 0
-        balance_after = session.execute(
-            update(Balance)
-            .where(Balance.account_id == line.account_id)
-            .values(
-                balance=Balance.balance + line.amount, held=Balance.held - release, updated_at=now
-            )
-            .returning(Balance.balance)
-        ).scalar_one()
-        session.execute(
-            insert(Posting).values(
-                entry_id=entry_id,
-                account_id=line.account_id,
-                amount=line.amount,
-                currency=line.currency,
-                balance_after=balance_after,
-                created_at=now,
-            )
+    lines = sorted(lines, key=lambda line: line.account_id)
+    account = _balances.c.account_id
+    released = released or {}
+    if rows_locked:
+        changes = {
+            "balance": _balances.c.balance
+            + case({line.account_id: line.amount for line in lines}, value=account),
+            "updated_at": now,
+        }
+        if released:
+            changes["held"] = _balances.c.held - case(released, value=account, else_=0)
+        after = dict(
+            conn.execute(
+                update(_balances)
+                .where(account.in_([line.account_id for line in lines]))
+                .values(**changes)
+                .returning(account, _balances.c.balance)
+            ).all()
         )
+    else:
+        after = {
+            line.account_id: conn.execute(
+                update(_balances)
+                .where(account == line.account_id)
+                .values(
+                    balance=_balances.c.balance + line.amount,
+                    held=_balances.c.held - released.get(line.account_id, 0),
+                    updated_at=now,
+                )
+                .returning(_balances.c.balance)
+            ).scalar_one()
+            for line in lines
+        }
+    conn.execute(
+        _postings.insert(),
+        [
+            {
+                "entry_id": entry_id,
+                "account_id": line.account_id,
+                "amount": line.amount,
+                "currency": line.currency,
+                "balance_after": after[line.account_id],
+                "created_at": now,
+            }
+            for line in lines
+        ],
+    )
     return entry_id
 
 
-def _entry_for(session: Session, transfer_id: str, kind: str) -> str | None:
-    return session.scalar(
-        select(JournalEntry.id).where(
-            JournalEntry.transfer_id == transfer_id, JournalEntry.kind == kind
+def post_transfer(
+    session: Session,
+    transfer_id: str,
+    from_account_id: str,
+    to_account_id: str,
+    amount: int,
+    currency: str,
+    reference: str | None,
+    now: datetime,
+) -> Posted | Refused | None:
+    """An internal transfer: debit and credit in one entry, if the sender can pay.
+
+    Both accounts live here, so no hold is needed: the balance rows are
+    locked in account order, the sender's available balance is judged on
+    what is locked, and both postings are written before the locks go.
+    Returns Posted or Refused, the same answer again for a transfer closed
+    by an earlier call, or None for one that expired before it was posted.
+    """
+    previous = close_once(session, transfer_id, POSTED, now)
+    if previous is not None:
+        return _outcome_again(session, transfer_id, previous)
+    rows = {
+        row.id: row
+        for row in _conn(session).execute(
+            select(
+                _accounts.c.id,
+                _accounts.c.kind,
+                _accounts.c.status,
+                _accounts.c.currency,
+                _balances.c.balance,
+                _balances.c.held,
+            )
+            .join(_balances, _balances.c.account_id == _accounts.c.id)
+            .where(_accounts.c.id.in_([from_account_id, to_account_id]))
+            .order_by(_accounts.c.id)
+            .with_for_update(of=_balances)
         )
-    )
-
-
-def _capture(session: Session, transfer_id: str, now: datetime) -> Hold | None:
-    hold = session.scalar(
-        select(Hold)
-        .where(Hold.transfer_id == transfer_id, Hold.status == HoldStatus.ACTIVE)
-        .with_for_update()
-    )
-    if hold is not None:
-        hold.status = HoldStatus.CAPTURED
-        hold.settled_at = now
-    return hold
-
-
-def post_internal_transfer(
-    session: Session, transfer_id: str, to_account_id: str, reference: str | None, now: datetime
-) -> str | Refused:
-    """Capture the sender's hold and credit the receiver, in one entry."""
-    existing = _entry_for(session, transfer_id, contracts.KIND_INTERNAL)
-    if existing:
-        return existing
-    hold = session.scalar(
-        select(Hold).where(Hold.transfer_id == transfer_id, Hold.status == HoldStatus.ACTIVE)
-    )
-    if hold is None:
-        return Refused(contracts.REASON_TIMED_OUT)
-    if _usable(session, to_account_id, hold.currency) is None:
-        release_hold(session, transfer_id, now)
-        return Refused(contracts.REASON_ACCOUNT_UNAVAILABLE)
-    captured = _capture(session, transfer_id, now)
-    return _post(
+    }
+    sender, receiver = rows.get(from_account_id), rows.get(to_account_id)
+    if not (_usable(sender, currency) and _usable(receiver, currency)):
+        return _refuse(session, transfer_id, contracts.REASON_ACCOUNT_UNAVAILABLE)
+    if sender.balance - sender.held < amount:
+        return _refuse(session, transfer_id, contracts.REASON_INSUFFICIENT_FUNDS)
+    entry_id = _post(
         session,
         transfer_id,
         contracts.KIND_INTERNAL,
         reference or "Transfer",
         [
-            PostingLine(captured.account_id, -captured.amount, captured.currency),
-            PostingLine(to_account_id, captured.amount, captured.currency),
+            PostingLine(from_account_id, -amount, currency),
+            PostingLine(to_account_id, amount, currency),
         ],
         now,
-        captured=captured,
+        rows_locked=True,
     )
+    return Posted(entry_id)
+
+
+def _usable(row, currency: str) -> bool:
+    return (
+        row is not None
+        and row.kind == AccountKind.CUSTOMER
+        and row.status == AccountStatus.ACTIVE
+        and row.currency == currency
+    )
+
+
+def _refuse(session: Session, transfer_id: str, reason: str) -> Refused:
+    _conn(session).execute(
+        update(_closed)
+        .where(_closed.c.transfer_id == transfer_id)
+        .values(outcome=refused_outcome(reason))
+    )
+    return Refused(reason)
+
+
+def _outcome_again(session: Session, transfer_id: str, outcome: str) -> Posted | Refused | None:
+    """A transfer closed before: its answer, for a repeated request."""
+    if outcome == POSTED:
+        return Posted(_entry_for(session, transfer_id, contracts.KIND_INTERNAL))
+    if outcome.startswith(f"{REFUSED}:"):
+        return Refused(outcome.split(":", 1)[1])
+    return None  # expired (or ended) before it was posted: nothing moves
 
 
 def credit_deposit(
@@ -297,7 +392,7 @@ def credit_deposit(
     existing = _entry_for(session, transfer_id, contracts.KIND_DEPOSIT)
     if existing:
         return existing
-    if _usable(session, account_id, currency) is None:
+    if not _usable(_account(session, account_id), currency):
         return Refused(contracts.REASON_ACCOUNT_UNAVAILABLE)
     clearing = _ensure_system_account(session, CARD_CLEARING, currency, now)
     return _post(
@@ -313,12 +408,102 @@ def credit_deposit(
     )
 
 
+def _account(session: Session, account_id: str):
+    return (
+        _conn(session)
+        .execute(
+            select(
+                _accounts.c.id, _accounts.c.kind, _accounts.c.status, _accounts.c.currency
+            ).where(_accounts.c.id == account_id)
+        )
+        .first()
+    )
+
+
+# -- holds (payouts) ----------------------------------------------------------------------
+
+
+def place_hold(
+    session: Session, transfer_id: str, account_id: str, amount: int, currency: str, now: datetime
+) -> Reserved | Refused:
+    existing = (
+        _conn(session)
+        .execute(
+            select(_holds.c.id, _holds.c.status, _holds.c.amount, _holds.c.currency).where(
+                _holds.c.transfer_id == transfer_id, _holds.c.account_id == account_id
+            )
+        )
+        .first()
+    )
+    if existing is not None:
+        if existing.status == HoldStatus.RELEASED:
+            return Refused(contracts.REASON_TIMED_OUT)
+        return Reserved(existing.id, account_id, existing.amount, existing.currency)
+    if not _usable(_account(session, account_id), currency):
+        return Refused(contracts.REASON_ACCOUNT_UNAVAILABLE)
+    reserved = (
+        _conn(session)
+        .execute(
+            update(_balances)
+            .where(
+                _balances.c.account_id == account_id,
+                _balances.c.balance - _balances.c.held >= amount,
+            )
+            .values(held=_balances.c.held + amount, updated_at=now)
+        )
+        .rowcount
+    )
+    if not reserved:
+        return Refused(contracts.REASON_INSUFFICIENT_FUNDS)
+    hold_id = str(uuid.uuid4())
+    _conn(session).execute(
+        _holds.insert(),
+        {
+            "id": hold_id,
+            "account_id": account_id,
+            "transfer_id": transfer_id,
+            "amount": amount,
+            "currency": currency,
+            "status": HoldStatus.ACTIVE,
+            "created_at": now,
+        },
+    )
+    return Reserved(hold_id, account_id, amount, currency)
+
+
+def _settle_hold(session: Session, transfer_id: str, status: str, now: datetime):
+    """The transfer's active hold, marked captured or released (None if none is active)."""
+    return (
+        _conn(session)
+        .execute(
+            update(_holds)
+            .where(_holds.c.transfer_id == transfer_id, _holds.c.status == HoldStatus.ACTIVE)
+            .values(status=status, settled_at=now)
+            .returning(_holds.c.id, _holds.c.account_id, _holds.c.amount, _holds.c.currency)
+        )
+        .first()
+    )
+
+
+def release_hold(session: Session, transfer_id: str, now: datetime) -> Released | None:
+    """Give reserved funds back; a no-op for a hold already captured or released."""
+    hold = _settle_hold(session, transfer_id, HoldStatus.RELEASED, now)
+    if hold is None:
+        return None
+    _conn(session).execute(
+        update(_balances)
+        .where(_balances.c.account_id == hold.account_id)
+        .values(held=_balances.c.held - hold.amount, updated_at=now)
+    )
+    return Released(hold.id, hold.account_id, hold.amount)
+
+
 def capture_payout(session: Session, transfer_id: str, now: datetime) -> str | Refused:
     """The provider paid the beneficiary: the held funds leave the account."""
     existing = _entry_for(session, transfer_id, contracts.KIND_PAYOUT)
     if existing:
         return existing
-    captured = _capture(session, transfer_id, now)
+    captured = _settle_hold(session, transfer_id, HoldStatus.CAPTURED, now)
     if captured is None:
         return Refused(contracts.REASON_TIMED_OUT)
     clearing = _ensure_system_account(session, PAYOUT_CLEARING, captured.currency, now)
@@ -332,5 +517,5 @@ def capture_payout(session: Session, transfer_id: str, now: datetime) -> str | R
             PostingLine(clearing, captured.amount, captured.currency),
         ],
         now,
-        captured=captured,
+        released={captured.account_id: captured.amount},
     )

@@ -1,6 +1,6 @@
 """AccountsService: accounts, balances and the ledger over RPC."""
 
-from services.accounts import handlers, saga, schemas
+from services.accounts import consumers, handlers, schemas
 from shared import contracts
 from shared.database import Database
 from shared.event_handlers import saga_step
@@ -67,32 +67,25 @@ class AccountsService(ServiceBase):
         args = load(schemas.TransferRef(), {"transfer_id": transfer_id})
         return handlers.expire_transfer(self.db, str(args["transfer_id"]), now=utcnow())
 
-    # -- the transfer saga ------------------------------------------------------
+    # -- the transfer saga: the events accounts acts on ---------------------------
 
-    @saga_step(contracts.RISK, contracts.TRANSFER_ASSESSED)
-    def handle_transfer_assessed(self, envelope):
-        saga.on_transfer_assessed(self.db, envelope, utcnow())
-
-    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVED)
-    def handle_funds_reserved(self, envelope):
-        saga.on_funds_reserved(self.db, envelope, utcnow())
+    @saga_step(contracts.RISK, contracts.TRANSFER_APPROVED)
+    def handle_transfer_approved(self, envelope):
+        consumers.handle_transfer_approved(self.db, envelope, utcnow())
 
     @saga_step(contracts.PAYMENTS, contracts.CARD_CHARGED)
     def handle_card_charged(self, envelope):
-        saga.on_card_charged(self.db, envelope, utcnow())
+        consumers.handle_card_charged(self.db, envelope, utcnow())
 
     @saga_step(contracts.PAYMENTS, contracts.PAYOUT_SUCCEEDED)
     def handle_payout_succeeded(self, envelope):
-        saga.on_payout_succeeded(self.db, envelope, utcnow())
+        consumers.handle_payout_succeeded(self.db, envelope, utcnow())
 
     @saga_step(contracts.PAYMENTS, contracts.PAYOUT_FAILED)
     def handle_payout_failed(self, envelope):
-        saga.on_payout_failed(self.db, envelope, utcnow())
+        consumers.handle_payout_failed(self.db, envelope, utcnow())
 
-    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_COMPLETED)
-    def handle_transfer_completed(self, envelope):
-        saga.on_transfer_ended(self.db, envelope, utcnow())
-
-    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED)
+    # A failed payout's hold is released (compensation); other kinds hold nothing.
+    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED, kinds=(contracts.KIND_PAYOUT,))
     def handle_transfer_failed(self, envelope):
-        saga.on_transfer_ended(self.db, envelope, utcnow())
+        consumers.handle_transfer_failed(self.db, envelope, utcnow())

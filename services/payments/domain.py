@@ -42,16 +42,12 @@ def request_fingerprint(request: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# The events that finish an operation, and the failure reason the transfer shows.
+# The events that finish an operation.
 _OUTCOME_EVENTS = {
-    (OperationKind.CHARGE, OperationStatus.SUCCEEDED): contracts.CARD_CHARGED,
-    (OperationKind.CHARGE, OperationStatus.FAILED): contracts.CARD_CHARGE_FAILED,
-    (OperationKind.PAYOUT, OperationStatus.SUCCEEDED): contracts.PAYOUT_SUCCEEDED,
-    (OperationKind.PAYOUT, OperationStatus.FAILED): contracts.PAYOUT_FAILED,
-}
-_FAILURE_REASONS = {
-    OperationKind.CHARGE: contracts.REASON_CARD_DECLINED,
-    OperationKind.PAYOUT: contracts.REASON_PAYOUT_FAILED,
+    (OperationKind.CHARGE, OperationStatus.SUCCEEDED): contracts.CardCharged,
+    (OperationKind.CHARGE, OperationStatus.FAILED): contracts.CardChargeFailed,
+    (OperationKind.PAYOUT, OperationStatus.SUCCEEDED): contracts.PayoutSucceeded,
+    (OperationKind.PAYOUT, OperationStatus.FAILED): contracts.PayoutFailed,
 }
 
 
@@ -63,20 +59,27 @@ def outcome_event(
     provider: str,
     provider_reference: str | None,
     provider_reason: str | None,
-) -> tuple[str, dict]:
-    """The event type and payload announcing a finished operation."""
-    event_type = _OUTCOME_EVENTS[(kind, status)]
-    payload = {
+    amount: int,
+    currency: str,
+    transfer: dict | None,
+) -> contracts.Event:
+    """The event announcing a finished operation.
+
+    A failure's `reason` is the transfer's failure_reason (the contract's
+    default per kind); the provider's own code (card_declined,
+    insufficient_funds, account_closed...) rides along as provider_reason.
+    """
+    fields = {
         "transfer_id": transfer_id,
         "provider": provider,
         "provider_reference": provider_reference,
+        "amount": amount,
+        "currency": currency,
+        "transfer": contracts.TransferDetails.from_payload(transfer) if transfer else None,
     }
     if status == OperationStatus.FAILED:
-        # `reason` is the transfer's failure_reason; the provider's own code
-        # (card_declined, insufficient_funds, account_closed...) rides along.
-        payload["reason"] = _FAILURE_REASONS[kind]
-        payload["provider_reason"] = provider_reason
-    return event_type, payload
+        fields["provider_reason"] = provider_reason
+    return _OUTCOME_EVENTS[(kind, status)](**fields)
 
 
 # Provider webhook event types that report an operation's outcome.

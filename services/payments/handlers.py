@@ -41,7 +41,7 @@ from services.payments.models import ProviderEvent, ProviderOperation
 from services.payments.provider import PaymentProvider, ProviderResult
 from shared.database import UnitOfWork
 from shared.errors import Conflict, NotFound
-from shared.outbox import record_event
+from shared.outbox import stage
 from shared.provider_errors import ProviderError
 from shared.sqltypes import utcnow
 
@@ -277,20 +277,18 @@ def _finish(
     ).rowcount
     if not finished:
         return False
-    event_type, payload = outcome_event(
+    event = outcome_event(
         OperationKind(operation.kind),
         status,
         transfer_id=operation.transfer_id,
         provider=operation.provider,
         provider_reference=result.reference,
         provider_reason=result.reason,
-    )
-    payload.update(
         amount=operation.amount,
         currency=operation.currency,
         transfer=json.loads(operation.transfer) if operation.transfer else None,
     )
-    record_event(session, event_type, payload, causation_id=causation_id)
+    stage(session, event, causation_id=causation_id)
     return True
 
 

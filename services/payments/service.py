@@ -7,7 +7,7 @@ from datetime import timedelta
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
-from services.payments import handlers, saga, schemas
+from services.payments import consumers, handlers, schemas
 from services.payments.provider import HttpProvider, ProviderRejected, ProviderUnavailable
 from services.payments.settings import ProviderSettings
 from shared import contracts
@@ -73,18 +73,30 @@ class PaymentsService(ServiceBase):
     # A provider outage is retried for minutes (10 attempts, backoff up to
     # 5 minutes, about 8.5 minutes in all) before the step is parked.
 
-    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_REQUESTED, attempts=10, max_backoff=300)
+    @saga_step(
+        contracts.TRANSACTIONS,
+        contracts.TRANSFER_REQUESTED,
+        kinds=(contracts.KIND_DEPOSIT,),
+        attempts=10,
+        max_backoff=300,
+    )
     def handle_transfer_requested(self, envelope):
-        saga.on_transfer_requested(self.db, self.provider, envelope)
+        consumers.handle_transfer_requested(self.db, self.provider, envelope)
 
-    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVED, attempts=10, max_backoff=300)
+    @saga_step(
+        contracts.ACCOUNTS,
+        contracts.FUNDS_RESERVED,
+        kinds=(contracts.KIND_PAYOUT,),
+        attempts=10,
+        max_backoff=300,
+    )
     def handle_funds_reserved(self, envelope):
-        saga.on_funds_reserved(self.db, self.provider, envelope)
+        consumers.handle_funds_reserved(self.db, self.provider, envelope)
 
     @timer(interval=60)
     def redrive_in_flight_operations(self):
         """Operations a provider never answered (an outage parked their step)."""
-        saga.redrive_in_flight(
+        consumers.redrive_in_flight(
             self.db,
             self.provider,
             older_than=timedelta(seconds=REDRIVE_AFTER_SECONDS),

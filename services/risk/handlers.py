@@ -5,15 +5,15 @@ the event in the inbox (a duplicate delivery does nothing), re-use the
 transfer's assessment if it already has one (a second request for the same
 transfer gets the same decision again, never a new one), otherwise gather
 the facts, judge them under the rules in force, store the decision and
-stage what follows in the outbox: `transfer_assessed` for approve and
-reject, `transfer_review_requested` for a transfer held for review.
+stage what follows in the outbox: `transfer_approved` or
+`transfer_rejected`, `transfer_review_requested` for a transfer held for review.
 
 A held transfer ends in exactly one of: an admin approves or rejects it
 (`decide_review`), its time runs out and it is rejected (`expire_reviews`),
 or the saga fails it first, e.g. at its deadline (`withdraw_review`). Each
 is a conditional update of the still-pending review, so two of them racing
 (two admins, an admin and the sweep) cannot both win; the winner stages
-the final `transfer_assessed`, which the saga continues from.
+the final verdict, which the saga continues from.
 
 Velocity counts what is committed, so two transfers from one account
 assessed at the same moment could both squeeze under a count. On
@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from marshmallow import ValidationError
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,11 +44,11 @@ from services.risk.models import (
     RuleSetVersion,
 )
 from shared import contracts, iban
-from shared.database import UnitOfWork
+from shared.database import UnitOfWork, advisory_lock
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.events import event_time, is_id
 from shared.inbox import claim
-from shared.outbox import record_event
+from shared.outbox import stage
 
 log = logging.getLogger(__name__)
 
@@ -319,24 +319,15 @@ def beneficiary_of(transfer: Mapping) -> str | None:
     return f"account:{to_account}" if isinstance(to_account, str) else None
 
 
-def _lock(session: Session, key: str) -> None:
-    """A transaction-scoped advisory lock on PostgreSQL; SQLite's single
-    connection per process already serialises transactions."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
-        )
-
-
 def _lock_account(session: Session, account_id: str) -> None:
     """Serialise assessments of one source account until this transaction ends."""
-    _lock(session, f"risk.velocity:{account_id}")
+    advisory_lock(session, f"risk.velocity:{account_id}")
 
 
 def _lock_transfer(session: Session, transfer_id: str) -> None:
     """Serialise assessing a transfer with learning that it failed (taken
     after the account's lock, never before it)."""
-    _lock(session, f"risk.transfer:{transfer_id}")
+    advisory_lock(session, f"risk.transfer:{transfer_id}")
 
 
 def _velocity(
@@ -418,21 +409,28 @@ def _facts(
     )
 
 
-def _assessed_payload(assessment: Assessment, transfer: Mapping, review: Review | None) -> dict:
-    """transfer_assessed: the final word on a transfer, for the saga."""
+def _verdict(
+    assessment: Assessment, transfer: Mapping, review: Review | None
+) -> contracts.TransferApproved | contracts.TransferRejected:
+    """The final word on a transfer, for the saga: approved or rejected."""
     reasons = json.loads(assessment.reasons)
-    payload = {
-        "transfer_id": assessment.transfer_id,
-        "decision": final_decision(assessment),
-        "score": assessment.score,
-        "reasons": reasons,
-        "transfer": dict(transfer),
-    }
+    extra = {}
     if review is not None:
         if review.status == EXPIRED:
-            payload["reasons"] = [*reasons, domain.REVIEW_EXPIRED]
-        payload.update(review_id=review.review_id, decided_by=review.decided_by)
-    return payload
+            reasons = [*reasons, domain.REVIEW_EXPIRED]
+        extra = {"review_id": review.review_id, "decided_by": review.decided_by}
+    verdict = (
+        contracts.TransferApproved
+        if final_decision(assessment) == contracts.APPROVE
+        else contracts.TransferRejected
+    )
+    return verdict(
+        transfer_id=assessment.transfer_id,
+        score=assessment.score,
+        reasons=tuple(reasons),
+        transfer=contracts.TransferDetails.from_payload(transfer),
+        **extra,
+    )
 
 
 def assess_transfer(
@@ -490,12 +488,7 @@ def assess_transfer(
         elif decision.decision == contracts.REVIEW:
             review = _hold(session, assessment, transfer, now, rules, envelope["event_id"])
         else:
-            record_event(
-                session,
-                contracts.TRANSFER_ASSESSED,
-                _assessed_payload(assessment, transfer, None),
-                causation_id=envelope["event_id"],
-            )
+            stage(session, _verdict(assessment, transfer, None), causation_id=envelope["event_id"])
         view = _assessment_view(assessment, review)
     if decision.decision != contracts.APPROVE:
         log.info(
@@ -515,12 +508,7 @@ def _repeat(session: Session, assessment: Assessment, transfer: Mapping, event_i
     if final_decision(assessment) == contracts.REVIEW:
         return
     review = _review_of(session, assessment.transfer_id)
-    record_event(
-        session,
-        contracts.TRANSFER_ASSESSED,
-        _assessed_payload(assessment, transfer, review),
-        causation_id=event_id,
-    )
+    stage(session, _verdict(assessment, transfer, review), causation_id=event_id)
 
 
 def _recipient(session: Session, transfer: Mapping) -> str | None:
@@ -554,18 +542,17 @@ def _hold(
     )
     session.add(review)
     session.flush()
-    record_event(
+    stage(
         session,
-        contracts.TRANSFER_REVIEW_REQUESTED,
-        {
-            "transfer_id": assessment.transfer_id,
-            "review_id": review.review_id,
-            "owner_id": assessment.owner_id,
-            "score": assessment.score,
-            "reasons": json.loads(assessment.reasons),
-            "expires_at": review.expires_at.isoformat(),
-            "transfer": dict(transfer),
-        },
+        contracts.TransferReviewRequested(
+            transfer_id=assessment.transfer_id,
+            review_id=review.review_id,
+            owner_id=assessment.owner_id,
+            score=assessment.score,
+            reasons=tuple(json.loads(assessment.reasons)),
+            expires_at=review.expires_at.isoformat(),
+            transfer=contracts.TransferDetails.from_payload(transfer),
+        ),
         causation_id=event_id,
     )
     return review
@@ -586,7 +573,8 @@ def _close_review(
     """Move a pending review to `status`; False when something else closed it first.
 
     The winner sets the assessment's final decision and, unless the saga
-    already ended the transfer (withdrawn), stages the final transfer_assessed.
+    already ended the transfer (withdrawn), stages the final verdict
+    (transfer_approved or transfer_rejected).
     """
     closed = session.execute(
         update(Review)
@@ -603,11 +591,7 @@ def _close_review(
     assessment.final_decision = final
     session.flush()
     if announce:
-        record_event(
-            session,
-            contracts.TRANSFER_ASSESSED,
-            _assessed_payload(assessment, json.loads(review.transfer), review),
-        )
+        stage(session, _verdict(assessment, json.loads(review.transfer), review))
     log.info(
         "review closed",
         extra={"transfer_id": review.transfer_id, "status": status, "decided_by": decided_by},

@@ -1,10 +1,11 @@
 """RiskService: assesses internal transfers and payouts in the transfer saga.
 
-Listens to `transfer_requested` (transactions) and answers each internal
-transfer or payout with `transfer_assessed` (approve | reject, a score and
-reasons), or holds it with `transfer_review_requested` until an admin
-decides, the review expires (rejected), or the saga fails the transfer
-(`transfer_failed`: the review is withdrawn). Listens to `account_opened`
+Listens to `transfer_requested` (transactions; internal transfers and
+payouts only, deposits are not assessed) and answers each with
+`transfer_approved` or `transfer_rejected` (a score and reasons), or holds
+it with `transfer_review_requested` until an admin decides, the review
+expires (rejected), or the saga fails the transfer (`transfer_failed`: the
+review is withdrawn). Listens to `account_opened`
 (accounts) for each account's age and owner, and to `login_failed` (auth):
 repeated failed logins raise a customer's risk.
 
@@ -26,6 +27,8 @@ from shared.schemas import load
 from shared.service import ServiceBase
 from shared.sqltypes import utcnow
 
+# What risk assesses (deposits bring money in: not assessed).
+ASSESSED_KINDS = (contracts.KIND_INTERNAL, contracts.KIND_PAYOUT)
 # How often held transfers past their review deadline are rejected.
 REVIEW_SWEEP_SECONDS = config.env_int("RISK_REVIEW_SWEEP_SECONDS", 15, minimum=1)
 
@@ -53,11 +56,11 @@ class RiskService(ServiceBase):
 
     # -- the saga and other events ------------------------------------------
 
-    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_REQUESTED)
+    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_REQUESTED, kinds=ASSESSED_KINDS)
     def handle_transfer_requested(self, envelope):
         handlers.assess_transfer(self.db, envelope, now=utcnow(), cache=self.rules)
 
-    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED)
+    @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED, kinds=ASSESSED_KINDS)
     def handle_transfer_failed(self, envelope):
         handlers.withdraw_review(self.db, envelope, now=utcnow())
 

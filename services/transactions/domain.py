@@ -37,11 +37,14 @@ COMPLETING_STEP = {
 # Saga events that end a transfer as failed; the reason comes from the
 # event's payload when it carries one.
 FAILING_STEP = {
-    contracts.FUNDS_RESERVATION_FAILED: contracts.REASON_INSUFFICIENT_FUNDS,
+    contracts.TRANSFER_REJECTED: contracts.REASON_RISK_REJECTED,
+    contracts.TRANSFER_REFUSED: contracts.REASON_INSUFFICIENT_FUNDS,
     contracts.FUNDS_RELEASED: contracts.REASON_ACCOUNT_UNAVAILABLE,
     contracts.CARD_CHARGE_FAILED: contracts.REASON_CARD_DECLINED,
     contracts.PAYOUT_FAILED: contracts.REASON_PAYOUT_FAILED,
 }
+# Steps whose payload `reason` is a risk score's reasons, not a failure reason.
+_RISK_VERDICTS = {contracts.TRANSFER_REJECTED}
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,20 @@ class Transfer:
             },
         )
 
-    def record_step(self, step: str, payload: dict, now: datetime) -> list[Event]:
-        """A saga participant reported `step`: note it, and end the transfer if it ends it."""
+    def record_step(
+        self, step: str, payload: dict, now: datetime, prior: dict | None = None
+    ) -> list[Event]:
+        """A saga participant reported `step`: note it, and end the transfer if it ends it.
+
+        `prior` ({type, at}) is the step that led to this one, when it was
+        not reported here itself (an approval, a provider's answer): the
+        history shows it first, once.
+        """
         at = now.isoformat()
-        events = [Event(STEP_RECORDED, {"step": step, "at": at})]
+        events = []
+        if prior and not any(s["type"] == prior["type"] for s in self.steps):
+            events.append(Event(STEP_RECORDED, {"step": prior["type"], "at": prior["at"]}))
+        events.append(Event(STEP_RECORDED, {"step": step, "at": at}))
         if self.status != PENDING:
             return events  # a late step after the end is kept for the record only
         if step == COMPLETING_STEP.get(self.kind):
@@ -120,13 +133,11 @@ class Transfer:
             deadline = self._review_deadline(payload)
             if deadline is not None:
                 events.append(Event(DEADLINE_EXTENDED, {"deadline": deadline, "at": at}))
-        elif step == contracts.TRANSFER_ASSESSED and payload.get("decision") == contracts.REJECT:
-            events.append(
-                Event(TRANSFER_FAILED, {"reason": contracts.REASON_RISK_REJECTED, "at": at})
-            )
         elif step in FAILING_STEP:
-            reason = payload.get("reason") or FAILING_STEP[step]
-            events.append(Event(TRANSFER_FAILED, {"reason": reason, "at": at}))
+            reason = None if step in _RISK_VERDICTS else payload.get("reason")
+            events.append(
+                Event(TRANSFER_FAILED, {"reason": reason or FAILING_STEP[step], "at": at})
+            )
         return events
 
     def _review_deadline(self, payload: dict) -> str | None:
@@ -217,18 +228,41 @@ class Transfer:
     def snapshot(self) -> dict:
         return asdict(self)
 
-    def request_payload(self) -> dict:
-        """The transfer as other services see it (transfer_requested's payload)."""
-        return {
-            "transfer_id": self.transfer_id,
-            "kind": self.kind,
-            "owner_id": self.owner_id,
-            "amount": self.amount,
-            "currency": self.currency,
-            "from_account_id": self.from_account_id,
-            "to_account_id": self.to_account_id,
-            "reference": self.reference,
-            "source": self.source,
-            "beneficiary": self.beneficiary,
-            "deadline": self.deadline,
-        }
+    def details(self) -> contracts.TransferDetails:
+        """The transfer as other services see it (carried by every saga event)."""
+        return contracts.TransferDetails(
+            transfer_id=self.transfer_id,
+            kind=self.kind,
+            owner_id=self.owner_id,
+            amount=self.amount,
+            currency=self.currency,
+            from_account_id=self.from_account_id,
+            to_account_id=self.to_account_id,
+            to_owner_id=self.to_owner_id,
+            reference=self.reference,
+            source=self.source,
+            beneficiary=self.beneficiary,
+            deadline=self.deadline,
+        )
+
+    def requested(self) -> contracts.TransferRequested:
+        return contracts.TransferRequested(**self.details().payload())
+
+    def outcome(self) -> contracts.TransferCompleted | contracts.TransferFailed | None:
+        """The announcement of how it ended; None while it is pending."""
+        if self.status == PENDING:
+            return None
+        announce = (
+            contracts.TransferCompleted if self.status == COMPLETED else contracts.TransferFailed
+        )
+        return announce(
+            transfer_id=self.transfer_id,
+            kind=self.kind,
+            status=self.status,
+            owner_id=self.owner_id,
+            amount=self.amount,
+            currency=self.currency,
+            transfer=self.details(),
+            to_owner_id=self.to_owner_id,
+            reason=self.failure_reason,
+        )

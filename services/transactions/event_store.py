@@ -1,18 +1,31 @@
-"""Append-only event store with optimistic concurrency and snapshots."""
+"""Append-only event store with optimistic concurrency, and a snapshot at each stream's head.
+
+`events` is the record: (stream_id, version) is unique and `position`
+orders every event of every stream. `snapshots` keeps each stream's state
+as of its latest event, written in the same transaction as every append,
+so loading an aggregate is one indexed read; `load(..., for_update=True)`
+also locks that row, so two steps of one transfer are folded one after
+the other, never concurrently. Snapshots written before they were kept at
+the head may lag their stream: an append past a lagging snapshot conflicts
+with the stored versions, and the aggregate is replayed from the events
+after it and folded again (`fold`).
+"""
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.transactions.domain import Event, Transfer
 from services.transactions.models import Snapshot, StoredEvent
 
-# Take a snapshot every this many events of a stream.
-SNAPSHOT_EVERY = 5
+_events = StoredEvent.__table__
+_snapshots = Snapshot.__table__
+_INSERT_IGNORING = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 class ConcurrencyError(Exception):
@@ -30,6 +43,41 @@ class Appended:
     version: int
 
 
+def _rows(stream_id, expected_version, events, correlation_id, now) -> list[dict]:
+    return [
+        {
+            "stream_id": stream_id,
+            "version": expected_version + i + 1,
+            "event_type": event.type,
+            "data": json.dumps(event.data),
+            "correlation_id": correlation_id,
+            "recorded_at": now,
+        }
+        for i, event in enumerate(events)
+    ]
+
+
+def start(
+    session: Session, transfer: Transfer, events: list[Event], correlation_id, now: datetime
+) -> int:
+    """Write a new stream's first events and its snapshot; returns the first position."""
+    conn = session.connection()
+    first, *rest = _rows(transfer.transfer_id, 0, events, correlation_id, now)
+    position = conn.execute(_events.insert().returning(_events.c.position), first).scalar_one()
+    if rest:
+        conn.execute(_events.insert(), rest)
+    conn.execute(
+        _snapshots.insert(),
+        {
+            "stream_id": transfer.transfer_id,
+            "version": transfer.version,
+            "state": json.dumps(transfer.snapshot()),
+            "taken_at": now,
+        },
+    )
+    return position
+
+
 def append(
     session: Session,
     stream_id: str,
@@ -37,67 +85,110 @@ def append(
     events: list[Event],
     correlation_id: str | None,
     now: datetime,
-) -> list[Appended]:
-    """Add events after `expected_version`; ConcurrencyError if that is not the last one."""
-    rows = [
-        StoredEvent(
-            stream_id=stream_id,
-            version=expected_version + i + 1,
-            event_type=event.type,
-            data=json.dumps(event.data),
-            correlation_id=correlation_id,
-            recorded_at=now,
-        )
-        for i, event in enumerate(events)
-    ]
-    try:
-        with session.begin_nested():
-            session.add_all(rows)
-            session.flush()
-    except IntegrityError:
-        raise ConcurrencyError(stream_id, expected_version) from None
-    return [Appended(row.position, row.version) for row in rows]
-
-
-def load(session: Session, stream_id: str) -> Transfer | None:
-    """The aggregate from its latest snapshot and the events after it."""
-    snapshot = session.get(Snapshot, stream_id)
-    after = snapshot.version if snapshot else 0
-    rows = session.scalars(
-        select(StoredEvent)
-        .where(StoredEvent.stream_id == stream_id, StoredEvent.version > after)
-        .order_by(StoredEvent.version)
-    ).all()
-    if snapshot is None and not rows:
-        return None
-    state = json.loads(snapshot.state) if snapshot else None
-    return Transfer.replay([Event(row.event_type, json.loads(row.data)) for row in rows], state)
-
-
-def maybe_snapshot(
-    session: Session, transfer: Transfer, previous_version: int, now: datetime
 ) -> None:
-    if transfer.version // SNAPSHOT_EVERY == previous_version // SNAPSHOT_EVERY:
-        return
-    snapshot = session.get(Snapshot, transfer.transfer_id)
-    state = json.dumps(transfer.snapshot())
-    if snapshot is None:
-        session.add(
-            Snapshot(
-                stream_id=transfer.transfer_id, version=transfer.version, state=state, taken_at=now
-            )
-        )
-    else:
-        snapshot.version, snapshot.state, snapshot.taken_at = transfer.version, state, now
+    """Add events after `expected_version`; ConcurrencyError if that is not the last one."""
+    insert = _INSERT_IGNORING[session.get_bind().dialect.name]
+    rows = _rows(stream_id, expected_version, events, correlation_id, now)
+    statement = insert(_events).values(rows).on_conflict_do_nothing()
+    if session.connection().execute(statement).rowcount != len(rows):
+        raise ConcurrencyError(stream_id, expected_version)
 
 
-def read_all(session: Session, after_position: int = 0, batch: int = 500):
-    """Every event in global order, from `after_position` on."""
+def _save_snapshot(session: Session, transfer: Transfer, now: datetime) -> None:
+    session.connection().execute(
+        update(_snapshots)
+        .where(_snapshots.c.stream_id == transfer.transfer_id)
+        .values(version=transfer.version, state=json.dumps(transfer.snapshot()), taken_at=now)
+    )
+
+
+def load(session: Session, stream_id: str, *, for_update: bool = False) -> Transfer | None:
+    """The aggregate at its snapshot; with `for_update`, locked until commit.
+
+    A stream without a snapshot (written before snapshots were kept at the
+    head) is replayed, and given one, so that it can be locked.
+    """
+    query = select(_snapshots.c.state).where(_snapshots.c.stream_id == stream_id)
+    if for_update:
+        query = query.with_for_update()
+    state = session.connection().scalar(query)
+    if state is not None:
+        return Transfer(**json.loads(state))
+    transfer = _replay_after(session, stream_id, None)
+    if transfer is None or not for_update:
+        return transfer
+    insert = _INSERT_IGNORING[session.get_bind().dialect.name]
+    session.connection().execute(
+        insert(_snapshots).on_conflict_do_nothing(),
+        {
+            "stream_id": stream_id,
+            "version": transfer.version,
+            "state": json.dumps(transfer.snapshot()),
+            "taken_at": datetime.now(UTC),
+        },
+    )
+    return load(session, stream_id, for_update=True)
+
+
+def _replay_after(session: Session, stream_id: str, base: Transfer | None) -> Transfer | None:
+    """`base` (or an empty transfer) with the stream's events after its version applied."""
+    after = base.version if base else 0
+    rows = session.connection().execute(
+        select(_events.c.event_type, _events.c.data)
+        .where(_events.c.stream_id == stream_id, _events.c.version > after)
+        .order_by(_events.c.version)
+    )
+    events = [Event(row.event_type, json.loads(row.data)) for row in rows]
+    if base is None and not events:
+        return None
+    transfer = base or Transfer()
+    for event in events:
+        transfer.apply(event)
+    return transfer
+
+
+def fold(
+    session: Session,
+    stream_id: str,
+    decide: Callable[[Transfer], list[Event]],
+    correlation_id: str | None,
+    now: datetime,
+) -> tuple[Transfer | None, list[Event]]:
+    """Load the aggregate locked, append what `decide` makes of it, keep the snapshot.
+
+    Returns the transfer after the new events, and those events (None and
+    [] if there is no such stream). `decide` is asked again on the
+    replayed aggregate if the snapshot turns out to lag its stream.
+    """
+    transfer = load(session, stream_id, for_update=True)
+    if transfer is None:
+        return None, []
+    for _ in range(3):
+        events = decide(transfer)
+        if not events:
+            return transfer, []
+        try:
+            append(session, stream_id, transfer.version, events, correlation_id, now)
+        except ConcurrencyError:
+            # Only a snapshot from before they were kept at the head lags:
+            # the lock is ours, so the events after it are all there is.
+            transfer = _replay_after(session, stream_id, load(session, stream_id))
+            continue
+        for event in events:
+            transfer.apply(event)
+        _save_snapshot(session, transfer, now)
+        return transfer, events
+    raise ConcurrencyError(stream_id, transfer.version)
+
+
+def read_all(session: Session, after_position: int = 0, batch: int = 5000) -> Iterator:
+    """Every event in global order, from `after_position` on: (position, stream_id, type, data)."""
+    conn = session.connection()
     while True:
-        rows = session.scalars(
-            select(StoredEvent)
-            .where(StoredEvent.position > after_position)
-            .order_by(StoredEvent.position)
+        rows = conn.execute(
+            select(_events.c.position, _events.c.stream_id, _events.c.event_type, _events.c.data)
+            .where(_events.c.position > after_position)
+            .order_by(_events.c.position)
             .limit(batch)
         ).all()
         if not rows:

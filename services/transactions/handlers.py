@@ -1,4 +1,4 @@
-"""transactions' use cases."""
+"""transactions' use cases: accept transfers, answer queries, expire the overdue."""
 
 import hashlib
 import json
@@ -7,11 +7,12 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, union_all
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.transactions import event_store, projections
+from services.transactions.directory import AccountDirectory
 from services.transactions.domain import (
     PENDING,
     TRANSFER_COMPLETED,
@@ -20,11 +21,16 @@ from services.transactions.domain import (
     Transfer,
 )
 from services.transactions.models import AccountHistory, TransferRequest, TransferView
-from shared import contracts, correlation
+from shared import contracts, correlation, transfer_checks
 from shared.database import UnitOfWork
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.inbox import claim
-from shared.outbox import record_event
+from shared.outbox import stage
+
+_requests = TransferRequest.__table__
+_view = TransferView.__table__
+_history = AccountHistory.__table__
+_INSERT_IGNORING = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+ENDINGS = {TRANSFER_COMPLETED, TRANSFER_FAILED}
 
 
 def _request_hash(request: dict) -> str:
@@ -34,7 +40,15 @@ def _request_hash(request: dict) -> str:
 
 def _replayed(session: Session, owner_id: str, key: str, request_hash: str) -> dict | None:
     """The first response for this Idempotency-Key, or None if the key is new."""
-    previous = session.get(TransferRequest, (owner_id, key))
+    previous = (
+        session.connection()
+        .execute(
+            select(_requests.c.request_hash, _requests.c.transfer_id).where(
+                _requests.c.owner_id == owner_id, _requests.c.idempotency_key == key
+            )
+        )
+        .first()
+    )
     if previous is None:
         return None
     if previous.request_hash != request_hash:
@@ -44,9 +58,31 @@ def _replayed(session: Session, owner_id: str, key: str, request_hash: str) -> d
     return {"transfer_id": previous.transfer_id, "status": PENDING}
 
 
+def _claim_key(session: Session, owner_id: str, key: str, request_hash: str, transfer_id, now):
+    """Record the key for a new transfer; the first response again if it was taken."""
+    insert = _INSERT_IGNORING[session.get_bind().dialect.name]
+    taken = (
+        session.connection()
+        .execute(
+            insert(_requests).on_conflict_do_nothing(),
+            {
+                "owner_id": owner_id,
+                "idempotency_key": key,
+                "request_hash": request_hash,
+                "transfer_id": transfer_id,
+                "created_at": now,
+            },
+        )
+        .rowcount
+        == 0
+    )
+    return _replayed(session, owner_id, key, request_hash) if taken else None
+
+
 def create_transfer(
     uow: UnitOfWork,
-    check_accounts: Callable[[], dict],
+    directory: AccountDirectory,
+    ask_accounts: Callable[[], dict],
     owner_id: str,
     idempotency_key: str,
     request: dict,
@@ -56,113 +92,84 @@ def create_transfer(
     """Start a transfer once per (customer, Idempotency-Key).
 
     `request` holds kind, amount, currency, accounts, reference, source,
-    beneficiary. `check_accounts` asks accounts whether the accounts may be
-    used (raising NotFound / InvalidInput) and returns the receiving owner.
+    beneficiary. The accounts are checked (shared.transfer_checks) against
+    what the directory knows of them; accounts it does not know, and every
+    deposit (whose card is charged before the ledger sees the money), are
+    checked by accounts itself (`ask_accounts`, an RPC), outside any
+    transaction. A repeated key answers the first response (or 409) before
+    anything is checked.
     """
     request_hash = _request_hash(request)
-    with uow.transaction() as session:
-        replay = _replayed(session, owner_id, idempotency_key, request_hash)
-    if replay:
-        return replay
-    to_owner_id = check_accounts().get("to_owner_id")  # RPC outside any transaction
-    transfer_id = str(uuid.uuid4())
-    requested = Transfer.request(
-        transfer_id,
-        request["kind"],
-        owner_id,
-        to_owner_id,
-        request["amount"],
-        request["currency"],
-        request.get("from_account_id"),
-        request.get("to_account_id"),
-        request.get("reference"),
-        request.get("source"),
-        request.get("beneficiary"),
-        now + deadline_after,
-        now,
-    )
-    try:
-        with uow.transaction() as session:
-            session.add(
-                TransferRequest(
-                    owner_id=owner_id,
-                    idempotency_key=idempotency_key,
-                    request_hash=request_hash,
-                    transfer_id=transfer_id,
-                    created_at=now,
-                )
-            )
-            session.flush()
-            transfer = Transfer.replay([requested])
-            appended = event_store.append(
-                session, transfer_id, 0, [requested], correlation.current(), now
-            )
-            projections.project(session, transfer, appended[0].position)
-            record_event(session, contracts.TRANSFER_REQUESTED, transfer.request_payload())
-    except IntegrityError:
-        # The same key arrived concurrently and the other request won.
+    kind, currency = request["kind"], request["currency"]
+    from_id, to_id = request.get("from_account_id"), request.get("to_account_id")
+    known = None if kind == contracts.KIND_DEPOSIT else directory.known(from_id, to_id)
+    to_owner_id = None
+    if known is None:
         with uow.transaction() as session:
             replay = _replayed(session, owner_id, idempotency_key, request_hash)
         if replay:
             return replay
-        raise
+        answer = ask_accounts()
+        directory.learn(answer.get("accounts", ()))
+        to_owner_id = answer.get("to_owner_id")
+    transfer_id = str(uuid.uuid4())
+    with uow.transaction() as session:
+        replay = _claim_key(session, owner_id, idempotency_key, request_hash, transfer_id, now)
+        if replay:
+            return replay
+        if known is not None:
+            # Raising rolls the key back with everything else: nothing recorded.
+            to_owner_id = transfer_checks.check_transfer(
+                owner_id,
+                kind,
+                currency,
+                known.get(from_id),
+                known.get(to_id),
+                from_account_id=from_id,
+                to_account_id=to_id,
+            )
+        requested = Transfer.request(
+            transfer_id,
+            kind,
+            owner_id,
+            to_owner_id,
+            request["amount"],
+            currency,
+            from_id,
+            to_id,
+            request.get("reference"),
+            request.get("source"),
+            request.get("beneficiary"),
+            now + deadline_after,
+            now,
+        )
+        transfer = Transfer.replay([requested])
+        position = event_store.start(session, transfer, [requested], correlation.current(), now)
+        projections.add(session, transfer, position)
+        stage(session, transfer.requested())
     return {"transfer_id": transfer_id, "status": PENDING}
 
 
-def _apply(
-    session: Session,
-    transfer: Transfer,
-    events: list[Event],
-    now: datetime,
-    causation_id: str | None,
-) -> None:
-    """Append `events`, update the projections, announce a terminal outcome."""
-    if not events:
-        return
-    previous_version = transfer.version
-    event_store.append(
-        session, transfer.transfer_id, previous_version, events, correlation.current(), now
-    )
-    for event in events:
-        transfer.apply(event)
-    event_store.maybe_snapshot(session, transfer, previous_version, now)
-    projections.project(session, transfer, None)
-    ended = {event.type for event in events} & {TRANSFER_COMPLETED, TRANSFER_FAILED}
-    if ended:
-        outcome = (
-            contracts.TRANSFER_COMPLETED
-            if TRANSFER_COMPLETED in ended
-            else contracts.TRANSFER_FAILED
-        )
-        record_event(
-            session,
-            outcome,
-            {
-                "transfer_id": transfer.transfer_id,
-                "kind": transfer.kind,
-                "status": transfer.status,
-                "reason": transfer.failure_reason,
-                "owner_id": transfer.owner_id,
-                "to_owner_id": transfer.to_owner_id,
-                "amount": transfer.amount,
-                "currency": transfer.currency,
-                "transfer": transfer.request_payload(),
-            },
-            causation_id=causation_id,
-        )
-
-
-def record_saga_step(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
-    """Fold a saga participant's event into the transfer's stream."""
+def fold_step(session: Session, envelope: dict, now: datetime) -> Transfer | None:
+    """Fold a saga participant's event into its transfer's stream, in the
+    caller's transaction; announce the end if this step ends it."""
     payload = envelope["payload"]
-    with uow.transaction() as session:
-        if not claim(session, envelope, "transactions.record_saga_step"):
-            return
-        transfer = event_store.load(session, payload["transfer_id"])
-        if transfer is None:
-            return  # not ours (or from another environment): nothing to fold into
-        events = transfer.record_step(envelope["type"], payload, now)
-        _apply(session, transfer, events, now, envelope["event_id"])
+
+    def decide(transfer: Transfer) -> list[Event]:
+        return transfer.record_step(envelope["type"], payload, now, payload.get("prior_step"))
+
+    return _fold(session, payload["transfer_id"], decide, now, envelope["event_id"])
+
+
+def _fold(session: Session, transfer_id: str, decide, now: datetime, causation_id) -> Transfer:
+    transfer, events = event_store.fold(session, transfer_id, decide, correlation.current(), now)
+    if transfer is None:
+        return None  # not ours (or from another environment): nothing to fold into
+    if events:
+        projections.update_view(session, transfer)
+    if any(event.type in ENDINGS for event in events):
+        stage(session, transfer.outcome(), causation_id=causation_id)
+    return transfer
 
 
 def expire_overdue(
@@ -194,21 +201,14 @@ def expire_overdue(
         if not transfer.can_time_out(now) or not may_expire(transfer_id):
             continue  # outside any transaction: may_expire is an RPC
         # accounts has closed it: that answer is binding, even if a step
-        # folded meanwhile moved the deadline (a review) or raced this append.
-        for _ in range(5):
-            try:
-                with uow.transaction() as session:
-                    transfer = event_store.load(session, transfer_id)
-                    events = transfer.expired_by_accounts(now)
-                    _apply(session, transfer, events, now, None)
-                    expired += bool(events)
-                break
-            except event_store.ConcurrencyError:
-                continue  # a saga step appended first; fold on top of it
+        # folded meanwhile moved the deadline (a review).
+        with uow.transaction() as session:
+            transfer = _fold(session, transfer_id, lambda t: t.expired_by_accounts(now), now, None)
+        expired += transfer.failure_reason == contracts.REASON_TIMED_OUT
     return expired
 
 
-def _view(row: TransferView) -> dict:
+def _view_of(row) -> dict:
     return {
         "transfer_id": row.transfer_id,
         "kind": row.kind,
@@ -225,12 +225,37 @@ def _view(row: TransferView) -> dict:
     }
 
 
+_VIEW_COLUMNS = (
+    _view.c.transfer_id,
+    _view.c.kind,
+    _view.c.status,
+    _view.c.failure_reason,
+    _view.c.amount,
+    _view.c.currency,
+    _view.c.from_account_id,
+    _view.c.to_account_id,
+    _view.c.reference,
+    _view.c.created_at,
+    _view.c.updated_at,
+    _view.c.steps,
+    _view.c.position,
+)
+
+
 def get_transfer(uow: UnitOfWork, caller_id: str, transfer_id: str) -> dict:
     with uow.transaction() as session:
-        row = session.get(TransferView, transfer_id)
-        if row is None or caller_id not in (row.owner_id, row.to_owner_id):
-            raise NotFound("transfer_not_found", "No such transfer.")
-        return _view(row)
+        row = (
+            session.connection()
+            .execute(
+                select(*_VIEW_COLUMNS, _view.c.owner_id, _view.c.to_owner_id).where(
+                    _view.c.transfer_id == transfer_id
+                )
+            )
+            .first()
+        )
+    if row is None or caller_id not in (row.owner_id, row.to_owner_id):
+        raise NotFound("transfer_not_found", "No such transfer.")
+    return _view_of(row)
 
 
 def list_transfers(
@@ -241,29 +266,46 @@ def list_transfers(
     limit: int,
     cursor: str | None,
 ) -> dict:
-    """The caller's transfers (either side), newest first, keyset-paginated."""
+    """The caller's transfers (either side), newest first, keyset-paginated.
+
+    Each side is read from its own (party, position) index and the two are
+    merged, so a page costs the same however many transfers the customer
+    has; an account's are read from its history in the same way.
+    """
     before = _decode_cursor(cursor)
-    query = select(TransferView).where(
-        or_(TransferView.owner_id == caller_id, TransferView.to_owner_id == caller_id)
-    )
+
+    def page_of(query):
+        if status:
+            query = query.where(_view.c.status == status)
+        if before is not None:
+            query = query.where(_view.c.position < before)
+        return query.order_by(_view.c.position.desc()).limit(limit + 1)
+
     if account_id:
-        query = query.where(
-            TransferView.transfer_id.in_(
-                select(AccountHistory.transfer_id).where(AccountHistory.account_id == account_id)
+        query = page_of(
+            select(*_VIEW_COLUMNS)
+            .join(_history, _history.c.transfer_id == _view.c.transfer_id)
+            .where(
+                _history.c.account_id == account_id,
+                (_view.c.owner_id == caller_id) | (_view.c.to_owner_id == caller_id),
             )
         )
-    if status:
-        query = query.where(TransferView.status == status)
-    if before is not None:
-        query = query.where(TransferView.position < before)
-    query = query.order_by(TransferView.position.desc()).limit(limit + 1)
+    else:
+        sent = page_of(select(*_VIEW_COLUMNS).where(_view.c.owner_id == caller_id))
+        received = page_of(
+            select(*_VIEW_COLUMNS).where(
+                _view.c.to_owner_id == caller_id, _view.c.owner_id != caller_id
+            )
+        )
+        both = union_all(sent.subquery().select(), received.subquery().select()).subquery()
+        query = select(both).order_by(both.c.position.desc()).limit(limit + 1)
     with uow.transaction() as session:
-        rows = session.scalars(query).all()
-        page = rows[:limit]
-        return {
-            "items": [_view(row) for row in page],
-            "next_cursor": str(page[-1].position) if len(rows) > limit else None,
-        }
+        rows = session.connection().execute(query).all()
+    page = rows[:limit]
+    return {
+        "items": [_view_of(row) for row in page],
+        "next_cursor": str(page[-1].position) if len(rows) > limit else None,
+    }
 
 
 # A posting or event position: at most 18 digits fits any 64-bit integer column.

@@ -34,6 +34,8 @@ class StoredEvent(Base):
 
 
 class Snapshot(Base):
+    """Each stream's state as of its latest event (kept by every append)."""
+
     __tablename__ = "snapshots"
 
     stream_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -58,14 +60,19 @@ class TransferView(Base):
     """Projection: each transfer's current status and steps."""
 
     __tablename__ = "transfer_view"
-    __table_args__ = (Index("ix_transfer_view_pending", "status", "deadline"),)
+    __table_args__ = (
+        Index("ix_transfer_view_pending", "status", "deadline"),
+        # A customer's transfers, newest first, as either party (keyset pages).
+        Index("ix_transfer_view_owner", "owner_id", "position"),
+        Index("ix_transfer_view_to_owner", "to_owner_id", "position"),
+    )
 
     transfer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     failure_reason: Mapped[str | None] = mapped_column(String(64))
-    owner_id: Mapped[str] = mapped_column(String(36), index=True)
-    to_owner_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    owner_id: Mapped[str] = mapped_column(String(36))
+    to_owner_id: Mapped[str | None] = mapped_column(String(36))
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     from_account_id: Mapped[str | None] = mapped_column(String(36))
@@ -89,7 +96,6 @@ class AccountHistory(Base):
     account_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     transfer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     direction: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16))
     position: Mapped[int] = mapped_column(BigInteger)
 
 

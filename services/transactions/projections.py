@@ -1,75 +1,121 @@
 """Read models built from the transfer events: status and per-account history.
 
-Live, they are updated in the same transaction as the events they reflect.
-`rebuild` drops them and replays the store from position zero; a test
-checks that the result equals the live tables.
+Live, they are updated in the same transaction as the events they reflect
+(one statement each). `rebuild` drops them and replays the store from
+position zero; a test checks that the result equals the live tables.
 """
 
 import json
 from datetime import datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from services.transactions import event_store
 from services.transactions.domain import Event, Transfer
 from services.transactions.models import AccountHistory, TransferView
 
-
-def project(session: Session, transfer: Transfer, first_position: int | None) -> None:
-    view = session.get(TransferView, transfer.transfer_id)
-    if view is None:
-        view = TransferView(transfer_id=transfer.transfer_id, position=first_position)
-        session.add(view)
-    view.kind = transfer.kind
-    view.status = transfer.status
-    view.failure_reason = transfer.failure_reason
-    view.owner_id = transfer.owner_id
-    view.to_owner_id = transfer.to_owner_id
-    view.amount = transfer.amount
-    view.currency = transfer.currency
-    view.from_account_id = transfer.from_account_id
-    view.to_account_id = transfer.to_account_id
-    view.reference = transfer.reference
-    view.steps = json.dumps(transfer.steps)
-    view.deadline = datetime.fromisoformat(transfer.deadline) if transfer.deadline else None
-    view.created_at = transfer.created_at
-    view.updated_at = transfer.updated_at
-    view.version = transfer.version
-    for account_id, direction in (
-        (transfer.from_account_id, "out"),
-        (transfer.to_account_id, "in"),
-    ):
-        if account_id is None:
-            continue
-        row = session.get(AccountHistory, (account_id, transfer.transfer_id))
-        if row is None:
-            session.add(
-                AccountHistory(
-                    account_id=account_id,
-                    transfer_id=transfer.transfer_id,
-                    direction=direction,
-                    status=transfer.status,
-                    position=view.position,
-                )
-            )
-        else:
-            row.status = transfer.status
+_view = TransferView.__table__
+_history = AccountHistory.__table__
 
 
-def rebuild(session: Session) -> int:
-    """Replay every event from position zero into fresh projections."""
-    session.execute(delete(AccountHistory))
-    session.execute(delete(TransferView))
-    session.flush()
+def _deadline(transfer: Transfer) -> datetime | None:
+    return datetime.fromisoformat(transfer.deadline) if transfer.deadline else None
+
+
+def _view_row(transfer: Transfer, position: int) -> dict:
+    return {
+        "transfer_id": transfer.transfer_id,
+        "kind": transfer.kind,
+        "status": transfer.status,
+        "failure_reason": transfer.failure_reason,
+        "owner_id": transfer.owner_id,
+        "to_owner_id": transfer.to_owner_id,
+        "amount": transfer.amount,
+        "currency": transfer.currency,
+        "from_account_id": transfer.from_account_id,
+        "to_account_id": transfer.to_account_id,
+        "reference": transfer.reference,
+        "steps": json.dumps(transfer.steps),
+        "deadline": _deadline(transfer),
+        "created_at": transfer.created_at,
+        "updated_at": transfer.updated_at,
+        "version": transfer.version,
+        "position": position,
+    }
+
+
+def _history_rows(transfer: Transfer, position: int) -> list[dict]:
+    return [
+        {
+            "account_id": account_id,
+            "transfer_id": transfer.transfer_id,
+            "direction": direction,
+            "position": position,
+        }
+        for account_id, direction in (
+            (transfer.from_account_id, "out"),
+            (transfer.to_account_id, "in"),
+        )
+        if account_id is not None
+    ]
+
+
+def add(session: Session, transfer: Transfer, position: int) -> None:
+    """A new transfer: its view, listed at `position`, and its accounts' history."""
+    conn = session.connection()
+    conn.execute(_view.insert(), _view_row(transfer, position))
+    conn.execute(_history.insert(), _history_rows(transfer, position))
+
+
+def update_view(session: Session, transfer: Transfer) -> None:
+    """What a step changes: status, reason, steps, deadline, times."""
+    session.connection().execute(
+        update(_view)
+        .where(_view.c.transfer_id == transfer.transfer_id)
+        .values(
+            status=transfer.status,
+            failure_reason=transfer.failure_reason,
+            steps=json.dumps(transfer.steps),
+            deadline=_deadline(transfer),
+            updated_at=transfer.updated_at,
+            version=transfer.version,
+        )
+    )
+
+
+def rebuild(session: Session, batch: int = 2000) -> int:
+    """Replay every event from position zero into fresh projections.
+
+    Events are read in global order in large batches and folded in memory;
+    the rows are then written in bulk. Returns how many events were
+    replayed.
+    """
+    conn = session.connection()
+    conn.execute(delete(_history))
+    conn.execute(delete(_view))
     transfers: dict[str, Transfer] = {}
     first_positions: dict[str, int] = {}
     count = 0
-    for row in event_store.read_all(session):
-        transfer = transfers.setdefault(row.stream_id, Transfer())
-        first_positions.setdefault(row.stream_id, row.position)
-        transfer.apply(Event(row.event_type, json.loads(row.data)))
+    for position, stream_id, event_type, data in event_store.read_all(session):
+        transfer = transfers.get(stream_id)
+        if transfer is None:
+            transfer = transfers[stream_id] = Transfer()
+            first_positions[stream_id] = position
+        transfer.apply(Event(event_type, json.loads(data)))
         count += 1
+    views, histories = [], []
     for stream_id, transfer in transfers.items():
-        project(session, transfer, first_positions[stream_id])
+        views.append(_view_row(transfer, first_positions[stream_id]))
+        histories.extend(_history_rows(transfer, first_positions[stream_id]))
+        if len(views) >= batch:
+            conn.execute(_view.insert(), views)
+            views = []
+        if len(histories) >= batch:
+            conn.execute(_history.insert(), histories)
+            histories = []
+    if views:
+        conn.execute(_view.insert(), views)
+    if histories:
+        conn.execute(_history.insert(), histories)
     return count

@@ -3,10 +3,12 @@
 from datetime import timedelta
 
 import eventlet
+from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
-from services.transactions import handlers, schemas
+from services.transactions import consumers, handlers, schemas
+from services.transactions.directory import AccountDirectory
 from shared import config, contracts
 from shared.database import Database
 from shared.errors import Unavailable
@@ -18,12 +20,23 @@ from shared.service import ServiceBase
 from shared.sqltypes import utcnow
 
 
+class Directory(DependencyProvider):
+    """The accounts this process has seen (see directory.AccountDirectory)."""
+
+    def setup(self):
+        self.directory = AccountDirectory()
+
+    def get_dependency(self, worker_ctx):
+        return self.directory
+
+
 class TransactionsService(ServiceBase):
     name = "transactions"
 
     db = Database()
     outbox = OutboxRelay()
     accounts = RpcProxy("accounts")
+    directory = Directory()
 
     @rpc
     def create_transfer(self, owner_id, idempotency_key, request):
@@ -33,7 +46,7 @@ class TransactionsService(ServiceBase):
         transfer = load(schemas.TransferRequestArgs(), request)
         owner = str(ids["owner_id"])
 
-        def check_accounts():
+        def ask_accounts():
             # nameko 2's RpcProxy waits forever for a reply; answer the caller
             # (whose own timeout is longer) before it gives up on us.
             timeout = config.env_int("TRANSACTIONS_ACCOUNTS_TIMEOUT", 5, 1)
@@ -54,7 +67,8 @@ class TransactionsService(ServiceBase):
 
         return handlers.create_transfer(
             self.db,
-            check_accounts,
+            self.directory,
+            ask_accounts,
             owner,
             ids["idempotency_key"],
             transfer,
@@ -103,52 +117,44 @@ class TransactionsService(ServiceBase):
 
         handlers.expire_overdue(self.db, may_expire, utcnow())
 
-    # -- every saga participant's outcome, folded into the transfer ---------------
+    # -- every participant's outcome the transfer's history needs, folded in -------
 
-    @saga_step(contracts.RISK, contracts.TRANSFER_ASSESSED)
-    def handle_transfer_assessed(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
+    @saga_step(contracts.RISK, contracts.TRANSFER_REJECTED)
+    def handle_transfer_rejected(self, envelope):
+        consumers.handle_saga_step(self.db, envelope, utcnow())
 
     @saga_step(contracts.RISK, contracts.TRANSFER_REVIEW_REQUESTED)
     def handle_transfer_review_requested(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
-
-    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVED)
-    def handle_funds_reserved(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
-
-    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVATION_FAILED)
-    def handle_funds_reservation_failed(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
-
-    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RELEASED)
-    def handle_funds_released(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
+        consumers.handle_saga_step(self.db, envelope, utcnow())
 
     @saga_step(contracts.ACCOUNTS, contracts.TRANSFER_POSTED)
     def handle_transfer_posted(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
+        consumers.handle_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.TRANSFER_REFUSED)
+    def handle_transfer_refused(self, envelope):
+        consumers.handle_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RESERVED)
+    def handle_funds_reserved(self, envelope):
+        consumers.handle_saga_step(self.db, envelope, utcnow())
+
+    @saga_step(contracts.ACCOUNTS, contracts.FUNDS_RELEASED)
+    def handle_funds_released(self, envelope):
+        consumers.handle_saga_step(self.db, envelope, utcnow())
 
     @saga_step(contracts.ACCOUNTS, contracts.DEPOSIT_CREDITED)
     def handle_deposit_credited(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
+        consumers.handle_saga_step(self.db, envelope, utcnow())
 
     @saga_step(contracts.ACCOUNTS, contracts.PAYOUT_CAPTURED)
     def handle_payout_captured(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
-
-    @saga_step(contracts.PAYMENTS, contracts.CARD_CHARGED)
-    def handle_card_charged(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
+        consumers.handle_saga_step(self.db, envelope, utcnow())
 
     @saga_step(contracts.PAYMENTS, contracts.CARD_CHARGE_FAILED)
     def handle_card_charge_failed(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
-
-    @saga_step(contracts.PAYMENTS, contracts.PAYOUT_SUCCEEDED)
-    def handle_payout_succeeded(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
+        consumers.handle_saga_step(self.db, envelope, utcnow())
 
     @saga_step(contracts.PAYMENTS, contracts.PAYOUT_FAILED)
     def handle_payout_failed(self, envelope):
-        handlers.record_saga_step(self.db, envelope, utcnow())
+        consumers.handle_saga_step(self.db, envelope, utcnow())

@@ -96,26 +96,70 @@ def test_concurrent_reservations_never_overdraw(uow):
     assert balance_of(uow, account["account_id"]) == (1000, 1000)
 
 
-def test_an_internal_transfer_captures_the_hold_and_balances(uow):
+def post(uow, transfer_id, sender, receiver, amount, reference=None):
+    with uow.transaction() as session:
+        return ledger.post_transfer(
+            session,
+            transfer_id,
+            sender["account_id"],
+            receiver["account_id"],
+            amount,
+            "EUR",
+            reference,
+            utcnow(),
+        )
+
+
+def test_an_internal_transfer_is_one_balanced_entry_posted_once(uow):
     sender, receiver = open_account(uow), open_account(uow)
     fund(uow, sender, 1000)
     transfer_id = str(uuid.uuid4())
+    entry = post(uow, transfer_id, sender, receiver, 300, "rent")
+    again = post(uow, transfer_id, sender, receiver, 300, "rent")
     with uow.transaction() as session:
-        ledger.place_hold(session, transfer_id, sender["account_id"], 300, "EUR", utcnow())
-    with uow.transaction() as session:
-        entry = ledger.post_internal_transfer(
-            session, transfer_id, receiver["account_id"], "rent", utcnow()
+        total = session.scalar(
+            select(func.sum(Posting.amount)).where(Posting.entry_id == entry.entry_id)
         )
-    with uow.transaction() as session:
-        again = ledger.post_internal_transfer(
-            session, transfer_id, receiver["account_id"], "rent", utcnow()
-        )
-        total = session.scalar(select(func.sum(Posting.amount)).where(Posting.entry_id == entry))
-        hold = session.scalar(select(Hold).where(Hold.transfer_id == transfer_id))
-    assert again == entry and total == 0
-    assert hold.status == "captured"
+        holds = session.scalars(select(Hold).where(Hold.transfer_id == transfer_id)).all()
+    assert isinstance(entry, ledger.Posted) and again == entry and total == 0
+    assert holds == []  # both accounts are in this ledger: nothing to hold
     assert balance_of(uow, sender["account_id"]) == (700, 0)
     assert balance_of(uow, receiver["account_id"]) == (300, 0)
+
+
+def test_an_internal_transfer_beyond_the_available_balance_is_refused_and_moves_nothing(uow):
+    sender, receiver = open_account(uow), open_account(uow)
+    fund(uow, sender, 1000)
+    with uow.transaction() as session:
+        ledger.place_hold(session, str(uuid.uuid4()), sender["account_id"], 800, "EUR", utcnow())
+    transfer_id = str(uuid.uuid4())
+    refused = post(uow, transfer_id, sender, receiver, 201)
+    assert refused == ledger.Refused(contracts.REASON_INSUFFICIENT_FUNDS)
+    assert post(uow, transfer_id, sender, receiver, 201) == refused  # asked again: same answer
+    usd = open_account(uow, currency="USD")
+    assert post(uow, str(uuid.uuid4()), sender, usd, 100) == ledger.Refused(
+        contracts.REASON_ACCOUNT_UNAVAILABLE
+    )
+    assert balance_of(uow, sender["account_id"]) == (1000, 800)
+    assert balance_of(uow, receiver["account_id"]) == (0, 0)
+
+
+def test_concurrent_transfers_never_overdraw_and_opposite_ones_never_deadlock(uow):
+    alice, bob = open_account(uow), open_account(uow)
+    fund(uow, alice, 1000)
+    fund(uow, bob, 1000)
+
+    def move(n):
+        sender, receiver = (alice, bob) if n % 2 else (bob, alice)
+        return post(uow, str(uuid.uuid4()), sender, receiver, 150 if n % 2 else 50)
+
+    outcomes = list(eventlet.GreenPool(20).imap(move, range(40)))
+    posted_from_alice = sum(isinstance(o, ledger.Posted) for n, o in enumerate(outcomes) if n % 2)
+    alice_balance, _ = balance_of(uow, alice["account_id"])
+    bob_balance, _ = balance_of(uow, bob["account_id"])
+    assert alice_balance >= 0 and bob_balance >= 0
+    assert alice_balance + bob_balance == 2000
+    assert posted_from_alice >= 6  # 1000 / 150, and more as bob's transfers come in
 
 
 def test_a_payout_is_captured_or_released_exactly_once(uow):
@@ -144,8 +188,9 @@ def test_money_is_conserved_across_customer_and_clearing_accounts(uow):
     moves = [str(uuid.uuid4()) for _ in range(4)]
     with uow.transaction() as session:
         ledger.credit_deposit(session, moves[0], alice["account_id"], 10_000, "CHF", now)
-        ledger.place_hold(session, moves[1], alice["account_id"], 2_500, "CHF", now)
-        ledger.post_internal_transfer(session, moves[1], bob["account_id"], None, now)
+        ledger.post_transfer(
+            session, moves[1], alice["account_id"], bob["account_id"], 2_500, "CHF", None, now
+        )
         ledger.place_hold(session, moves[2], alice["account_id"], 1_000, "CHF", now)
         ledger.capture_payout(session, moves[2], now)
         ledger.place_hold(session, moves[3], bob["account_id"], 500, "CHF", now)
@@ -176,9 +221,14 @@ def test_transfer_checks_refuse_foreign_mismatched_and_unknown_accounts(accounts
     eur = rpc.accounts.open_account(alice, "EUR")
     usd = rpc.accounts.open_account(alice, "USD")
     bobs = rpc.accounts.open_account(bob, "EUR")
-    assert rpc.accounts.check_transfer(
+    checked = rpc.accounts.check_transfer(
         alice, "internal", "EUR", eur["account_id"], bobs["account_id"]
-    ) == {"to_owner_id": bob}
+    )
+    assert checked["to_owner_id"] == bob
+    assert {a["account_id"]: (a["owner_id"], a["currency"]) for a in checked["accounts"]} == {
+        eur["account_id"]: (alice, "EUR"),
+        bobs["account_id"]: (bob, "EUR"),
+    }
     with pytest.raises(InvalidInput) as mismatch:
         rpc.accounts.check_transfer(alice, "internal", "EUR", eur["account_id"], usd["account_id"])
     assert mismatch.value.code == "currency_mismatch"
@@ -189,6 +239,5 @@ def test_transfer_checks_refuse_foreign_mismatched_and_unknown_accounts(accounts
     assert "to_account_id" in unknown.value.errors
     with pytest.raises(InvalidInput):
         rpc.accounts.check_transfer(alice, "internal", "EUR", eur["account_id"], eur["account_id"])
-    assert rpc.accounts.check_transfer(alice, "deposit", "USD", None, usd["account_id"]) == {
-        "to_owner_id": alice
-    }
+    deposit = rpc.accounts.check_transfer(alice, "deposit", "USD", None, usd["account_id"])
+    assert deposit["to_owner_id"] == alice

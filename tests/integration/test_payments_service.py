@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from services.payments import handlers, saga
+from services.payments import consumers, handlers
 from services.payments.provider import HttpProvider, ProviderUnavailable
 from services.payments.service import PaymentsService
 from shared import contracts
@@ -112,13 +112,9 @@ def test_a_charge_is_recorded_with_its_event_and_never_sent_twice(uow, provider,
 
 def test_the_saga_transfer_travels_on_in_the_outcome_event(uow, provider, sql):
     t = transfer()
-    saga_transfer = {
-        "transfer_id": t,
-        "kind": "deposit",
-        "to_account_id": "acc-1",
-        "amount": 900,
-        "currency": "EUR",
-    }
+    saga_transfer = contracts.TransferDetails(
+        transfer_id=t, kind="deposit", owner_id="owner-1", amount=900, currency="EUR"
+    ).payload()
     handlers.charge_for_deposit(uow, provider, t, 900, "EUR", "tok_ok", transfer=saga_transfer)
     [(event_type, payload)] = outbox_events(sql, t)
     assert event_type == contracts.CARD_CHARGED
@@ -340,22 +336,25 @@ def test_operations_an_outage_left_in_flight_are_redriven_once_the_provider_is_b
 ):
     """The saga step gave up (parked); the timer settles the deposit anyway."""
     t = transfer()
-    deposit = {
-        "transfer_id": t,
-        "kind": "deposit",
-        "amount": 1500,
-        "currency": "EUR",
-        "to_account_id": "acc-1",
-        "source": {"type": "card", "token": "tok_ok"},
-    }
+    deposit = contracts.TransferDetails(
+        transfer_id=t,
+        kind="deposit",
+        owner_id="owner-1",
+        amount=1500,
+        currency="EUR",
+        to_account_id="acc-1",
+        source={"type": "card", "token": "tok_ok"},
+    ).payload()
     sandbox.fail_next(100, status=503)
     with pytest.raises(ProviderUnavailable):
-        saga.on_transfer_requested(uow, provider, {"event_id": "e-1", "payload": deposit})
+        consumers.handle_transfer_requested(uow, provider, {"event_id": "e-1", "payload": deposit})
     assert operation_row(sql, t)[0] == "in_flight"
     later = utcnow() + timedelta(minutes=10)
     sandbox.clear_faults()
-    assert saga.redrive_in_flight(uow, provider, timedelta(minutes=5), utcnow()) == 0  # too fresh
-    assert saga.redrive_in_flight(uow, provider, timedelta(minutes=5), later) == 1
+    assert (
+        consumers.redrive_in_flight(uow, provider, timedelta(minutes=5), utcnow()) == 0
+    )  # too fresh
+    assert consumers.redrive_in_flight(uow, provider, timedelta(minutes=5), later) == 1
     status, _, _, key = operation_row(sql, t)
     assert status == "succeeded"
     sent = sandbox.requests_with_key(key)

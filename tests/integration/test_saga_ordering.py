@@ -7,11 +7,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from services.accounts import consumers, ledger
 from services.accounts import handlers as accounts_handlers
-from services.accounts import ledger, saga
-from services.accounts.models import Balance, Hold
+from services.accounts.models import Balance, Hold, JournalEntry
 from services.accounts.service import AccountsService
-from services.transactions import handlers as transactions_handlers
+from services.transactions import consumers as transactions_consumers
 from services.transactions.service import TransactionsService
 from shared import contracts
 from shared.database import UnitOfWork, make_engine
@@ -40,118 +40,92 @@ def services(container_factory, config):
         container_factory(service_cls, config).start()
 
 
-def test_the_final_step_arriving_first_completes_the_transfer_once(services, rpc, uows, event_tap):
+def _details(transfer: dict) -> dict:
+    return contracts.TransferDetails(**transfer).payload()
+
+
+def test_steps_arriving_late_and_twice_are_folded_once_in_order(services, rpc, uows, event_tap):
     completed = event_tap("transactions", contracts.TRANSFER_COMPLETED)
     alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
     a = rpc.accounts.open_account(alice, "EUR")["account_id"]
     b = rpc.accounts.open_account(bob, "EUR")["account_id"]
-    transfer_id = rpc.transactions.create_transfer(
-        alice,
-        "k",
+    request = {
+        "kind": "internal",
+        "amount": 100,
+        "currency": "EUR",
+        "from_account_id": a,
+        "to_account_id": b,
+    }
+    transfer_id = rpc.transactions.create_transfer(alice, "k", request)["transfer_id"]
+    transfer = _details({"transfer_id": transfer_id, "owner_id": alice, **request})
+    approved = {"type": contracts.TRANSFER_APPROVED, "at": "2026-12-01T10:00:00+00:00"}
+    posted = envelope(
+        contracts.TRANSFER_POSTED,
         {
-            "kind": "internal",
-            "amount": 100,
-            "currency": "EUR",
-            "from_account_id": a,
-            "to_account_id": b,
+            "transfer_id": transfer_id,
+            "entry_id": "e-1",
+            "transfer": transfer,
+            "prior_step": approved,
         },
-    )["transfer_id"]
-    posted = envelope(contracts.TRANSFER_POSTED, {"transfer_id": transfer_id}, correlation_id="o")
-    for message in (
-        posted,
-        envelope(
-            contracts.TRANSFER_ASSESSED,
-            {"transfer_id": transfer_id, "decision": "approve"},
-            correlation_id="o",
-        ),
-        posted,  # and a duplicate of it
-        envelope(contracts.FUNDS_RESERVED, {"transfer_id": transfer_id}, correlation_id="o"),
-    ):
-        transactions_handlers.record_saga_step(uows["transactions"], message, utcnow())
+        correlation_id="o",
+    )
+    late = envelope(
+        contracts.FUNDS_RELEASED,
+        {"transfer_id": transfer_id, "hold_id": "h", "account_id": a, "transfer": transfer},
+        correlation_id="o",
+    )
+    for message in (posted, posted, late):  # the posting twice, then a stray late step
+        transactions_consumers.handle_saga_step(uows["transactions"], message, utcnow())
     view = rpc.transactions.get_transfer(alice, transfer_id)
     assert view["status"] == "completed"
     assert [s["type"] for s in view["steps"]] == [
+        contracts.TRANSFER_APPROVED,
         contracts.TRANSFER_POSTED,
-        contracts.TRANSFER_ASSESSED,
-        contracts.FUNDS_RESERVED,
+        contracts.FUNDS_RELEASED,
     ]
     assert completed(of_type=contracts.TRANSFER_COMPLETED) is not None
     assert completed(timeout=1.0, of_type=contracts.TRANSFER_COMPLETED) is None  # only once
 
 
-def test_an_approval_arriving_after_the_failure_reserves_nothing(uows):
-    uow = uows["accounts"]
+def _funded(uow, amount=1000):
     account = accounts_handlers.open_account(uow, str(uuid.uuid4()), "EUR", None, utcnow())
     with uow.transaction() as session:
         ledger.credit_deposit(
-            session, str(uuid.uuid4()), account["account_id"], 1000, "EUR", utcnow()
+            session, str(uuid.uuid4()), account["account_id"], amount, "EUR", utcnow()
         )
-    transfer = {
-        "transfer_id": str(uuid.uuid4()),
-        "kind": "internal",
-        "amount": 400,
-        "currency": "EUR",
-        "from_account_id": account["account_id"],
-        "to_account_id": str(uuid.uuid4()),
-    }
-    # The deadline failed the transfer before risk's approval was delivered.
-    saga.on_transfer_ended(
-        uow,
-        envelope(
-            contracts.TRANSFER_FAILED,
-            {"transfer_id": transfer["transfer_id"], "reason": "timed_out", "transfer": transfer},
-            correlation_id="o",
-        ),
-        utcnow(),
-    )
-    saga.on_transfer_assessed(
-        uow,
-        envelope(
-            contracts.TRANSFER_ASSESSED,
-            {
-                "transfer_id": transfer["transfer_id"],
-                "decision": "approve",
-                "score": 0,
-                "reasons": [],
-                "transfer": transfer,
-            },
-            correlation_id="o",
-        ),
-        utcnow(),
-    )
-    with uow.transaction() as session:
-        holds = session.scalars(
-            select(Hold).where(Hold.transfer_id == transfer["transfer_id"])
-        ).all()
-        balance = session.get(Balance, account["account_id"])
-    assert holds == []
-    assert (balance.balance, balance.held) == (1000, 0)
+    return account
 
 
-def _funded_transfer(uow, amount=400):
-    account = accounts_handlers.open_account(uow, str(uuid.uuid4()), "EUR", None, utcnow())
-    with uow.transaction() as session:
-        ledger.credit_deposit(
-            session, str(uuid.uuid4()), account["account_id"], 1000, "EUR", utcnow()
-        )
-    return account, {
-        "transfer_id": str(uuid.uuid4()),
-        "kind": "payout",
-        "amount": amount,
-        "currency": "EUR",
-        "from_account_id": account["account_id"],
-        "to_account_id": None,
-    }
+def _transfer(uow, kind, amount=400):
+    sender = _funded(uow)
+    receiver = (
+        accounts_handlers.open_account(uow, str(uuid.uuid4()), "EUR", None, utcnow())
+        if kind == contracts.KIND_INTERNAL
+        else None
+    )
+    return sender, _details(
+        {
+            "transfer_id": str(uuid.uuid4()),
+            "kind": kind,
+            "owner_id": sender["owner_id"],
+            "amount": amount,
+            "currency": "EUR",
+            "from_account_id": sender["account_id"],
+            "to_account_id": receiver["account_id"] if receiver else None,
+            "beneficiary": {"name": "Ada", "iban": "DE89370400440532013000"}
+            if not receiver
+            else None,
+        }
+    )
 
 
 def _approve(uow, transfer):
-    saga.on_transfer_assessed(
+    consumers.handle_transfer_approved(
         uow,
         envelope(
-            contracts.TRANSFER_ASSESSED,
+            contracts.TRANSFER_APPROVED,
             {
                 "transfer_id": transfer["transfer_id"],
-                "decision": "approve",
                 "score": 0,
                 "reasons": [],
                 "transfer": transfer,
@@ -167,15 +141,46 @@ def _holds(uow, transfer_id):
         return session.scalars(select(Hold).where(Hold.transfer_id == transfer_id)).all()
 
 
-def test_a_transfer_with_reserved_funds_never_expires_and_an_expired_one_is_never_reserved(uows):
+def _entries(uow, transfer_id):
+    with uow.transaction() as session:
+        return session.scalars(
+            select(JournalEntry.id).where(JournalEntry.transfer_id == transfer_id)
+        ).all()
+
+
+def test_an_approval_arriving_after_the_deadline_moves_nothing(uows):
     uow = uows["accounts"]
-    _, reserved = _funded_transfer(uow)
+    sender, transfer = _transfer(uow, contracts.KIND_INTERNAL)
+    # The deadline failed the transfer before risk's approval was delivered.
+    assert accounts_handlers.expire_transfer(uow, transfer["transfer_id"], utcnow()) == {
+        "expired": True
+    }
+    _approve(uow, transfer)
+    with uow.transaction() as session:
+        balance = session.get(Balance, sender["account_id"])
+    assert _entries(uow, transfer["transfer_id"]) == []
+    assert (balance.balance, balance.held) == (1000, 0)
+
+
+def test_a_posted_transfer_never_expires(uows):
+    uow = uows["accounts"]
+    _, transfer = _transfer(uow, contracts.KIND_INTERNAL)
+    _approve(uow, transfer)
+    assert len(_entries(uow, transfer["transfer_id"])) == 1
+    assert accounts_handlers.expire_transfer(uow, transfer["transfer_id"], utcnow()) == {
+        "expired": False
+    }
+
+
+def test_a_payout_with_reserved_funds_never_expires_and_an_expired_one_is_never_reserved(uows):
+    uow = uows["accounts"]
+    _, reserved = _transfer(uow, contracts.KIND_PAYOUT)
     _approve(uow, reserved)
     assert accounts_handlers.expire_transfer(uow, reserved["transfer_id"], utcnow()) == {
         "expired": False
     }  # the money is held: the payout must run its course
 
-    _, idle = _funded_transfer(uow)
+    _, idle = _transfer(uow, contracts.KIND_PAYOUT)
     assert accounts_handlers.expire_transfer(uow, idle["transfer_id"], utcnow()) == {
         "expired": True
     }
@@ -186,21 +191,24 @@ def test_a_transfer_with_reserved_funds_never_expires_and_an_expired_one_is_neve
     }  # asked again (transactions crashed before recording it): same answer
 
 
-def test_an_approval_racing_the_deadline_ends_one_way_only(integration_env):
-    """Either the hold is placed and the transfer does not expire, or it expires
-    and nothing is held; never both (the per-transfer lock)."""
+@pytest.mark.parametrize("kind", [contracts.KIND_INTERNAL, contracts.KIND_PAYOUT])
+def test_an_approval_racing_the_deadline_ends_one_way_only(integration_env, kind):
+    """Either the money moves (a posting, or a hold) and the transfer does not
+    expire, or it expires and nothing moves; never both."""
     engine, uow = _uow(integration_env.database_urls["accounts"])
     engine.pool._pool.maxsize = 10
     try:
         for _ in range(15):
-            _, transfer = _funded_transfer(uow)
+            _, transfer = _transfer(uow, kind)
             pool = eventlet.GreenPool(2)
             pool.spawn(_approve, uow, transfer)
             expired = pool.spawn(
                 accounts_handlers.expire_transfer, uow, transfer["transfer_id"], utcnow()
             )
             pool.waitall()
-            held = [h for h in _holds(uow, transfer["transfer_id"]) if h.status == "active"]
-            assert expired.wait()["expired"] != bool(held), (expired.wait(), held)
+            moved = _entries(uow, transfer["transfer_id"]) or [
+                h for h in _holds(uow, transfer["transfer_id"]) if h.status == "active"
+            ]
+            assert expired.wait()["expired"] != bool(moved), (expired.wait(), moved)
     finally:
         engine.dispose()

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from services.accounts.service import AccountsService
-from services.transactions import event_store, handlers
+from services.transactions import consumers, event_store, handlers
 from services.transactions.domain import Event, Transfer
 from services.transactions.service import TransactionsService
 from shared import contracts
@@ -116,8 +116,39 @@ def test_bad_transfers_are_refused_before_anything_is_recorded(services, rpc, sq
     ) == [(0,)]
 
 
+# What each step's contract requires besides the transfer (shared.contracts).
+STEP_FIELDS = {
+    contracts.TRANSFER_REJECTED: {"score": 90, "reasons": ["amount_over_limit"]},
+    contracts.TRANSFER_REVIEW_REQUESTED: {
+        "review_id": "r-1",
+        "owner_id": "o",
+        "score": 50,
+        "reasons": [],
+        "expires_at": "2026-12-03T00:00:00+00:00",
+    },
+    contracts.FUNDS_RESERVED: {
+        "hold_id": "h-1",
+        "account_id": "a",
+        "amount": 500,
+        "currency": "EUR",
+    },
+    contracts.TRANSFER_POSTED: {"entry_id": "e-1"},
+    contracts.TRANSFER_REFUSED: {"reason": "insufficient_funds"},
+}
+APPROVED = {"type": contracts.TRANSFER_APPROVED, "at": "2026-12-02T00:00:00+00:00"}
+
+
 def saga_event(event_type, transfer_id, **payload):
-    return envelope(event_type, {"transfer_id": transfer_id, **payload}, correlation_id="t")
+    """A participant's event about the transfer, as its contract has it."""
+    transfer = contracts.TransferDetails(
+        transfer_id=transfer_id, kind="internal", owner_id="o", amount=500, currency="EUR"
+    ).payload()
+    body = {"transfer_id": transfer_id, "transfer": transfer, **STEP_FIELDS[event_type], **payload}
+    return envelope(event_type, body, correlation_id="t")
+
+
+def fold(uow, message):
+    consumers.handle_saga_step(uow, message, utcnow())
 
 
 def test_saga_steps_fold_once_and_the_end_is_announced(services, rpc, uow, event_tap):
@@ -126,19 +157,13 @@ def test_saga_steps_fold_once_and_the_end_is_announced(services, rpc, uow, event
     transfer_id = rpc.transactions.create_transfer(alice, "k", internal(a_acc, b_acc))[
         "transfer_id"
     ]
-    assessed = saga_event(contracts.TRANSFER_ASSESSED, transfer_id, decision="approve")
-    for message in (
-        assessed,
-        assessed,
-        saga_event(contracts.FUNDS_RESERVED, transfer_id),
-        saga_event(contracts.TRANSFER_POSTED, transfer_id),
-    ):
-        handlers.record_saga_step(uow, message, utcnow())
+    posted = saga_event(contracts.TRANSFER_POSTED, transfer_id, prior_step=APPROVED)
+    for message in (posted, posted):
+        fold(uow, message)
     view = rpc.transactions.get_transfer(alice, transfer_id)
     assert view["status"] == "completed"
     assert [s["type"] for s in view["steps"]] == [
-        contracts.TRANSFER_ASSESSED,
-        contracts.FUNDS_RESERVED,
+        contracts.TRANSFER_APPROVED,
         contracts.TRANSFER_POSTED,
     ]
     completed = ended(of_type=contracts.TRANSFER_COMPLETED).payload["payload"]
@@ -186,8 +211,7 @@ def test_a_review_folded_while_accounts_expires_it_does_not_leave_it_pending(ser
     def may_expire(tid):
         # While accounts closes it, risk's review arrives and moves the deadline.
         expires = (utcnow() + timedelta(days=1)).isoformat()
-        review = saga_event(contracts.TRANSFER_REVIEW_REQUESTED, tid, expires_at=expires)
-        handlers.record_saga_step(uow, review, utcnow())
+        fold(uow, saga_event(contracts.TRANSFER_REVIEW_REQUESTED, tid, expires_at=expires))
         return rpc.accounts.expire_transfer(tid)["expired"]
 
     assert handlers.expire_overdue(uow, may_expire, utcnow() + timedelta(minutes=5)) == 1
@@ -202,13 +226,11 @@ def test_rebuilding_the_projections_by_replay_equals_the_live_ones(services, rpc
             "transfer_id"
         ]
         for step in (
-            contracts.TRANSFER_ASSESSED,
+            contracts.TRANSFER_REVIEW_REQUESTED,
             contracts.FUNDS_RESERVED,
             contracts.TRANSFER_POSTED,
         )[: n + 1]:
-            handlers.record_saga_step(
-                uow, saga_event(step, transfer_id, decision="approve"), utcnow()
-            )
+            fold(uow, saga_event(step, transfer_id, prior_step=APPROVED))
 
     def snapshot():
         return (
@@ -220,11 +242,11 @@ def test_rebuilding_the_projections_by_replay_equals_the_live_ones(services, rpc
     result = rpc.transactions.rebuild_projections()
     assert result["events_replayed"] >= 9
     assert snapshot() == live
-    # Snapshots were taken for streams that crossed the threshold, and loading
-    # from them gives the same state as a full replay.
+    # Every stream's snapshot is at its head: loading it gives the same state
+    # as a full replay of its events.
     with uow.transaction() as session:
         streams = session.execute(text("SELECT stream_id FROM snapshots")).scalars().all()
-        assert streams, "the completed five-event transfer should have been snapshotted"
+        assert len(streams) >= 3
         for stream_id in streams:
             rows = session.execute(
                 text("SELECT event_type, data FROM events WHERE stream_id = :s ORDER BY version"),

@@ -52,15 +52,19 @@ def test_the_request_fingerprint_ignores_key_order_but_not_values():
 def test_each_outcome_has_its_event_and_failures_a_transfer_reason(
     kind, status, event_type, reason
 ):
-    emitted, payload = outcome_event(
+    emitted = outcome_event(
         kind,
         status,
         transfer_id=TRANSFER,
         provider="sandbox",
         provider_reference="ref_1",
         provider_reason="insufficient_funds" if reason else None,
+        amount=100,
+        currency="EUR",
+        transfer=None,
     )
-    assert emitted == event_type
+    payload = emitted.payload()
+    assert event_type == emitted.TYPE
     assert payload["transfer_id"] == TRANSFER
     assert payload["provider"] == "sandbox" and payload["provider_reference"] == "ref_1"
     assert payload.get("reason") == reason

@@ -106,12 +106,27 @@ def review_id_of(view):
 
 
 def events(engine, event_type, transfer_id=None):
+    types = VERDICTS if event_type == VERDICTS else (event_type,)
     return [
         e
         for e in outbox(engine)
-        if e["type"] == event_type
+        if e["type"] in types
         and (transfer_id is None or e["payload"]["transfer_id"] == transfer_id)
     ]
+
+
+# risk's final word on a transfer is one of these two events.
+VERDICTS = (contracts.TRANSFER_APPROVED, contracts.TRANSFER_REJECTED)
+DECISION = {contracts.TRANSFER_APPROVED: contracts.APPROVE, contracts.TRANSFER_REJECTED: "reject"}
+
+
+def decision_of(event):
+    return DECISION[event["type"]]
+
+
+def carried(payload):
+    """The transfer as saga events carry it (every field of the contract)."""
+    return contracts.TransferDetails.from_payload(payload).payload()
 
 
 # -- approve and reject --------------------------------------------------------------
@@ -129,14 +144,15 @@ def test_a_small_transfer_is_approved_stored_and_announced(uow, engine):
     assert view["signals"]["last_day"] == {"count": 0, "amount": "0.00"}
     assert handlers.get_assessment(uow, payload["transfer_id"]) == view
     [event] = outbox(engine)
-    assert event["type"] == contracts.TRANSFER_ASSESSED
+    assert event["type"] == contracts.TRANSFER_APPROVED
     assert event["causation_id"] == message["event_id"]
     assert event["payload"] == {
         "transfer_id": payload["transfer_id"],
-        "decision": contracts.APPROVE,
         "score": 10,
         "reasons": [domain.NEW_BENEFICIARY],
-        "transfer": payload,
+        "transfer": carried(payload),
+        "review_id": None,
+        "decided_by": None,
     }
 
 
@@ -168,8 +184,8 @@ def test_a_transfer_is_decided_once_even_if_requested_again(uow, engine):
     handlers.put_rules(uow, cache, generous, ADMIN, None, NOW)
     again = assess(uow, payload, now=NOW + timedelta(days=2), cache=cache)
     assert again == first
-    repeated = events(engine, contracts.TRANSFER_ASSESSED, payload["transfer_id"])
-    assert [e["payload"]["decision"] for e in repeated] == [contracts.REJECT, contracts.REJECT]
+    repeated = events(engine, VERDICTS, payload["transfer_id"])
+    assert [decision_of(e) for e in repeated] == [contracts.REJECT, contracts.REJECT]
 
 
 def test_deposits_are_not_assessed(uow, engine):
@@ -306,11 +322,11 @@ def test_a_login_failure_without_a_user_is_an_error(uow):
 def test_review_holds_the_transfer_and_asks_for_a_decision(uow, engine):
     payload, view = held(uow)
     assert view["final_decision"] == contracts.REVIEW
-    assert events(engine, contracts.TRANSFER_ASSESSED, payload["transfer_id"]) == []
+    assert events(engine, VERDICTS, payload["transfer_id"]) == []
     [asked] = events(engine, contracts.TRANSFER_REVIEW_REQUESTED)
     assert asked["payload"]["review_id"] == view["review_id"]
     assert asked["payload"]["owner_id"] == payload["owner_id"]
-    assert asked["payload"]["transfer"] == payload
+    assert asked["payload"]["transfer"] == carried(payload)
     assert asked["payload"]["expires_at"] == (NOW + timedelta(days=1)).isoformat()
     [pending] = handlers.list_reviews(uow)["items"]
     assert pending["review_id"] == view["review_id"]
@@ -325,15 +341,15 @@ def test_an_admin_approves_and_the_saga_continues(uow, engine):
         ADMIN,
         "known payee",
     )
-    [final] = events(engine, contracts.TRANSFER_ASSESSED, payload["transfer_id"])
-    assert final["payload"]["decision"] == contracts.APPROVE
+    [final] = events(engine, VERDICTS, payload["transfer_id"])
+    assert decision_of(final) == contracts.APPROVE
     assert final["payload"]["review_id"] == view["review_id"]
-    assert final["payload"]["transfer"] == payload
+    assert final["payload"]["transfer"] == carried(payload)
     assessment = handlers.get_assessment(uow, payload["transfer_id"])
     assert (assessment["decision"], assessment["final_decision"]) == ("review", "approve")
     # The same admin asking again gets the same answer; nothing more is sent.
     assert handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW) == decided
-    assert len(events(engine, contracts.TRANSFER_ASSESSED, payload["transfer_id"])) == 1
+    assert len(events(engine, VERDICTS, payload["transfer_id"])) == 1
     assert handlers.list_reviews(uow)["items"] == []
     assert handlers.list_reviews(uow, "approved")["items"] == [decided]
 
@@ -341,8 +357,8 @@ def test_an_admin_approves_and_the_saga_continues(uow, engine):
 def test_an_admin_rejects_and_a_second_decision_is_a_conflict(uow, engine):
     payload, view = held(uow)
     handlers.decide_review(uow, view["review_id"], "reject", ADMIN, None, NOW)
-    [final] = events(engine, contracts.TRANSFER_ASSESSED, payload["transfer_id"])
-    assert final["payload"]["decision"] == contracts.REJECT
+    [final] = events(engine, VERDICTS, payload["transfer_id"])
+    assert decision_of(final) == contracts.REJECT
     with pytest.raises(Conflict, match="review_closed"):
         handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
     with pytest.raises(Conflict, match="review_closed"):
@@ -371,15 +387,15 @@ def test_an_undecided_review_is_rejected_when_its_time_runs_out(uow, engine):
         handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, later)
     assert handlers.expire_reviews(uow, later) == 1
     assert handlers.expire_reviews(uow, later) == 0
-    [final] = events(engine, contracts.TRANSFER_ASSESSED, payload["transfer_id"])
-    assert final["payload"]["decision"] == contracts.REJECT
+    [final] = events(engine, VERDICTS, payload["transfer_id"])
+    assert decision_of(final) == contracts.REJECT
     assert final["payload"]["reasons"][-1] == domain.REVIEW_EXPIRED
     review = handlers.get_review(uow, view["review_id"])
     assert (review["status"], review["decided_by"]) == ("expired", handlers.SYSTEM)
     # Asked again for the same transfer, risk repeats the final word.
     assess(uow, payload)
-    repeated = events(engine, contracts.TRANSFER_ASSESSED, payload["transfer_id"])
-    assert [e["payload"]["decision"] for e in repeated] == [contracts.REJECT] * 2
+    repeated = events(engine, VERDICTS, payload["transfer_id"])
+    assert [decision_of(e) for e in repeated] == [contracts.REJECT] * 2
 
 
 def test_a_transfer_the_saga_failed_withdraws_its_review(uow, engine):
@@ -393,7 +409,7 @@ def test_a_transfer_the_saga_failed_withdraws_its_review(uow, engine):
     handlers.withdraw_review(uow, failed, NOW)
     review = handlers.get_review(uow, view["review_id"])
     assert (review["status"], review["note"]) == ("withdrawn", "transfer timed_out")
-    assert events(engine, contracts.TRANSFER_ASSESSED) == []
+    assert events(engine, VERDICTS) == []
     assert handlers.expire_reviews(uow, NOW + timedelta(days=2)) == 0
     with pytest.raises(Conflict):
         handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
@@ -403,7 +419,7 @@ def test_a_pending_review_is_not_announced_twice(uow, engine):
     payload, _ = held(uow)
     assess(uow, payload)  # requested again while an admin looks at it
     assert len(events(engine, contracts.TRANSFER_REVIEW_REQUESTED)) == 1
-    assert events(engine, contracts.TRANSFER_ASSESSED) == []
+    assert events(engine, VERDICTS) == []
 
 
 def test_reviews_are_paged_newest_first(uow):

@@ -37,8 +37,8 @@ def requested(kind=contracts.KIND_INTERNAL, deadline=NOW + timedelta(seconds=60)
     return Transfer.replay([event])
 
 
-def advance(transfer, step, **payload):
-    events = transfer.record_step(step, payload, NOW)
+def advance(transfer, step, prior=None, **payload):
+    events = transfer.record_step(step, payload, NOW, prior)
     for event in events:
         transfer.apply(event)
     return events
@@ -65,15 +65,22 @@ def test_each_kind_completes_on_its_own_final_step(kind, completing):
     assert [s["type"] for s in transfer.steps] == [contracts.FUNDS_RESERVED, completing]
 
 
+def test_the_step_that_led_to_one_is_shown_before_it_once():
+    transfer = requested()
+    approved = {"type": contracts.TRANSFER_APPROVED, "at": "2026-03-01T11:59:59+00:00"}
+    events = advance(transfer, contracts.TRANSFER_POSTED, prior=approved)
+    assert [e.type for e in events] == [STEP_RECORDED, STEP_RECORDED, TRANSFER_COMPLETED]
+    assert transfer.steps == [approved, {"type": contracts.TRANSFER_POSTED, "at": NOW.isoformat()}]
+    advance(transfer, contracts.FUNDS_RELEASED, prior=approved)  # late, and already shown
+    assert [s["type"] for s in transfer.steps].count(contracts.TRANSFER_APPROVED) == 1
+
+
 @pytest.mark.parametrize(
     ("step", "payload", "reason"),
     [
-        (contracts.TRANSFER_ASSESSED, {"decision": "reject"}, "risk_rejected"),
-        (
-            contracts.FUNDS_RESERVATION_FAILED,
-            {"reason": "insufficient_funds"},
-            "insufficient_funds",
-        ),
+        (contracts.TRANSFER_REJECTED, {"reasons": ["amount_over_limit"]}, "risk_rejected"),
+        (contracts.TRANSFER_REFUSED, {"reason": "insufficient_funds"}, "insufficient_funds"),
+        (contracts.TRANSFER_REFUSED, {"reason": "account_unavailable"}, "account_unavailable"),
         (contracts.CARD_CHARGE_FAILED, {"reason": "card_declined"}, "card_declined"),
         (contracts.PAYOUT_FAILED, {}, "payout_failed"),
         (contracts.FUNDS_RELEASED, {"reason": "account_unavailable"}, "account_unavailable"),
@@ -87,13 +94,13 @@ def test_failing_steps_fail_the_transfer_with_a_reason(step, payload, reason):
 
 def test_an_approval_is_only_a_step():
     transfer = requested()
-    advance(transfer, contracts.TRANSFER_ASSESSED, decision="approve")
+    advance(transfer, contracts.TRANSFER_APPROVED)
     assert transfer.status == PENDING
 
 
 def test_steps_after_the_end_are_recorded_but_change_nothing():
     transfer = requested()
-    advance(transfer, contracts.FUNDS_RESERVATION_FAILED, reason="insufficient_funds")
+    advance(transfer, contracts.TRANSFER_REFUSED, reason="insufficient_funds")
     events = advance(transfer, contracts.TRANSFER_POSTED)
     assert [e.type for e in events] == [STEP_RECORDED]
     assert (transfer.status, transfer.failure_reason) == (FAILED, "insufficient_funds")
@@ -118,8 +125,8 @@ def test_replay_reproduces_the_live_state_and_snapshots_resume_it():
             NOW,
         )
     ]
-    for step in (contracts.TRANSFER_ASSESSED, contracts.FUNDS_RESERVED, contracts.TRANSFER_POSTED):
-        events = live.record_step(step, {"decision": "approve"}, NOW)
+    for step in (contracts.TRANSFER_APPROVED, contracts.FUNDS_RESERVED, contracts.TRANSFER_POSTED):
+        events = live.record_step(step, {}, NOW)
         for event in events:
             live.apply(event)
         history.extend(events)
@@ -167,9 +174,7 @@ def test_a_review_moves_the_deadline_past_the_reviews_own_then_approval_continue
     assert not transfer.can_time_out(NOW + timedelta(hours=23))
     assert transfer.can_time_out(expires + REVIEW_GRACE + timedelta(seconds=1))
     assert transfer.status == PENDING
-    advance(transfer, contracts.TRANSFER_ASSESSED, decision=contracts.APPROVE)
-    advance(transfer, contracts.FUNDS_RESERVED)
-    advance(transfer, contracts.TRANSFER_POSTED)
+    advance(transfer, contracts.TRANSFER_POSTED, prior={"type": "transfer_approved", "at": "x"})
     assert transfer.status == COMPLETED
     assert transfer.steps[0]["type"] == contracts.TRANSFER_REVIEW_REQUESTED
 
@@ -186,5 +191,5 @@ def test_a_review_never_shortens_the_deadline_and_a_bad_expiry_is_only_a_step():
 def test_a_rejection_after_review_fails_the_transfer_as_risk_rejected():
     transfer = requested()
     advance(transfer, contracts.TRANSFER_REVIEW_REQUESTED, expires_at=NOW.isoformat())
-    advance(transfer, contracts.TRANSFER_ASSESSED, decision=contracts.REJECT)
+    advance(transfer, contracts.TRANSFER_REJECTED, reasons=["review_expired"])
     assert (transfer.status, transfer.failure_reason) == (FAILED, contracts.REASON_RISK_REJECTED)

@@ -1,4 +1,4 @@
-"""payments' steps in the transfer saga.
+"""payments' steps in the transfer saga: one `handle_<event>` per event it acts on.
 
 Each is idempotent through the provider operation itself (one per kind and
 transfer, with a fixed idempotency key), so a duplicate delivery returns
@@ -24,37 +24,49 @@ from shared.provider_errors import ProviderUnavailable
 log = logging.getLogger(__name__)
 
 
-def on_transfer_requested(uow: UnitOfWork, provider: PaymentProvider, envelope: dict) -> None:
+def handle_transfer_requested(uow: UnitOfWork, provider: PaymentProvider, envelope: dict) -> None:
     """A deposit: charge the card it names."""
-    transfer = envelope["payload"]
-    if transfer["kind"] != contracts.KIND_DEPOSIT:
-        return
+    transfer = contracts.TransferRequested.from_payload(envelope["payload"]).transfer
+    if transfer.kind != contracts.KIND_DEPOSIT:
+        return  # bound to deposits only; a message from before per-kind routing
+    _charge(uow, provider, transfer, envelope["event_id"])
+
+
+def _charge(uow, provider, transfer: contracts.TransferDetails, causation_id) -> None:
+    if not transfer.source or not transfer.source.get("token"):
+        raise contracts.MalformedEvent(f"deposit {transfer.transfer_id} names no card token")
     handlers.charge_for_deposit(
         uow,
         provider,
-        transfer["transfer_id"],
-        transfer["amount"],
-        transfer["currency"],
-        transfer["source"]["token"],
-        transfer=transfer,
-        causation_id=envelope["event_id"],
+        transfer.transfer_id,
+        transfer.amount,
+        transfer.currency,
+        transfer.source["token"],
+        transfer=transfer.payload(),
+        causation_id=causation_id,
     )
 
 
-def on_funds_reserved(uow: UnitOfWork, provider: PaymentProvider, envelope: dict) -> None:
+def handle_funds_reserved(uow: UnitOfWork, provider: PaymentProvider, envelope: dict) -> None:
     """A payout whose funds are held: send it to the beneficiary."""
-    transfer = envelope["payload"]["transfer"]
-    if transfer["kind"] != contracts.KIND_PAYOUT:
-        return
+    transfer = contracts.FundsReserved.from_payload(envelope["payload"]).transfer
+    if transfer.kind != contracts.KIND_PAYOUT:
+        return  # only payouts hold funds; a message from before that
+    _pay_out(uow, provider, transfer, envelope["event_id"])
+
+
+def _pay_out(uow, provider, transfer: contracts.TransferDetails, causation_id) -> None:
+    if not transfer.beneficiary:
+        raise contracts.MalformedEvent(f"payout {transfer.transfer_id} names no beneficiary")
     handlers.payout(
         uow,
         provider,
-        transfer["transfer_id"],
-        transfer["amount"],
-        transfer["currency"],
-        transfer["beneficiary"],
-        transfer=transfer,
-        causation_id=envelope["event_id"],
+        transfer.transfer_id,
+        transfer.amount,
+        transfer.currency,
+        transfer.beneficiary,
+        transfer=transfer.payload(),
+        causation_id=causation_id,
     )
 
 
@@ -87,20 +99,16 @@ def redrive_in_flight(
         ).all()
     settled = 0
     for kind, transfer_json in stale:
-        transfer = json.loads(transfer_json)
-        envelope = {
-            "event_id": None,
-            "payload": transfer if kind == OperationKind.CHARGE else {"transfer": transfer},
-        }
+        transfer = contracts.TransferDetails.from_payload(json.loads(transfer_json))
         try:
             if kind == OperationKind.CHARGE:
-                on_transfer_requested(uow, provider, envelope)
+                _charge(uow, provider, transfer, None)
             else:
-                on_funds_reserved(uow, provider, envelope)
+                _pay_out(uow, provider, transfer, None)
             settled += 1
         except ProviderUnavailable:
             log.info(
                 "provider still unavailable; will re-send later",
-                extra={"transfer_id": transfer["transfer_id"], "kind": kind},
+                extra={"transfer_id": transfer.transfer_id, "kind": kind},
             )
     return settled
