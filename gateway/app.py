@@ -7,7 +7,7 @@ from flask import Flask, g, request
 from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import metrics, problems, settings
+from gateway import metrics, problems, ratelimit, settings
 from gateway.blueprints import (
     accounts,
     analytics,
@@ -37,6 +37,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(settings.from_env())
     app.config.update(config or {})
+    app.config["RATELIMIT_STORAGE_URI"] = ratelimit.storage_uri(app.config["RATELIMIT_STORAGE_URI"])
     if app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
 
@@ -64,7 +65,7 @@ def create_app(config: dict | None = None) -> Flask:
     problems.init_app(app)
     metrics.init_app(app)
     app.extensions["fintech"] = Platform(app.config)
-    if config_is_production() and app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+    if config_is_production() and ratelimit.per_process(app.config["RATELIMIT_STORAGE_URI"]):
         log.warning(
             "rate limits are counted per gateway process (memory://); set "
             "RATE_LIMIT_STORAGE_URI=redis://... so every process shares them"

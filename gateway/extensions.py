@@ -6,6 +6,7 @@ from flask import current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from gateway.outcomes import TransferOutcomes
 from gateway.revocations import RevocationList, RevocationListener
 from gateway.rpc import RpcPool
 from gateway.tokens import Principal, TokenVerifier
@@ -46,6 +47,7 @@ class Platform:
             settings["AMQP_URI"], self.revoked, self._current_revocations
         )
         self.verifier = TokenVerifier(self._jwks, self._is_revoked)
+        self.outcomes = TransferOutcomes(settings["AMQP_URI"], settings["MAX_WAITERS"])
 
     def _is_revoked(self, session_id: str) -> bool:
         # Fail closed: without the revocation feed a logged-out token would
@@ -78,6 +80,7 @@ def principal() -> Principal:
         raise Unauthenticated("missing_token", "Send Authorization: Bearer <access_token>.")
     plat = platform()
     plat.revocation_listener.ensure_started()
+    plat.outcomes.ensure_started()
     g.principal = plat.verifier.verify(token.strip())
     return g.principal
 

@@ -8,18 +8,13 @@ over RPC, so nothing revoked while it was away is missed. Entries expire
 with the longest-lived access token they could affect.
 """
 
-import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
-from kombu import Connection, Consumer, Exchange, Queue
-
+from gateway.feeds import EventFeed
 from shared import contracts
 from shared.events import exchange_name
-
-log = logging.getLogger(__name__)
 
 
 class RevocationList:
@@ -52,59 +47,25 @@ class RevocationListener:
     def __init__(
         self, amqp_uri: str, revoked: RevocationList, pull_current: Callable[[], list[dict]]
     ):
-        self._amqp_uri = amqp_uri
         self._revoked = revoked
         self._pull_current = pull_current
-        self._started = False
-        self._lock = threading.Lock()
-        self.connected = threading.Event()
-        exchange = Exchange(exchange_name(contracts.AUTH), type="topic", durable=True)
-        self._queue = Queue(
-            f"gateway.revocations.{uuid.uuid4()}",
-            exchange,
-            routing_key=contracts.SESSION_REVOKED,
-            exclusive=True,
-            auto_delete=True,
-            durable=False,
+        self._feed = EventFeed(
+            amqp_uri,
+            "revocations",
+            [(exchange_name(contracts.AUTH), contracts.SESSION_REVOKED)],
+            self._on_message,
+            on_connect=self._catch_up,
         )
+        self.connected = self._feed.connected
 
     def ensure_started(self) -> None:
-        if self._started:
-            return
-        with self._lock:
-            if not self._started:
-                threading.Thread(target=self._run, name="revocations", daemon=True).start()
-                self._started = True
+        self._feed.ensure_started()
 
-    def _on_message(self, body, message) -> None:
+    def _on_message(self, body: dict) -> None:
         session_id = (body.get("payload") or {}).get("session_id")
         if session_id:
             self._revoked.add(session_id)
-        message.ack()
 
-    def _run(self) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                with (
-                    Connection(self._amqp_uri, heartbeat=30, connect_timeout=5) as conn,
-                    Consumer(conn, [self._queue], callbacks=[self._on_message], accept=["json"]),
-                ):
-                    # Bound first, then caught up: nothing falls between the two.
-                    for item in self._pull_current():
-                        self._revoked.add(item["session_id"])
-                    self.connected.set()
-                    backoff = 1.0
-                    while True:
-                        try:
-                            conn.drain_events(timeout=1)
-                        except TimeoutError:
-                            conn.heartbeat_check()
-            except Exception as exc:  # noqa: BLE001 (reconnect forever: revocations must flow)
-                self.connected.clear()
-                log.warning(
-                    "revocation listener disconnected; retrying",
-                    extra={"error": repr(exc), "retry_in": backoff},
-                )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+    def _catch_up(self) -> None:
+        for item in self._pull_current():
+            self._revoked.add(item["session_id"])

@@ -8,6 +8,11 @@ def from_env() -> dict:
         "AMQP_URI": config.amqp_uri(),
         "RPC_TIMEOUT": config.env_int("GATEWAY_RPC_TIMEOUT", 10, minimum=1),
         "RPC_POOL_SIZE": config.env_int("GATEWAY_THREADS", 8, minimum=1) + 2,
+        # Requests of one process that may wait for a transfer's end at once
+        # (Prefer: wait): each holds a thread, so leave some for the rest.
+        "MAX_WAITERS": config.env_int(
+            "GATEWAY_MAX_WAITERS", max(config.env_int("GATEWAY_THREADS", 8, minimum=1) - 2, 1), 0
+        ),
         "HEALTH_TIMEOUT": config.env_int("GATEWAY_HEALTH_TIMEOUT", 2, minimum=1),
         # Services the gateway needs before it calls itself ready.
         "READY_SERVICES": config.env_list("GATEWAY_READY_SERVICES")
@@ -15,6 +20,7 @@ def from_env() -> dict:
         # Longest access-token lifetime: how long a revoked session is remembered.
         "ACCESS_TOKEN_MAX_TTL": config.env_int("AUTH_ACCESS_TOKEN_MAX_TTL", 900, minimum=60),
         "MAX_CONTENT_LENGTH": config.env_int("GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+        # Redis (redis://...) in production; in-process counters otherwise.
         "RATELIMIT_STORAGE_URI": config.env_str("RATE_LIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_DEFAULT": config.env_str("RATE_LIMIT_DEFAULT", "1200 per minute"),
         "RATELIMIT_AUTH": config.env_str("RATE_LIMIT_AUTH", "20 per minute"),

@@ -120,6 +120,15 @@ def _parse_strings(value, name):
 _SCALARS = {str: _parse_str, int: _parse_int, bool: _parse_bool, dict: _parse_object}
 
 
+def _tuple_of(item):
+    def parse(value, name):
+        if not isinstance(value, list | tuple):
+            raise MalformedEvent(f"{name} must be a list, got {value!r}")
+        return tuple(item._parse_nested(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+    return parse
+
+
 def _parser(hint):
     """A function (value, name) -> parsed value for a field's annotation."""
     optional = False
@@ -129,7 +138,8 @@ def _parser(hint):
     if hint in _SCALARS:
         parse = _SCALARS[hint]
     elif typing.get_origin(hint) is tuple:
-        parse = _parse_strings
+        (item, _) = typing.get_args(hint)
+        parse = _parse_strings if item is str else _tuple_of(item)
     elif isinstance(hint, type) and issubclass(hint, Payload):
         parse = hint._parse_nested
     else:  # pragma: no cover (a contract written with a type this module does not know)
@@ -192,7 +202,7 @@ class Payload:
             if isinstance(value, Payload):
                 value = value.payload()
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.payload() if isinstance(v, Payload) else v for v in value]
             out[name] = value
         return out
 
@@ -435,7 +445,9 @@ class PayoutFailed(_ProviderOutcome):
 
 @_shape
 class _Ended(Event):
-    """transactions' last word on a transfer (notifications, analytics listen)."""
+    """transactions' last word on a transfer (notifications, analytics and the
+    gateway's waiting requests listen). It carries the whole of what
+    GET /v1/transfers/{id} shows, as of its end."""
 
     transfer_id: str
     kind: str
@@ -446,6 +458,9 @@ class _Ended(Event):
     transfer: TransferDetails
     to_owner_id: str | None = None
     reason: str | None = None
+    steps: tuple[Step, ...] = ()
+    created_at: str | None = None
+    updated_at: str | None = None
 
 
 @_contract

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import create_engine, event, exc, text
+from sqlalchemy import Table, create_engine, event, exc, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -132,6 +133,35 @@ def _make_psycopg2_green() -> None:
 
 # Set in Session.info by whoever stages outbox events in that transaction.
 STAGED_EVENTS = "staged_events"
+
+_DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def insert_ignoring(session: Session, table: Table, unique: list[str] | None = None):
+    """INSERT ... ON CONFLICT DO NOTHING for this session's database (PostgreSQL,
+    SQLite), on any unique key or only on the `unique` columns': add
+    `.values(...)`, `.returning(...)`, or execute it with rows."""
+    insert = _DIALECT_INSERT[session.get_bind().dialect.name](table)
+    return insert.on_conflict_do_nothing(index_elements=unique)
+
+
+def insert_ignoring_duplicates(
+    session: Session, table: Table, values: dict, unique: list[str] | None = None
+) -> bool:
+    """Insert the row unless one with its key exists; True when it was new."""
+    statement = insert_ignoring(session, table, unique)
+    return session.connection().execute(statement, values).rowcount == 1
+
+
+def upsert_adding(session: Session, table: Table, key: dict, increments: dict) -> None:
+    """Insert the row, or add the increments to the one with its key, in one statement."""
+    statement = _DIALECT_INSERT[session.get_bind().dialect.name](table).values(**key, **increments)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: table.c[name] + statement.excluded[name] for name in increments},
+    )
+    session.connection().execute(statement)
+
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 

@@ -25,11 +25,10 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import Column, Index, MetaData, String, Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.database import UnitOfWork, advisory_lock
+from shared.database import UnitOfWork, advisory_lock, insert_ignoring_duplicates
 from shared.sqltypes import UtcDateTime
 
 TABLE_NAME = "inbox"
@@ -51,10 +50,6 @@ def inbox_table(metadata: MetaData) -> Table:
 
 
 _INBOX = inbox_table(MetaData())
-_INSERT_IGNORING = {
-    "postgresql": postgresql.insert(_INBOX).on_conflict_do_nothing(),
-    "sqlite": sqlite.insert(_INBOX).on_conflict_do_nothing(),
-}
 
 
 class InvalidEnvelope(ValueError):
@@ -79,9 +74,8 @@ def claim(session: Session, envelope: Mapping, handler: str) -> bool:
         "event_type": str(envelope.get("type") or "")[:100],
         "handled_at": datetime.now(UTC),
     }
-    dialect = session.get_bind().dialect.name
-    if dialect in _INSERT_IGNORING:
-        return session.connection().execute(_INSERT_IGNORING[dialect], values).rowcount == 1
+    if session.get_bind().dialect.name in ("postgresql", "sqlite"):
+        return insert_ignoring_duplicates(session, _INBOX, values)
     # Any other database: insert in a savepoint, a duplicate key means seen.
     try:
         with session.begin_nested():

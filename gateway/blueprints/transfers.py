@@ -1,10 +1,18 @@
-"""/v1/deposits, /v1/transfers, /v1/payouts: money movement (202, then poll)."""
+"""/v1/deposits, /v1/transfers, /v1/payouts: money movement (202, then poll).
 
-from flask import request
+A client that prefers not to poll sends `Prefer: wait=N` (RFC 7240, N up
+to 10 seconds): the POST then answers 201 with the whole transfer as soon
+as it is completed or failed, or 202 as usual if N seconds pass first; a
+GET answers once the transfer is no longer pending, or after N seconds
+(gateway.outcomes). Without the header nothing changes.
+"""
+
+from flask import jsonify, request
 from flask_smorest import Blueprint
 
 from gateway import schemas
 from gateway.extensions import authenticated, platform, principal
+from gateway.outcomes import preferred_wait, transfer_view
 from shared import contracts
 from shared.errors import BadRequest
 from shared.money import Money, format_minor
@@ -19,6 +27,14 @@ _KEY_PARAMETER = {
     "required": True,
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     "description": "Same key and body: the first response again; same key, other body: 409.",
+}
+_PREFER_PARAMETER = {
+    "in": "header",
+    "name": "Prefer",
+    "required": False,
+    "schema": {"type": "string", "example": "wait=5"},
+    "description": "wait=N (seconds, at most 10): answer once the transfer has ended, "
+    "or after N seconds, whichever is first.",
 }
 
 
@@ -47,14 +63,28 @@ def _start(kind: str, body: dict, **accounts) -> dict:
         **{name: str(value) for name, value in accounts.items()},
     }
     with platform().rpc.client() as rpc:
-        return rpc.transactions.create_transfer(caller.user_id, key, transfer)
+        accepted = rpc.transactions.create_transfer(caller.user_id, key, transfer)
+    wait = preferred_wait(request.headers.get("Prefer"))
+    if not wait:
+        return accepted
+    with platform().outcomes.watch(accepted["transfer_id"]) as watch:
+        outcome = watch.wait(wait) if watch is not None else None
+    if outcome is None:
+        return accepted
+    # Ended within the wait: the whole transfer, created (201).
+    response = jsonify(schemas.TransferResponse().dump(_transfer(transfer_view(outcome))))
+    response.status_code = 201
+    response.headers["Preference-Applied"] = f"wait={wait}"
+    response.headers["Location"] = f"/v1/transfers/{accepted['transfer_id']}"
+    return response
 
 
 @blp.route("/v1/deposits", methods=["POST"])
 @authenticated
 @blp.arguments(schemas.DepositRequest)
 @blp.response(202, schemas.TransferAccepted)
-@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER])
+@blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
+@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
 def deposit(body):
     return _start(contracts.KIND_DEPOSIT, body, to_account_id=body["account_id"])
 
@@ -63,7 +93,8 @@ def deposit(body):
 @authenticated
 @blp.arguments(schemas.TransferRequest)
 @blp.response(202, schemas.TransferAccepted)
-@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER])
+@blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
+@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
 def transfer(body):
     return _start(
         contracts.KIND_INTERNAL,
@@ -77,7 +108,8 @@ def transfer(body):
 @authenticated
 @blp.arguments(schemas.PayoutRequest)
 @blp.response(202, schemas.TransferAccepted)
-@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER])
+@blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
+@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
 def payout(body):
     return _start(contracts.KIND_PAYOUT, body, from_account_id=body["from_account_id"])
 
@@ -89,10 +121,24 @@ def _transfer(view: dict) -> dict:
 @blp.route("/v1/transfers/<uuid:transfer_id>", methods=["GET"])
 @authenticated
 @blp.response(200, schemas.TransferResponse)
-@blp.doc(security=BEARER)
+@blp.doc(security=BEARER, parameters=[_PREFER_PARAMETER])
 def get_transfer(transfer_id):
+    wait = preferred_wait(request.headers.get("Prefer"))
+    if not wait:
+        return _transfer(_read(transfer_id))
+    with platform().outcomes.watch(str(transfer_id)) as watch:
+        view = _read(transfer_id)  # watched first: an end published meanwhile is not missed
+        if view["status"] == "pending" and watch is not None:
+            outcome = watch.wait(wait)
+            if outcome is not None:
+                view = transfer_view(outcome)
+    return _transfer(view)
+
+
+def _read(transfer_id) -> dict:
+    """The caller's transfer (404 if it is not theirs)."""
     with platform().rpc.client() as rpc:
-        return _transfer(rpc.transactions.get_transfer(principal().user_id, str(transfer_id)))
+        return rpc.transactions.get_transfer(principal().user_id, str(transfer_id))
 
 
 @blp.route("/v1/transfers", methods=["GET"])

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.accounts.domain import (
@@ -47,7 +46,7 @@ from services.accounts.models import (
     Posting,
 )
 from shared import contracts
-from shared.database import advisory_lock
+from shared.database import advisory_lock, insert_ignoring_duplicates
 
 # The bank's side of money that enters or leaves through a payment provider.
 CARD_CLEARING = "card-clearing"
@@ -65,7 +64,6 @@ _entries = JournalEntry.__table__
 _postings = Posting.__table__
 _holds = Hold.__table__
 _closed = ClosedTransfer.__table__
-_INSERT_IGNORING = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 @dataclass(frozen=True)
@@ -102,15 +100,9 @@ def _conn(session: Session):
     return session.connection()
 
 
-def _insert_ignoring_duplicates(session: Session, table, values: dict) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
-    insert = _INSERT_IGNORING[session.get_bind().dialect.name]
-    return _conn(session).execute(insert(table).on_conflict_do_nothing(), values).rowcount == 1
-
-
 def _ensure_system_account(session: Session, purpose: str, currency: str, now: datetime) -> str:
     account_id = system_account_id(purpose, currency)
-    created = _insert_ignoring_duplicates(
+    created = insert_ignoring_duplicates(
         session,
         _accounts,
         {
@@ -162,7 +154,7 @@ def close_once(session: Session, transfer_id: str, outcome: str, now: datetime) 
     On PostgreSQL a concurrent closer waits for the first to commit and
     then sees its row.
     """
-    if _insert_ignoring_duplicates(
+    if insert_ignoring_duplicates(
         session, _closed, {"transfer_id": transfer_id, "outcome": outcome, "closed_at": now}
     ):
         return None

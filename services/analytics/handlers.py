@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from datetime import date, datetime
 
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.analytics import domain
@@ -35,7 +34,12 @@ from services.analytics.models import (
     UserFlow,
 )
 from shared import contracts
-from shared.database import UnitOfWork
+from shared.database import (
+    UnitOfWork,
+    advisory_lock,
+    insert_ignoring_duplicates,
+    upsert_adding,
+)
 from shared.events import event_time, is_id
 from shared.inbox import claim
 from shared.money import is_supported_currency
@@ -132,14 +136,9 @@ def failed_transfer(payload: Mapping) -> tuple[str, str, int, str, str]:
 
 
 def _lock_users(session: Session, user_ids: set[str]) -> None:
-    """Serialise the events of these users until this transaction ends (PostgreSQL)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
+    """Serialise the events of these users until this transaction ends."""
     for user_id in sorted(user_ids):  # one order everywhere: no deadlocks
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"analytics.user:{user_id}"},
-        )
+        advisory_lock(session, f"analytics.user:{user_id}")
 
 
 def record_event(
@@ -167,17 +166,23 @@ def record_event(
         if not claim(session, envelope, handler):
             return False
         _lock_users(session, users)
-        row = AnalyticsEvent(
-            event_id=envelope["event_id"],
-            event_type=event_type,
-            source=source,
-            occurred_at=event_time(envelope, now),  # decides its month
-            received_at=now,
-            body=json.dumps(envelope, sort_keys=True),
+        occurred_at = event_time(envelope, now)  # decides its month
+        position = (
+            session.connection()
+            .execute(
+                _EVENTS.insert().returning(_EVENTS.c.position),
+                {
+                    "event_id": envelope["event_id"],
+                    "event_type": event_type,
+                    "source": source,
+                    "occurred_at": occurred_at,
+                    "received_at": now,
+                    "body": json.dumps(envelope, sort_keys=True),
+                },
+            )
+            .scalar_one()
         )
-        session.add(row)
-        session.flush()  # its position
-        project(session, row.position, event_type, payload, row.occurred_at, settings)
+        project(session, position, event_type, payload, occurred_at, settings)
     return True
 
 
@@ -192,14 +197,16 @@ def project(
     """Fold one logged event into the projections (live and on replay)."""
     outcome = _OUTCOMES[event_type]
     transfer_id = payload["transfer_id"]
-    seen = session.get(ProjectedTransfer, transfer_id)
-    if seen is not None:
+    if not insert_ignoring_duplicates(
+        session,
+        ProjectedTransfer.__table__,
+        {"transfer_id": transfer_id, "outcome": outcome, "position": position},
+    ):
         log.warning(
             "transfer outcome announced again; counted once",
-            extra={"transfer_id": transfer_id, "first": seen.outcome, "again": outcome},
+            extra={"transfer_id": transfer_id, "again": outcome},
         )
         return
-    session.add(ProjectedTransfer(transfer_id=transfer_id, outcome=outcome, position=position))
     if outcome == FAILED:
         _, kind, amount, currency, reason = failed_transfer(payload)
         _add(session, TransferTotal, (FAILED, kind, currency, reason), count=1, amount=amount)
@@ -217,21 +224,22 @@ def project(
     for flow in flows:
         if flow.direction == domain.OUT and domain.is_spending(flow.category):
             _judge(session, transfer.transfer_id, flow, position, month, occurred_at, settings)
-        session.add(
-            UserFlow(
-                transfer_id=transfer.transfer_id,
-                user_id=flow.user_id,
-                direction=flow.direction,
-                position=position,
-                kind=transfer.kind,
-                amount=flow.amount,
-                currency=flow.currency,
-                category=flow.category,
-                counterparty=flow.counterparty and flow.counterparty[:80],
-                reference=flow.reference,
-                month=month,
-                occurred_at=occurred_at,
-            )
+        session.connection().execute(
+            _FLOWS.insert(),
+            {
+                "transfer_id": transfer.transfer_id,
+                "user_id": flow.user_id,
+                "direction": flow.direction,
+                "position": position,
+                "kind": transfer.kind,
+                "amount": flow.amount,
+                "currency": flow.currency,
+                "category": flow.category,
+                "counterparty": flow.counterparty and flow.counterparty[:80],
+                "reference": flow.reference,
+                "month": month,
+                "occurred_at": occurred_at,
+            },
         )
     for part in domain.contributions(flows):
         increments = {"inflow": part.inflow, "outflow": part.outflow, "count": part.count}
@@ -289,23 +297,14 @@ def _judge(
     )
 
 
+_EVENTS = AnalyticsEvent.__table__
+_FLOWS = UserFlow.__table__
+
+
 def _add(session: Session, model, key: tuple, **increments: int) -> None:
     """Insert the row or add the increments to it, in one statement."""
-    table = model.__table__
-    columns = [column.name for column in table.primary_key.columns]
-    values = dict(zip(columns, key, strict=True)) | increments
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        statement = postgresql.insert(table).values(**values)
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table).values(**values)
-    else:  # pragma: no cover (the platform runs on these two)
-        raise NotImplementedError(f"analytics does not support {dialect}")
-    statement = statement.on_conflict_do_update(
-        index_elements=columns,
-        set_={name: table.c[name] + statement.excluded[name] for name in increments},
-    )
-    session.execute(statement)
+    columns = [column.name for column in model.__table__.primary_key.columns]
+    upsert_adding(session, model.__table__, dict(zip(columns, key, strict=True)), increments)
 
 
 # -- rebuilding ------------------------------------------------------------------------

@@ -6,16 +6,18 @@ provider is called:
 1. plan (once per event, through the inbox): in one transaction claim the
    event, remember the customer (user_registered), and create one row per
    (event, customer, channel) the customer wants, with the message
-   rendered. A customer whose email address is not known yet (their
+   rendered, already leased to this delivery, which goes on to send them.
+   A customer whose email address is not known yet (their
    user_registered is still on its way: events of different types arrive
    in any order) fails the step before anything is claimed, so the retry
    plans it again (if the address never comes, the event is parked like
    any failure; a replay once the directory knows it sends it);
-2. deliver (on every delivery of the event, duplicates and retries
-   included): take each of the event's rows still to send with a lease
+2. deliver (on every later delivery of the event, duplicates and retries):
+   take each of the event's rows still to send with a lease
    (pending, or sending with its lease run out, or failed but retryable:
    a replay from the dead-letter queue), call its provider, and record
-   sent, or failed for good (refused), or pending with the error. Rows
+   (in one transaction for all of them) sent, or failed for good
+   (refused), or pending with the error. Rows
    left unsent fail the step (DeliveryIncomplete), so the event is
    retried; on its last attempt they are marked failed first, and the
    event is then parked in notifications.dead-letters.
@@ -35,7 +37,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.notifications import domain, templates
@@ -43,7 +44,7 @@ from services.notifications.models import Notification, Preference, Recipient
 from services.notifications.providers import Channels, ProviderRejected
 from services.notifications.steps import Delivery
 from shared import contracts
-from shared.database import UnitOfWork
+from shared.database import UnitOfWork, insert_ignoring_duplicates
 from shared.errors import InvalidInput
 from shared.events import event_time
 from shared.inbox import claim
@@ -75,17 +76,28 @@ def handle_event(
     now: datetime,
     lease: timedelta = timedelta(seconds=60),
 ) -> dict:
-    """Plan an event's notifications (once) and deliver what is still unsent."""
+    """Plan an event's notifications (once) and deliver what is still unsent.
+
+    The first delivery creates the rows already leased to itself, so it
+    sends them without taking them again; any later one (a retry, a
+    duplicate) takes what is still unsent.
+    """
     delivery = delivery or Delivery()
     payload = envelope.get("payload")
     planned = domain.plan(event_type, payload, envelope.get("occurred_at"))
     with uow.transaction() as session:
+        taken = None
         if claim(session, envelope, handler_name(event_type)):
             if event_type == contracts.USER_REGISTERED:
                 _remember(session, payload, envelope, now)
-            for item in planned:
-                _create_notifications(session, envelope, event_type, item, now)
-    return deliver(uow, channels, envelope["event_id"], delivery=delivery, now=now, lease=lease)
+            taken = [
+                row
+                for item in planned
+                for row in _create_notifications(session, envelope, event_type, item, now, lease)
+            ]
+    if taken is None:
+        return deliver(uow, channels, envelope["event_id"], delivery=delivery, now=now, lease=lease)
+    return _send(uow, channels, envelope["event_id"], taken, [], delivery, now)
 
 
 def _remember(session: Session, payload: Mapping, envelope: Mapping, now: datetime) -> None:
@@ -100,12 +112,7 @@ def _remember(session: Session, payload: Mapping, envelope: Mapping, now: dateti
         "registered_at": event_time(envelope, now),
         "updated_at": now,
     }
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is not None:
-        session.execute(insert(Recipient).values(**values).on_conflict_do_nothing())
-    elif session.get(Recipient, user_id) is None:
-        session.add(Recipient(**values))
+    insert_ignoring_duplicates(session, Recipient.__table__, values)
 
 
 def _recipient(session: Session, user_id: str) -> tuple[domain.Recipient, str | None]:
@@ -121,8 +128,14 @@ def _recipient(session: Session, user_id: str) -> tuple[domain.Recipient, str | 
 
 
 def _create_notifications(
-    session: Session, envelope: Mapping, event_type: str, planned: domain.Planned, now: datetime
-) -> None:
+    session: Session,
+    envelope: Mapping,
+    event_type: str,
+    planned: domain.Planned,
+    now: datetime,
+    lease: timedelta,
+) -> list[Notification]:
+    """The planned customer's rows, one per channel they want, leased for sending."""
     recipient, name = _recipient(session, planned.user_id)
     wanted = domain.channels(recipient)
     if domain.EMAIL in wanted and wanted[domain.EMAIL] is None:
@@ -130,11 +143,12 @@ def _create_notifications(
             f"no email address for user {planned.user_id} yet (user_registered not seen)"
         )
     if not wanted:
-        return
+        return []
     rendered = templates.render(planned.template, {**planned.context, "name": name})
+    rows = []
     for channel, address in wanted.items():
         subject, body = rendered.for_channel(channel)
-        session.add(
+        rows.append(
             Notification(
                 id=str(uuid.uuid4()),
                 event_id=envelope["event_id"],
@@ -145,14 +159,17 @@ def _create_notifications(
                 recipient=address,
                 subject=subject,
                 body=body,
-                status=domain.PENDING,
-                attempts=0,
+                status=domain.SENDING,
+                lease_until=now + lease,
+                attempts=1,
                 retryable=True,
                 created_at=now,
                 updated_at=now,
             )
         )
+    session.add_all(rows)
     session.flush()  # the unique (event, user, channel) refuses a second row here
+    return rows
 
 
 def _to_send(now: datetime):
@@ -181,19 +198,35 @@ def deliver(
             .where(Notification.event_id == event_id)
             .order_by(Notification.created_at, Notification.id)
         ).all()
-    outcome = {"sent": 0, "failed": 0, "pending": 0}
-    errors = []
+    taken, held_elsewhere = [], []
     for notification_id, status in rows:
         if status == domain.SENT:
             continue
         row = _take(uow, notification_id, now, lease)
         if row is None:
-            outcome["pending"] += _still_unsent(uow, notification_id)
-            continue
+            held_elsewhere.append(notification_id)
+        else:
+            taken.append(row)
+    return _send(uow, channels, event_id, taken, held_elsewhere, delivery, now)
+
+
+def _send(
+    uow: UnitOfWork,
+    channels: Channels,
+    event_id: str,
+    taken: list[Notification],
+    held_elsewhere: list[str],
+    delivery: Delivery,
+    now: datetime,
+) -> dict:
+    """Call each taken row's provider, then record every outcome in one transaction."""
+    outcome = {"sent": 0, "failed": 0, "pending": 0}
+    errors, finished = [], []
+    for row in taken:
         try:
             reference = channels.send(row.channel, row.id, row.recipient, row.subject, row.body)
         except ProviderRejected as exc:
-            _finish(uow, row.id, domain.FAILED, now, error=str(exc), retryable=False)
+            finished.append((row.id, domain.FAILED, {"error": str(exc), "retryable": False}))
             outcome["failed"] += 1
             log.warning(
                 "notification refused by its provider",
@@ -202,12 +235,16 @@ def deliver(
         except Exception as exc:  # noqa: BLE001 (unavailable, or a bug: kept for a retry)
             error = f"{getattr(exc, 'code', type(exc).__name__)}: {exc}"
             status = domain.FAILED if delivery.final else domain.PENDING
-            _finish(uow, row.id, status, now, error=error, retryable=True)
+            finished.append((row.id, status, {"error": error, "retryable": True}))
             outcome["failed" if delivery.final else "pending"] += 1
             errors.append(f"{row.channel} {row.id}: {error}")
         else:
-            _finish(uow, row.id, domain.SENT, now, reference=reference)
+            finished.append((row.id, domain.SENT, {"reference": reference}))
             outcome["sent"] += 1
+    with uow.transaction() as session:
+        for notification_id, status, details in finished:
+            _finish(session, notification_id, status, now, **details)
+        outcome["pending"] += sum(_still_unsent(session, n) for n in held_elsewhere)
     unsent = outcome["pending"] + (len(errors) if delivery.final else 0)
     if unsent:
         detail = "; ".join(errors) or "another worker is sending them"
@@ -237,15 +274,14 @@ def _take(uow: UnitOfWork, notification_id: str, now: datetime, lease: timedelta
         return session.get(Notification, notification_id)
 
 
-def _still_unsent(uow: UnitOfWork, notification_id: str) -> int:
+def _still_unsent(session: Session, notification_id: str) -> int:
     """1 when a row someone else holds is not sent (yet), else 0."""
-    with uow.transaction() as session:
-        row = session.get(Notification, notification_id)
-        return int(row is not None and row.status == domain.SENDING)
+    row = session.get(Notification, notification_id)
+    return int(row is not None and row.status == domain.SENDING)
 
 
 def _finish(
-    uow: UnitOfWork,
+    session: Session,
     notification_id: str,
     status: str,
     now: datetime,
@@ -263,13 +299,12 @@ def _finish(
     }
     if status == domain.SENT:
         values.update(sent_at=now, provider_reference=(reference or "")[:200] or None)
-    with uow.transaction() as session:
-        session.execute(
-            update(Notification)
-            .where(Notification.id == notification_id, Notification.status == domain.SENDING)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+    session.execute(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.status == domain.SENDING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 # -- queries and preferences ----------------------------------------------------

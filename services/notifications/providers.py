@@ -26,10 +26,15 @@ has no such thing; each email carries `Message-ID: <notification id@domain>`
 
 import json
 import logging
+import queue
 import smtplib
 import ssl
+import time
 from collections.abc import Callable
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.text import MIMEText
 from email.utils import formatdate
 
 import requests
@@ -108,7 +113,17 @@ class GuardedProvider:
 
 
 class SmtpEmailProvider(GuardedProvider):
-    """Email through an SMTP server (one connection per message)."""
+    """Email through an SMTP server, over sessions kept open between messages.
+
+    Opening a session (connect, EHLO, STARTTLS, AUTH) costs more than the
+    message it carries, so a few are kept, each used by one worker at a
+    time. One idle longer than servers usually wait is closed rather than
+    reused; one the server has dropped meanwhile is replaced and the message
+    sent on a new session in the same try.
+    """
+
+    # Servers close idle clients after a few minutes (RFC 5321 asks for 5).
+    IDLE_SECONDS = 60.0
 
     def __init__(
         self,
@@ -121,6 +136,7 @@ class SmtpEmailProvider(GuardedProvider):
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
+        sessions: int = 4,
         **guard,
     ):
         super().__init__("smtp", **guard)
@@ -132,37 +148,66 @@ class SmtpEmailProvider(GuardedProvider):
         self._username = username
         self._password = password
         self._starttls = starttls
+        self._idle: queue.LifoQueue[tuple[smtplib.SMTP, float]] = queue.LifoQueue(sessions)
 
     def close(self) -> None:
-        pass
+        while True:
+            try:
+                session, _ = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            _quit(session)
 
-    def message(self, notification_id: str, to: str, subject: str, body: str) -> EmailMessage:
-        message = EmailMessage()
+    def message(self, notification_id: str, to: str, subject: str, body: str) -> Message:
+        # compat32 headers: the modern policy parses every header it is given,
+        # which cost more than the whole SMTP conversation.
+        message = MIMEText(body, "plain", "us-ascii" if body.isascii() else _UTF8_QP)
         message["From"] = self._sender
         message["To"] = to
-        message["Subject"] = subject
+        message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
         message["Date"] = formatdate(localtime=False, usegmt=True)
         message["Message-ID"] = f"<{notification_id}@{self._sender_domain}>"
         message["X-Notification-ID"] = notification_id
         cid = correlation.current()
         if cid:
             message["X-Correlation-ID"] = cid
-        message.set_content(body)
         return message
 
     def send(self, notification_id: str, to: str, subject: str, body: str) -> str:
         message = self.message(notification_id, to, subject, body)
-        self._with_retries(lambda: self._attempt(message), notification_id)
+        self._with_retries(lambda: self._attempt(message, to), notification_id)
         return message["Message-ID"]
 
-    def _attempt(self, message: EmailMessage) -> str:
+    def _session(self) -> tuple[smtplib.SMTP, bool]:
+        """An open session, and whether it was kept from an earlier message."""
+        while True:
+            try:
+                session, since = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if time.monotonic() - since < self.IDLE_SECONDS:
+                return session, True
+            _quit(session)
+        session = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
         try:
-            with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
-                if self._starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if self._username is not None:
-                    smtp.login(self._username, self._password or "")
-                refused = smtp.send_message(message)
+            if self._starttls:
+                session.starttls(context=ssl.create_default_context())
+            if self._username is not None:
+                session.login(self._username, self._password or "")
+        except BaseException:
+            _quit(session)
+            raise
+        return session, False
+
+    def _give_back(self, session: smtplib.SMTP) -> None:
+        try:
+            self._idle.put_nowait((session, time.monotonic()))
+        except queue.Full:
+            _quit(session)
+
+    def _attempt(self, message: Message, to: str) -> str:
+        try:
+            refused = self._sendmail(to, message.as_bytes())
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise _smtp_reply_error("recipient_refused", code, reply) from exc
@@ -173,6 +218,40 @@ class SmtpEmailProvider(GuardedProvider):
         if refused:  # several recipients and some refused: we send to one, so not here
             raise ProviderRejected("recipient_refused", str(refused))
         return message["Message-ID"]
+
+    def _sendmail(self, to: str, data: bytes) -> dict:
+        """One message on a session; a session that saw an error is not kept."""
+        session, kept = self._session()
+        try:
+            refused = session.sendmail(self._sender, [to], data)
+        except smtplib.SMTPServerDisconnected:
+            session.close()
+            if not kept:
+                raise
+            # The server dropped idle sessions: once more, on a new one.
+            self.close()
+            session, _ = self._session()
+            try:
+                refused = session.sendmail(self._sender, [to], data)
+            except BaseException:
+                _quit(session)
+                raise
+        except BaseException:
+            _quit(session)
+            raise
+        self._give_back(session)
+        return refused
+
+
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP  # readable in the raw message, unlike base64
+
+
+def _quit(session: smtplib.SMTP) -> None:
+    try:
+        session.quit()
+    except (smtplib.SMTPException, OSError):
+        session.close()
 
 
 def _smtp_reply_error(code: str, smtp_code: int, reply) -> ProviderError:
@@ -302,6 +381,7 @@ class Channels:
                 username=settings.smtp_username,
                 password=settings.smtp_password,
                 starttls=settings.smtp_starttls,
+                sessions=pool_size,
                 **guard,
             ),
             SmsProvider(

@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.payments.domain import (
@@ -39,7 +38,7 @@ from services.payments.domain import (
 )
 from services.payments.models import ProviderEvent, ProviderOperation
 from services.payments.provider import PaymentProvider, ProviderResult
-from shared.database import UnitOfWork
+from shared.database import UnitOfWork, insert_ignoring_duplicates
 from shared.errors import Conflict, NotFound
 from shared.outbox import stage
 from shared.provider_errors import ProviderError
@@ -129,7 +128,7 @@ def record_provider_event(
     """
     now = clock()
     with uow.transaction() as session:
-        inserted = _insert_ignoring_duplicates(
+        inserted = insert_ignoring_duplicates(
             session,
             ProviderEvent.__table__,
             {
@@ -141,7 +140,7 @@ def record_provider_event(
                 "body": json.dumps(dict(event), sort_keys=True, default=str),
                 "received_at": now,
             },
-            ["provider", "event_id"],
+            unique=["provider", "event_id"],
         )
         if not inserted:
             return {"event_id": event["event_id"], "recorded": False, "operation": None}
@@ -211,7 +210,7 @@ def _begin(
 ) -> dict:
     fingerprint = request_fingerprint(request)
     with uow.transaction() as session:
-        _insert_ignoring_duplicates(
+        insert_ignoring_duplicates(
             session,
             ProviderOperation.__table__,
             {
@@ -229,7 +228,7 @@ def _begin(
                 "updated_at": now,
                 "transfer": json.dumps(dict(transfer)) if transfer is not None else None,
             },
-            ["kind", "transfer_id"],
+            unique=["kind", "transfer_id"],
         )
         operation = _find(session, kind, transfer_id, for_update=True)
         if operation.request_fingerprint != fingerprint:
@@ -356,14 +355,6 @@ def _find(
     if for_update:
         query = query.with_for_update()
     return session.scalar(query)
-
-
-def _insert_ignoring_duplicates(session: Session, table, values: dict, unique: list[str]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; True when the row was new."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
-    return session.execute(statement).rowcount == 1
 
 
 def _view(operation: ProviderOperation) -> dict:

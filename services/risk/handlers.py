@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from marshmallow import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -330,39 +330,23 @@ def _lock_transfer(session: Session, transfer_id: str) -> None:
     advisory_lock(session, f"risk.transfer:{transfer_id}")
 
 
-def _velocity(
-    session: Session, account_id: str, now: datetime
-) -> tuple[domain.Window, domain.Window]:
-    """The account's transfers that may move money in the last hour and day,
-    in one pass over the day."""
+def _velocity_query(account_id: str, now: datetime):
     in_hour = Assessment.assessed_at > now - timedelta(hours=1)
-    hour_count, hour_total, day_count, day_total = session.execute(
-        select(
-            func.count().filter(in_hour),
-            func.coalesce(func.sum(Assessment.amount).filter(in_hour), 0),
-            func.count(),
-            func.coalesce(func.sum(Assessment.amount), 0),
-        ).where(
-            Assessment.account_id == account_id,
-            FINAL.in_(COUNTED),
-            Assessment.assessed_at > now - timedelta(hours=24),
-        )
-    ).one()
-    return (
-        domain.Window(count=int(hour_count), total=int(hour_total)),
-        domain.Window(count=int(day_count), total=int(day_total)),
+    return select(
+        func.count().filter(in_hour).label("hour_count"),
+        func.coalesce(func.sum(Assessment.amount).filter(in_hour), 0).label("hour_total"),
+        func.count().label("day_count"),
+        func.coalesce(func.sum(Assessment.amount), 0).label("day_total"),
+    ).where(
+        Assessment.account_id == account_id,
+        FINAL.in_(COUNTED),
+        Assessment.assessed_at > now - timedelta(hours=24),
     )
 
 
-def _is_new_beneficiary(session: Session, owner_id: str | None, transfer: Mapping) -> bool:
-    key = beneficiary_of(transfer)
-    if owner_id is None or key is None:
-        return False
-    if transfer.get("kind") == contracts.KIND_INTERNAL:
-        target = session.get(AccountAge, transfer.get("to_account_id"))
-        if target is not None and target.owner_id == owner_id:
-            return False  # between the customer's own accounts
-    paid_before = session.scalar(
+def _paid_before(owner_id: str, key: str):
+    """Whether this customer had a transfer to this beneficiary approved."""
+    return (
         select(Assessment.id)
         .where(
             Assessment.owner_id == owner_id,
@@ -370,8 +354,8 @@ def _is_new_beneficiary(session: Session, owner_id: str | None, transfer: Mappin
             FINAL == contracts.APPROVE,
         )
         .limit(1)
+        .exists()
     )
-    return paid_before is None
 
 
 def _facts(
@@ -382,10 +366,33 @@ def _facts(
     now: datetime,
     rules: domain.RuleSet,
 ) -> domain.Facts:
-    age = session.get(AccountAge, account_id)
-    customer = session.get(Customer, owner_id) if owner_id else None
+    """Everything the rules judge, read in two statements: the scalar facts
+    (account age, tier, failed logins, velocity, beneficiary) in one, the
+    customer's recent approved history in the other."""
+    key = beneficiary_of(transfer)
+    to_account = transfer.get("to_account_id")
+    internal = transfer.get("kind") == contracts.KIND_INTERNAL
+    velocity = _velocity_query(account_id, now).subquery()
+    scalar = {
+        "opened_at": select(AccountAge.opened_at)
+        .where(AccountAge.account_id == account_id)
+        .scalar_subquery(),
+        "tier": select(Customer.tier).where(Customer.user_id == owner_id).scalar_subquery(),
+        "failed_logins": select(func.count())
+        .where(
+            LoginFailure.user_id == owner_id,
+            LoginFailure.occurred_at > now - timedelta(hours=rules.failed_logins_hours),
+        )
+        .scalar_subquery(),
+        "target_owner": select(AccountAge.owner_id)
+        .where(AccountAge.account_id == to_account)
+        .scalar_subquery(),
+        "paid_before": _paid_before(owner_id, key) if owner_id and key else literal(False),
+    }
+    row = session.execute(
+        select(*velocity.c, *(value.label(name) for name, value in scalar.items()))
+    ).one()
     history: list = []
-    failed_logins = 0
     if owner_id:
         history = session.execute(
             select(Assessment.amount, Assessment.currency, Assessment.assessed_at)
@@ -393,19 +400,19 @@ def _facts(
             .order_by(Assessment.id.desc())
             .limit(rules.history_size)
         ).all()
-        failed_logins, _ = _failed_logins(session, owner_id, now, rules)
-    last_hour, last_day = _velocity(session, account_id, now)
+    own_account = internal and owner_id is not None and row.target_owner == owner_id
     return domain.Facts(
         amount=transfer["amount"],
         currency=transfer["currency"],
-        tier=customer.tier if customer else None,
-        account_opened_at=age.opened_at if age else None,
-        last_hour=last_hour,
-        last_day=last_day,
-        new_beneficiary=_is_new_beneficiary(session, owner_id, transfer),
+        tier=row.tier if owner_id else None,
+        account_opened_at=row.opened_at,
+        last_hour=domain.Window(count=int(row.hour_count), total=int(row.hour_total)),
+        last_day=domain.Window(count=int(row.day_count), total=int(row.day_total)),
+        # Their own accounts are never new; nor is anything without an owner or payee.
+        new_beneficiary=bool(owner_id and key and not own_account and not row.paid_before),
         history_amounts=tuple(a for a, c, _ in history if c == transfer["currency"]),
         history_hours=tuple(at.hour for _, _, at in history),
-        failed_logins=failed_logins,
+        failed_logins=int(row.failed_logins or 0) if owner_id else 0,
     )
 
 

@@ -265,4 +265,7 @@ class Transfer:
             transfer=self.details(),
             to_owner_id=self.to_owner_id,
             reason=self.failure_reason,
+            steps=tuple(contracts.Step(s["type"], s["at"]) for s in self.steps),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
         )

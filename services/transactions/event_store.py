@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.transactions.domain import Event, Transfer
 from services.transactions.models import Snapshot, StoredEvent
+from shared.database import insert_ignoring, insert_ignoring_duplicates
 
 _events = StoredEvent.__table__
 _snapshots = Snapshot.__table__
-_INSERT_IGNORING = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 class ConcurrencyError(Exception):
@@ -87,9 +86,8 @@ def append(
     now: datetime,
 ) -> None:
     """Add events after `expected_version`; ConcurrencyError if that is not the last one."""
-    insert = _INSERT_IGNORING[session.get_bind().dialect.name]
     rows = _rows(stream_id, expected_version, events, correlation_id, now)
-    statement = insert(_events).values(rows).on_conflict_do_nothing()
+    statement = insert_ignoring(session, _events).values(rows)
     if session.connection().execute(statement).rowcount != len(rows):
         raise ConcurrencyError(stream_id, expected_version)
 
@@ -117,9 +115,9 @@ def load(session: Session, stream_id: str, *, for_update: bool = False) -> Trans
     transfer = _replay_after(session, stream_id, None)
     if transfer is None or not for_update:
         return transfer
-    insert = _INSERT_IGNORING[session.get_bind().dialect.name]
-    session.connection().execute(
-        insert(_snapshots).on_conflict_do_nothing(),
+    insert_ignoring_duplicates(
+        session,
+        _snapshots,
         {
             "stream_id": stream_id,
             "version": transfer.version,

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, union_all
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.transactions import event_store, projections
@@ -22,14 +21,13 @@ from services.transactions.domain import (
 )
 from services.transactions.models import AccountHistory, TransferRequest, TransferView
 from shared import contracts, correlation, transfer_checks
-from shared.database import UnitOfWork
+from shared.database import UnitOfWork, insert_ignoring_duplicates
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.outbox import stage
 
 _requests = TransferRequest.__table__
 _view = TransferView.__table__
 _history = AccountHistory.__table__
-_INSERT_IGNORING = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 ENDINGS = {TRANSFER_COMPLETED, TRANSFER_FAILED}
 
 
@@ -60,23 +58,18 @@ def _replayed(session: Session, owner_id: str, key: str, request_hash: str) -> d
 
 def _claim_key(session: Session, owner_id: str, key: str, request_hash: str, transfer_id, now):
     """Record the key for a new transfer; the first response again if it was taken."""
-    insert = _INSERT_IGNORING[session.get_bind().dialect.name]
-    taken = (
-        session.connection()
-        .execute(
-            insert(_requests).on_conflict_do_nothing(),
-            {
-                "owner_id": owner_id,
-                "idempotency_key": key,
-                "request_hash": request_hash,
-                "transfer_id": transfer_id,
-                "created_at": now,
-            },
-        )
-        .rowcount
-        == 0
+    new = insert_ignoring_duplicates(
+        session,
+        _requests,
+        {
+            "owner_id": owner_id,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "transfer_id": transfer_id,
+            "created_at": now,
+        },
     )
-    return _replayed(session, owner_id, key, request_hash) if taken else None
+    return None if new else _replayed(session, owner_id, key, request_hash)
 
 
 def create_transfer(

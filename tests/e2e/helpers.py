@@ -73,9 +73,12 @@ class Customer:
         assert response.status_code == 201, response.text
         return response.json()["account_id"]
 
-    def post(self, path, body, key=None):
+    def post(self, path, body, key=None, headers=None):
         return self.api.post(
-            path, token=self.token, json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())}
+            path,
+            token=self.token,
+            json=body,
+            headers={"Idempotency-Key": key or str(uuid.uuid4()), **(headers or {})},
         )
 
     def start(self, path, body, key=None):

@@ -243,3 +243,50 @@ def test_a_transfer_stuck_past_its_deadline_fails_and_is_compensated(api):
     assert alice.account(source)["balance"] == "30.00"
     assert alice.account(source)["available_balance"] == "30.00"
     assert bob.account(target)["balance"] == "0.00"
+
+
+def test_a_client_that_prefers_to_wait_gets_the_ended_transfer_in_one_request(api):
+    alice, bob = Customer(api), Customer(api)
+    source, target = alice.funded("50.00"), bob.open()
+    body = {"from_account_id": source, "to_account_id": target, "amount": "5.00", "currency": "EUR"}
+    key = str(uuid.uuid4())
+    deadline = time.monotonic() + 10
+    while True:  # the gateway's outcome feed connects on its first authenticated request
+        done = alice.post("/v1/transfers", body, key=key, headers={"Prefer": "wait=5"})
+        if done.status_code == 201 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+        key = str(uuid.uuid4())
+    assert done.status_code == 201, done.text
+    view = done.json()
+    assert (view["status"], view["amount"], view["kind"]) == ("completed", "5.00", "internal")
+    assert [s["type"] for s in view["steps"]] == ["transfer_approved", "transfer_posted"]
+    assert done.headers["Preference-Applied"] == "wait=5"
+    assert done.headers["Location"] == f"/v1/transfers/{view['transfer_id']}"
+    # It is what GET shows, and the same key answers the same transfer again.
+    assert alice.transfer_view(view["transfer_id"]) == view
+    again = alice.post("/v1/transfers", body, key=key, headers={"Prefer": "wait=5"})
+    assert again.json()["transfer_id"] == view["transfer_id"]
+    # Without the preference the contract is unchanged: 202, pending.
+    plain = alice.post("/v1/transfers", body)
+    assert plain.status_code == 202 and plain.json()["status"] == "pending"
+    waited = api.get(
+        f"/v1/transfers/{plain.json()['transfer_id']}",
+        token=alice.token,
+        headers={"Prefer": "wait=5"},
+    )
+    assert waited.status_code == 200 and waited.json()["status"] == "completed"
+    failed = alice.post("/v1/transfers", {**body, "amount": "500.00"}, headers={"Prefer": "wait=5"})
+    assert failed.status_code == 201
+    assert (failed.json()["status"], failed.json()["failure_reason"]) == (
+        "failed",
+        "insufficient_funds",
+    )
+    assert_problem(
+        api.get(
+            f"/v1/transfers/{view['transfer_id']}",
+            token=Customer(api).token,
+            headers={"Prefer": "wait=1"},
+        ),
+        404,
+    )

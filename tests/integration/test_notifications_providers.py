@@ -108,8 +108,8 @@ class NotificationsSandbox:
 
 
 @contextmanager
-def running_sandbox() -> Iterator[NotificationsSandbox]:
-    smtp_port, http_port = free_port(), free_port()
+def running_sandbox(smtp_port: int | None = None) -> Iterator[NotificationsSandbox]:
+    smtp_port, http_port = smtp_port or free_port(), free_port()
     workdir = Path(tempfile.mkdtemp(prefix="notify-sandbox-"))
     log_path = workdir / "sandbox.log"
     env = {
@@ -216,6 +216,20 @@ def test_an_email_reaches_the_smtp_server_with_its_headers(sandbox):
     assert mail["message_id"] == reference
     assert mail["notification_id"] == notification
     assert sandbox.mails_over_http() == [mail]
+
+
+def test_a_kept_smtp_session_the_server_dropped_is_replaced(sandbox):
+    """Sessions are kept between messages; a server restart in between costs
+    nothing but a new session."""
+    port = free_port()
+    with running_sandbox(smtp_port=port) as first:
+        provider = smtp(first)
+        provider.send(nid(), "ada@example.com", "One", "B")
+        assert len(first.mails()) == 1
+    with running_sandbox(smtp_port=port) as second:
+        provider.send(nid(), "ada@example.com", "Two", "B")
+        assert [mail["subject"] for mail in second.mails()] == ["Two"]
+    assert provider.breaker_state == "closed"
 
 
 def test_smtp_try_later_replies_are_retried_and_a_refusal_is_final(sandbox):

@@ -1,0 +1,136 @@
+"""Requests that wait for a transfer to end (`Prefer: wait=N`), woken by its outcome.
+
+Every gateway process follows transactions' `transfer_completed` and
+`transfer_failed` events (gateway.feeds) and keeps the latest ones for a
+minute. A request that prefers to wait registers the transfer before it
+looks at it, so an outcome published meanwhile is not missed, and sleeps
+until the outcome arrives or its time is up. The outcome event carries
+the whole transfer view, so the answer needs no second call to
+transactions. At most `max_waiters` requests of a process wait at once
+(each holds one of its threads); beyond that, and while the feed is not
+connected, requests answer at once and the client polls as before.
+"""
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from gateway.feeds import EventFeed
+from shared import contracts
+from shared.events import exchange_name
+
+# How long an outcome is kept for requests that start waiting after it came.
+REMEMBER_SECONDS = 60.0
+REMEMBER_AT_MOST = 20_000
+# The longest wait a client may ask for (RFC 7240 lets the server choose).
+MAX_WAIT_SECONDS = 10
+
+
+class Watch:
+    def __init__(self, outcomes: "TransferOutcomes", transfer_id: str, event: threading.Event):
+        self._outcomes, self._transfer_id, self._event = outcomes, transfer_id, event
+
+    def wait(self, timeout: float) -> dict | None:
+        """The transfer's outcome payload, once it ended (None if time ran out)."""
+        outcome = self._outcomes.ended(self._transfer_id)  # it may have come before
+        if outcome is None and self._event.wait(timeout):
+            outcome = self._outcomes.ended(self._transfer_id)
+        return outcome
+
+
+class TransferOutcomes:
+    def __init__(self, amqp_uri: str, max_waiters: int):
+        self._max_waiters = max_waiters
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[threading.Event]] = {}
+        self._waiters = 0
+        self._ended: OrderedDict[str, tuple[float, dict]] = OrderedDict()
+        source = exchange_name(contracts.TRANSACTIONS)
+        self._feed = EventFeed(
+            amqp_uri,
+            "outcomes",
+            [
+                (source, f"{contracts.TRANSFER_COMPLETED}.#"),
+                (source, f"{contracts.TRANSFER_FAILED}.#"),
+            ],
+            self._on_message,
+        )
+
+    def ensure_started(self) -> None:
+        self._feed.ensure_started()
+
+    def _on_message(self, body: dict) -> None:
+        payload = body.get("payload")
+        transfer_id = payload.get("transfer_id") if isinstance(payload, dict) else None
+        if not isinstance(transfer_id, str):
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._ended[transfer_id] = (now + REMEMBER_SECONDS, payload)
+            self._ended.move_to_end(transfer_id)
+            while self._ended and (
+                len(self._ended) > REMEMBER_AT_MOST or next(iter(self._ended.values()))[0] < now
+            ):
+                self._ended.popitem(last=False)
+            for event in self._waiting.get(transfer_id, ()):
+                event.set()
+
+    def ended(self, transfer_id: str) -> dict | None:
+        with self._lock:
+            kept = self._ended.get(transfer_id)
+        return kept[1] if kept is not None and kept[0] >= time.monotonic() else None
+
+    @contextmanager
+    def watch(self, transfer_id: str) -> Iterator[Watch | None]:
+        """Listen for the transfer's outcome while the block runs; None when
+        this process cannot wait now (too many waiting, feed not connected)."""
+        self.ensure_started()
+        event = threading.Event()
+        with self._lock:
+            if self._waiters >= self._max_waiters or not self._feed.connected.is_set():
+                event = None
+            else:
+                self._waiters += 1
+                self._waiting.setdefault(transfer_id, []).append(event)
+        if event is None:
+            yield None
+            return
+        try:
+            yield Watch(self, transfer_id, event)
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                events = self._waiting[transfer_id]
+                events.remove(event)
+                if not events:
+                    del self._waiting[transfer_id]
+
+
+def preferred_wait(prefer_header: str | None) -> int:
+    """Seconds the client prefers to wait (RFC 7240 `Prefer: wait=N`), capped; 0 if none."""
+    for preference in (prefer_header or "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait" and value.strip().isdigit():
+            return min(int(value.strip()), MAX_WAIT_SECONDS)
+    return 0
+
+
+def transfer_view(outcome: dict) -> dict:
+    """GET /v1/transfers/{id}'s view (minor units), from a transfer's outcome event."""
+    details = outcome["transfer"]
+    return {
+        "transfer_id": outcome["transfer_id"],
+        "kind": outcome["kind"],
+        "status": outcome["status"],
+        "failure_reason": outcome.get("reason"),
+        "amount": outcome["amount"],
+        "currency": outcome["currency"],
+        "from_account_id": details.get("from_account_id"),
+        "to_account_id": details.get("to_account_id"),
+        "reference": details.get("reference"),
+        "created_at": outcome.get("created_at"),
+        "updated_at": outcome.get("updated_at"),
+        "steps": outcome.get("steps") or [],
+    }
