@@ -1,25 +1,40 @@
-"""A pool of nameko RPC clients for a threaded WSGI server.
+"""A pool of RPC clients for a threaded WSGI server.
 
-ClusterRpcProxy is not thread-safe, so each request borrows one client for
-its duration and gives it back. Clients are made lazily (after gunicorn
-forks, never in the master), carry the request's correlation id in their
-context data, and are thrown away on connection errors or timeouts so a
-half-open socket or a late reply never poisons the next request.
+Each request borrows one client for its duration and gives it back.
+Clients are made lazily (after gunicorn forks, never in the master), carry
+the request's correlation id in their context data, and are thrown away on
+connection errors or timeouts so a half-open socket or a late reply never
+poisons the next request.
+
+A client speaks nameko's RPC protocol (a request to the `nameko-rpc`
+exchange routed `<service>.<method>`, the reply to its own queue, errors
+rebuilt by nameko.exceptions.deserialize) over one AMQP connection of its
+own. nameko's ClusterRpcProxy does the same, but builds a publisher, a
+connection object and a producer for every call and waits for a publisher
+confirm: most of the gateway's CPU went there. Here a request is published
+`mandatory` without a confirm: a request no queue takes (the service was
+never started on this broker) comes back as basic.return while the client
+waits for its reply, and is "unknown service" at once; any other loss is a
+timeout, as it would be for a lost reply.
 """
 
+import json
 import logging
 import os
 import queue
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import amqp
 from amqp.exceptions import ConnectionError as AmqpConnectionError
+from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
-from nameko.exceptions import RpcTimeout, UnknownService
-from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.exceptions import RpcTimeout, UnknownService, deserialize
+from nameko.rpc import get_rpc_exchange
 
 import shared.rpc  # noqa: F401  (registers our error types for deserialisation)
 from shared import correlation
@@ -37,21 +52,104 @@ MAX_IDLE_SECONDS = 120.0
 
 
 class _Client:
+    """One thread's RPC client: `client.services.accounts.get_account(...)`."""
+
     def __init__(self, amqp_uri: str, timeout: float):
-        # The dict is the proxy's context data: updating it per request makes
+        # The dict is the client's context data: updating it per request makes
         # every call carry that request's correlation id.
         self.context: dict = {}
-        self._proxy = ClusterRpcProxy(
-            {"AMQP_URI": amqp_uri}, context_data=self.context, timeout=timeout
-        )
-        self.services = self._proxy.start()
+        self._timeout = timeout
+        self._exchange = get_rpc_exchange({})
+        self._reply_to = str(uuid.uuid4())
+        self._awaiting: str | None = None
+        self._reply: dict | None = None
+        self._returned = False
+        self._connection = Connection(amqp_uri, connect_timeout=5)
+        try:
+            channel = self._channel = self._connection.channel()
+            self._exchange(channel).declare()
+            replies = Queue(
+                f"rpc.reply-gateway-{self._reply_to}",
+                self._exchange,
+                routing_key=self._reply_to,
+                exclusive=True,
+                auto_delete=True,
+            )
+            replies(channel).declare()
+            channel.basic_consume(replies.name, no_ack=True, callback=self._on_reply)
+            channel.events["basic_return"].add(self._on_return)
+        except BaseException:
+            self.close()
+            raise
+        self.services = _Services(self)
         self.last_used = time.monotonic()
+
+    def _on_reply(self, message) -> None:
+        if message.properties.get("correlation_id") == self._awaiting:
+            self._reply = json.loads(message.body)
+        # else: the late reply of a call that timed out; it is dropped
+
+    def _on_return(self, _exc, _exchange, _routing_key, message) -> None:
+        if message.properties.get("correlation_id") == self._awaiting:
+            self._returned = True
+
+    def call(self, service: str, method: str, args: tuple, kwargs: dict):
+        correlation_id = str(uuid.uuid4())
+        self._awaiting, self._reply, self._returned = correlation_id, None, False
+        self._channel.basic_publish(
+            amqp.Message(
+                json.dumps({"args": args, "kwargs": kwargs}),
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                reply_to=self._reply_to,
+                correlation_id=correlation_id,
+                application_headers={f"nameko.{k}": v for k, v in self.context.items()},
+            ),
+            exchange=self._exchange.name,
+            routing_key=f"{service}.{method}",
+            mandatory=True,
+        )
+        deadline = time.monotonic() + self._timeout
+        while self._reply is None and not self._returned:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RpcTimeout(self._timeout)
+            try:
+                self._connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                continue
+        self._awaiting = None
+        if self._returned:
+            raise UnknownService(service)
+        if self._reply.get("error"):
+            raise deserialize(self._reply["error"])
+        return self._reply.get("result")
 
     def close(self) -> None:
         try:
-            self._proxy.stop()
+            self._connection.release()
         except Exception:  # already broken; closing is best effort
             log.debug("error while closing an RPC client", exc_info=True)
+
+
+class _Services:
+    def __init__(self, client: _Client):
+        self._client = client
+
+    def __getattr__(self, service: str) -> "_Service":
+        return _Service(self._client, service)
+
+
+class _Service:
+    def __init__(self, client: _Client, name: str):
+        self._client, self._name = client, name
+
+    def __getattr__(self, method: str):
+        def call(*args, **kwargs):
+            return self._client.call(self._name, method, args, kwargs)
+
+        return call
 
 
 class RpcPool:

@@ -10,6 +10,7 @@ key are refused before any signature check could be fooled.
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,15 +36,53 @@ def _invalid(detail: str = "The access token is not valid.") -> Unauthenticated:
     return Unauthenticated("invalid_token", detail)
 
 
+# Tokens already verified, so that a client's next requests skip the RSA check.
+VERIFIED_KEPT = 10_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    kid: str
+    expires_at: float
+
+
 class TokenVerifier:
+    """Verifies access tokens; remembers the ones it verified until they expire.
+
+    A remembered token is the exact string that passed the signature check,
+    so nothing forged can match it; its expiry, its key's presence in the
+    current JWKS and its session's revocation are still checked every time.
+    """
+
     def __init__(self, fetch_jwks: Callable[[], dict], is_revoked: Callable[[str], bool]):
         self._fetch_jwks = fetch_jwks
         self._is_revoked = is_revoked
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = threading.Lock()
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
 
     def verify(self, token: str) -> Principal:
+        verified = self._verified.get(token)
+        if verified is None or not self._still_valid(verified):
+            verified = self._verify(token)
+            with self._lock:
+                self._verified[token] = verified
+                while len(self._verified) > VERIFIED_KEPT:
+                    self._verified.popitem(last=False)
+        if self._is_revoked(verified.principal.session_id):
+            raise Unauthenticated("session_revoked", "This session has ended.")
+        return verified.principal
+
+    def _still_valid(self, verified: _Verified) -> bool:
+        return (
+            time.time() < verified.expires_at + LEEWAY
+            and time.monotonic() - self._fetched_at < JWKS_TTL
+            and verified.kid in self._keys
+        )
+
+    def _verify(self, token: str) -> _Verified:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -68,9 +107,9 @@ class TokenVerifier:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise _invalid()
-        if self._is_revoked(claims["sid"]):
-            raise Unauthenticated("session_revoked", "This session has ended.")
-        return Principal(claims["sub"], claims["sid"], tuple(roles))
+        return _Verified(
+            Principal(claims["sub"], claims["sid"], tuple(roles)), header["kid"], claims["exp"]
+        )
 
     def _key(self, kid: str) -> jwt.PyJWK:
         age = time.monotonic() - self._fetched_at

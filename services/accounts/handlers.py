@@ -2,10 +2,10 @@
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from services.accounts import ledger
 from services.accounts.domain import (
@@ -23,34 +23,47 @@ from shared.errors import Conflict, InvalidInput, NotFound
 from shared.outbox import stage
 from shared.transfer_checks import AccountFacts
 
+_accounts = Account.__table__
+_balances = Balance.__table__
+# An account as its owner sees it: its row and its balance.
+_ACCOUNT_VIEW = select(
+    _accounts.c.id,
+    _accounts.c.owner_id,
+    _accounts.c.currency,
+    _accounts.c.name,
+    _accounts.c.status,
+    _accounts.c.created_at,
+    _balances.c.balance,
+    _balances.c.held,
+).join(_balances, _balances.c.account_id == _accounts.c.id)
 
-def _view(account: Account, balance: Balance) -> dict:
+
+def _view(row: Mapping) -> dict:
+    """An account as its owner sees it, from the columns of _ACCOUNT_VIEW."""
     return {
-        "account_id": account.id,
-        "owner_id": account.owner_id,
-        "currency": account.currency,
-        "name": account.name,
-        "status": account.status,
-        "balance": balance.balance,
-        "available_balance": available_balance(balance.balance, balance.held),
-        "created_at": account.created_at.isoformat(),
+        "account_id": row["id"],
+        "owner_id": row["owner_id"],
+        "currency": row["currency"],
+        "name": row["name"],
+        "status": row["status"],
+        "balance": row["balance"],
+        "available_balance": available_balance(row["balance"], row["held"]),
+        "created_at": row["created_at"].isoformat(),
     }
 
 
-def _owned(session: Session, owner_id: str, account_id: str) -> tuple[Account, Balance]:
+def _owned(connection, owner_id: str, account_id: str):
     """The account if `owner_id` owns it; otherwise it does not exist for them."""
-    row = session.execute(
-        select(Account, Balance)
-        .join(Balance, Balance.account_id == Account.id)
-        .where(
-            Account.id == account_id,
-            Account.owner_id == owner_id,
-            Account.kind == AccountKind.CUSTOMER,
+    row = connection.execute(
+        _ACCOUNT_VIEW.where(
+            _accounts.c.id == account_id,
+            _accounts.c.owner_id == owner_id,
+            _accounts.c.kind == AccountKind.CUSTOMER,
         )
     ).first()
     if row is None:
         raise NotFound("account_not_found", "No such account.")
-    return row
+    return row._mapping
 
 
 def open_account(
@@ -94,23 +107,33 @@ def open_account(
                 account_id=account_id, owner_id=owner_id, currency=currency, name=name
             ),
         )
-        return _view(account, balance)
+    return _view(
+        {
+            "id": account_id,
+            "owner_id": owner_id,
+            "currency": currency,
+            "name": name,
+            "status": AccountStatus.ACTIVE,
+            "created_at": now,
+            "balance": 0,
+            "held": 0,
+        }
+    )
 
 
 def list_accounts(uow: UnitOfWork, owner_id: str) -> list[dict]:
-    with uow.transaction() as session:
-        rows = session.execute(
-            select(Account, Balance)
-            .join(Balance, Balance.account_id == Account.id)
-            .where(Account.owner_id == owner_id, Account.kind == AccountKind.CUSTOMER)
-            .order_by(Account.created_at, Account.id)
+    with uow.read() as connection:
+        rows = connection.execute(
+            _ACCOUNT_VIEW.where(
+                _accounts.c.owner_id == owner_id, _accounts.c.kind == AccountKind.CUSTOMER
+            ).order_by(_accounts.c.created_at, _accounts.c.id)
         ).all()
-        return [_view(account, balance) for account, balance in rows]
+    return [_view(row._mapping) for row in rows]
 
 
 def get_account(uow: UnitOfWork, owner_id: str, account_id: str) -> dict:
-    with uow.transaction() as session:
-        return _view(*_owned(session, owner_id, account_id))
+    with uow.read() as connection:
+        return _view(_owned(connection, owner_id, account_id))
 
 
 def list_transactions(
@@ -118,32 +141,42 @@ def list_transactions(
 ) -> dict:
     """The account's postings, newest first, with keyset pagination."""
     before = _decode_cursor(cursor)
-    with uow.transaction() as session:
-        _owned(session, owner_id, account_id)
-        query = (
-            select(Posting, JournalEntry)
-            .join(JournalEntry, JournalEntry.id == Posting.entry_id)
-            .where(Posting.account_id == account_id)
-            .order_by(Posting.id.desc())
-            .limit(limit + 1)
+    postings, entries = Posting.__table__, JournalEntry.__table__
+    query = (
+        select(
+            postings.c.id,
+            postings.c.amount,
+            postings.c.currency,
+            postings.c.balance_after,
+            postings.c.created_at,
+            entries.c.id.label("entry_id"),
+            entries.c.transfer_id,
+            entries.c.description,
         )
-        if before is not None:
-            query = query.where(Posting.id < before)
-        rows = session.execute(query).all()
+        .join(entries, entries.c.id == postings.c.entry_id)
+        .where(postings.c.account_id == account_id)
+        .order_by(postings.c.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        query = query.where(postings.c.id < before)
+    with uow.read() as connection:
+        _owned(connection, owner_id, account_id)  # who owns an account never changes
+        rows = connection.execute(query).all()
     page = rows[:limit]
     items = [
         {
-            "entry_id": entry.id,
-            "transfer_id": entry.transfer_id,
-            "amount": posting.amount,
-            "currency": posting.currency,
-            "balance_after": posting.balance_after,
-            "description": entry.description,
-            "created_at": posting.created_at.isoformat(),
+            "entry_id": row.entry_id,
+            "transfer_id": row.transfer_id,
+            "amount": row.amount,
+            "currency": row.currency,
+            "balance_after": row.balance_after,
+            "description": row.description,
+            "created_at": row.created_at.isoformat(),
         }
-        for posting, entry in page
+        for row in page
     ]
-    next_cursor = str(page[-1][0].id) if len(rows) > limit else None
+    next_cursor = str(page[-1].id) if len(rows) > limit else None
     return {"items": items, "next_cursor": next_cursor}
 
 

@@ -9,8 +9,11 @@ class OpenAccountArgs(Schema):
     name = fields.String(load_default=None, allow_none=True)
 
 
-class AccountRef(Schema):
+class OwnerRef(Schema):
     owner_id = fields.UUID(required=True)
+
+
+class AccountRef(OwnerRef):
     account_id = fields.UUID(required=True)
 
 

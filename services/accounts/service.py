@@ -20,7 +20,7 @@ class AccountsService(ServiceBase):
     @rpc
     def open_account(self, owner_id, currency, name=None):
         args = load(
-            schemas.OpenAccountArgs(), {"owner_id": owner_id, "currency": currency, "name": name}
+            schemas.OpenAccountArgs, {"owner_id": owner_id, "currency": currency, "name": name}
         )
         return handlers.open_account(
             self.db, str(args["owner_id"]), args["currency"], args["name"], now=utcnow()
@@ -28,18 +28,18 @@ class AccountsService(ServiceBase):
 
     @rpc
     def list_accounts(self, owner_id):
-        args = load(schemas.AccountRef(only=("owner_id",)), {"owner_id": owner_id})
+        args = load(schemas.OwnerRef, {"owner_id": owner_id})
         return handlers.list_accounts(self.db, str(args["owner_id"]))
 
     @rpc
     def get_account(self, owner_id, account_id):
-        args = load(schemas.AccountRef(), {"owner_id": owner_id, "account_id": account_id})
+        args = load(schemas.AccountRef, {"owner_id": owner_id, "account_id": account_id})
         return handlers.get_account(self.db, str(args["owner_id"]), str(args["account_id"]))
 
     @rpc
     def list_transactions(self, owner_id, account_id, limit=50, cursor=None):
         args = load(
-            schemas.HistoryArgs(),
+            schemas.HistoryArgs,
             {"owner_id": owner_id, "account_id": account_id, "limit": limit, "cursor": cursor},
         )
         return handlers.list_transactions(
@@ -49,7 +49,7 @@ class AccountsService(ServiceBase):
     @rpc
     def check_transfer(self, owner_id, kind, currency, from_account_id=None, to_account_id=None):
         args = load(
-            schemas.CheckTransferArgs(),
+            schemas.CheckTransferArgs,
             {
                 "owner_id": owner_id,
                 "kind": kind,
@@ -64,7 +64,7 @@ class AccountsService(ServiceBase):
     @rpc
     def expire_transfer(self, transfer_id):
         """transactions asks this at a transfer's deadline: may it fail now?"""
-        args = load(schemas.TransferRef(), {"transfer_id": transfer_id})
+        args = load(schemas.TransferRef, {"transfer_id": transfer_id})
         return handlers.expire_transfer(self.db, str(args["transfer_id"]), now=utcnow())
 
     # -- the transfer saga: the events accounts acts on ---------------------------

@@ -55,17 +55,17 @@ class AnalyticsService(ServiceBase):
 
     @rpc
     def summary(self, user_id, month):
-        args = load(schemas.SummaryArgs(), {"user_id": user_id, "month": month})
+        args = load(schemas.SummaryArgs, {"user_id": user_id, "month": month})
         return handlers.summary(self.db, str(args["user_id"]), args["month"])
 
     @rpc
     def insights(self, user_id, today=None):
-        args = load(schemas.InsightsArgs(), {"user_id": user_id, "today": today})
+        args = load(schemas.InsightsArgs, {"user_id": user_id, "today": today})
         return handlers.insights(self.db, str(args["user_id"]), args["today"] or utcnow().date())
 
     @rpc
     def anomalies(self, user_id, limit=50):
-        args = load(schemas.AnomaliesArgs(), {"user_id": user_id, "limit": limit})
+        args = load(schemas.AnomaliesArgs, {"user_id": user_id, "limit": limit})
         return handlers.anomalies(self.db, str(args["user_id"]), args["limit"])
 
     @rpc

@@ -21,18 +21,18 @@ class AuthService(ServiceBase):
     @rpc
     def register(self, email, password, full_name):
         args = load(
-            schemas.RegisterArgs(), {"email": email, "password": password, "full_name": full_name}
+            schemas.RegisterArgs, {"email": email, "password": password, "full_name": full_name}
         )
         return handlers.register(self.db, now=utcnow(), **args)
 
     @rpc
     def login(self, email, password):
-        args = load(schemas.LoginArgs(), {"email": email, "password": password})
+        args = load(schemas.LoginArgs, {"email": email, "password": password})
         return handlers.login(self.db, self.keys, self.settings, now=utcnow(), **args)
 
     @rpc
     def verify_mfa(self, mfa_token, code):
-        args = load(schemas.MfaVerifyArgs(), {"mfa_token": mfa_token, "code": code})
+        args = load(schemas.MfaVerifyArgs, {"mfa_token": mfa_token, "code": code})
         return handlers.verify_mfa(self.db, self.keys, self.settings, now=utcnow(), **args)
 
     @rpc
@@ -41,12 +41,12 @@ class AuthService(ServiceBase):
 
     @rpc
     def confirm_mfa(self, user_id, code):
-        args = load(schemas.MfaConfirmArgs(), {"code": code})
+        args = load(schemas.MfaConfirmArgs, {"code": code})
         handlers.confirm_mfa(self.db, user_id, now=utcnow(), **args)
 
     @rpc
     def refresh(self, refresh_token):
-        args = load(schemas.RefreshArgs(), {"refresh_token": refresh_token})
+        args = load(schemas.RefreshArgs, {"refresh_token": refresh_token})
         return handlers.refresh(self.db, self.keys, self.settings, now=utcnow(), **args)
 
     @rpc

@@ -95,12 +95,12 @@ class NotificationsService(ServiceBase):
 
     @rpc
     def list_notifications(self, user_id, limit=50):
-        args = load(schemas.ListNotificationsArgs(), {"user_id": user_id, "limit": limit})
+        args = load(schemas.ListNotificationsArgs, {"user_id": user_id, "limit": limit})
         return handlers.list_notifications(self.db, str(args["user_id"]), args["limit"])
 
     @rpc
     def get_notification(self, notification_id):
-        args = load(schemas.NotificationRef(), {"notification_id": notification_id})
+        args = load(schemas.NotificationRef, {"notification_id": notification_id})
         found = handlers.get_notification(self.db, str(args["notification_id"]))
         if found is None:
             raise NotFound("notification_not_found", "No such notification.")
@@ -108,10 +108,10 @@ class NotificationsService(ServiceBase):
 
     @rpc
     def get_preferences(self, user_id):
-        args = load(schemas.UserRef(), {"user_id": user_id})
+        args = load(schemas.UserRef, {"user_id": user_id})
         return handlers.get_preferences(self.db, str(args["user_id"]))
 
     @rpc
     def set_preferences(self, user_id, prefs):
-        args = load(schemas.SetPreferencesArgs(), {"user_id": user_id, "prefs": prefs})
+        args = load(schemas.SetPreferencesArgs, {"user_id": user_id, "prefs": prefs})
         return handlers.set_preferences(self.db, str(args["user_id"]), args["prefs"], utcnow())

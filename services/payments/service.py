@@ -106,7 +106,7 @@ class PaymentsService(ServiceBase):
     @rpc
     def charge_for_deposit(self, transfer_id, amount, currency, token):
         args = load(
-            schemas.ChargeArgs(),
+            schemas.ChargeArgs,
             {"transfer_id": transfer_id, "amount": amount, "currency": currency, "token": token},
         )
         with _provider_errors():
@@ -122,7 +122,7 @@ class PaymentsService(ServiceBase):
     @rpc
     def payout(self, transfer_id, amount, currency, beneficiary):
         args = load(
-            schemas.PayoutArgs(),
+            schemas.PayoutArgs,
             {
                 "transfer_id": transfer_id,
                 "amount": amount,
@@ -142,10 +142,10 @@ class PaymentsService(ServiceBase):
 
     @rpc
     def get_operation(self, kind, transfer_id):
-        args = load(schemas.OperationRef(), {"kind": kind, "transfer_id": transfer_id})
+        args = load(schemas.OperationRef, {"kind": kind, "transfer_id": transfer_id})
         return handlers.get_operation(self.db, args["kind"], str(args["transfer_id"]))
 
     @rpc
     def record_provider_event(self, provider, event):
-        args = load(schemas.RecordProviderEventArgs(), {"provider": provider, "event": event})
+        args = load(schemas.RecordProviderEventArgs, {"provider": provider, "event": event})
         return handlers.record_provider_event(self.db, args["provider"], args["event"])

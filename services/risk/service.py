@@ -80,7 +80,7 @@ class RiskService(ServiceBase):
 
     @rpc
     def get_assessment(self, transfer_id):
-        args = load(schemas.AssessmentRef(), {"transfer_id": transfer_id})
+        args = load(schemas.AssessmentRef, {"transfer_id": transfer_id})
         return handlers.get_assessment(self.db, str(args["transfer_id"]))
 
     @rpc
@@ -88,7 +88,7 @@ class RiskService(ServiceBase):
         self, account_id=None, owner_id=None, decision=None, limit=50, cursor=None
     ):
         args = load(
-            schemas.ListAssessmentsArgs(),
+            schemas.ListAssessmentsArgs,
             {
                 "account_id": account_id,
                 "owner_id": owner_id,
@@ -110,18 +110,18 @@ class RiskService(ServiceBase):
 
     @rpc
     def list_reviews(self, status="pending", limit=50, cursor=None):
-        args = load(schemas.ListReviewsArgs(), {"status": status, "limit": limit, "cursor": cursor})
+        args = load(schemas.ListReviewsArgs, {"status": status, "limit": limit, "cursor": cursor})
         return handlers.list_reviews(self.db, args["status"], args["limit"], args["cursor"])
 
     @rpc
     def get_review(self, review_id):
-        args = load(schemas.ReviewRef(), {"review_id": review_id})
+        args = load(schemas.ReviewRef, {"review_id": review_id})
         return handlers.get_review(self.db, str(args["review_id"]))
 
     @rpc
     def decide_review(self, review_id, decision, decided_by, note=None):
         args = load(
-            schemas.DecideReviewArgs(),
+            schemas.DecideReviewArgs,
             {"review_id": review_id, "decision": decision, "decided_by": decided_by, "note": note},
         )
         return handlers.decide_review(
@@ -137,18 +137,18 @@ class RiskService(ServiceBase):
 
     @rpc
     def get_rules(self, version=None):
-        args = load(schemas.RulesRef(), {"version": version})
+        args = load(schemas.RulesRef, {"version": version})
         return handlers.get_rules(self.db, self.rules, args["version"])
 
     @rpc
     def list_rule_versions(self, limit=50):
-        args = load(schemas.ListRuleVersionsArgs(), {"limit": limit})
+        args = load(schemas.ListRuleVersionsArgs, {"limit": limit})
         return handlers.list_rule_versions(self.db, args["limit"])
 
     @rpc
     def put_rules(self, rules, changed_by, comment=None):
         args = load(
-            schemas.PutRulesArgs(), {"rules": rules, "changed_by": changed_by, "comment": comment}
+            schemas.PutRulesArgs, {"rules": rules, "changed_by": changed_by, "comment": comment}
         )
         return handlers.put_rules(
             self.db, self.rules, args["rules"], args["changed_by"], args["comment"], utcnow()
@@ -156,13 +156,13 @@ class RiskService(ServiceBase):
 
     @rpc
     def get_customer(self, user_id):
-        args = load(schemas.CustomerRef(), {"user_id": user_id})
+        args = load(schemas.CustomerRef, {"user_id": user_id})
         return handlers.get_customer(self.db, self.rules, str(args["user_id"]), utcnow())
 
     @rpc
     def set_customer_tier(self, user_id, tier, changed_by):
         args = load(
-            schemas.SetTierArgs(), {"user_id": user_id, "tier": tier, "changed_by": changed_by}
+            schemas.SetTierArgs, {"user_id": user_id, "tier": tier, "changed_by": changed_by}
         )
         return handlers.set_customer_tier(
             self.db, self.rules, str(args["user_id"]), args["tier"], args["changed_by"], utcnow()

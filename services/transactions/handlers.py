@@ -236,16 +236,12 @@ _VIEW_COLUMNS = (
 
 
 def get_transfer(uow: UnitOfWork, caller_id: str, transfer_id: str) -> dict:
-    with uow.transaction() as session:
-        row = (
-            session.connection()
-            .execute(
-                select(*_VIEW_COLUMNS, _view.c.owner_id, _view.c.to_owner_id).where(
-                    _view.c.transfer_id == transfer_id
-                )
+    with uow.read() as connection:
+        row = connection.execute(
+            select(*_VIEW_COLUMNS, _view.c.owner_id, _view.c.to_owner_id).where(
+                _view.c.transfer_id == transfer_id
             )
-            .first()
-        )
+        ).first()
     if row is None or caller_id not in (row.owner_id, row.to_owner_id):
         raise NotFound("transfer_not_found", "No such transfer.")
     return _view_of(row)
@@ -292,8 +288,8 @@ def list_transfers(
         )
         both = union_all(sent.subquery().select(), received.subquery().select()).subquery()
         query = select(both).order_by(both.c.position.desc()).limit(limit + 1)
-    with uow.transaction() as session:
-        rows = session.connection().execute(query).all()
+    with uow.read() as connection:
+        rows = connection.execute(query).all()
     page = rows[:limit]
     return {
         "items": [_view_of(row) for row in page],

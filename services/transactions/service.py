@@ -41,9 +41,9 @@ class TransactionsService(ServiceBase):
     @rpc
     def create_transfer(self, owner_id, idempotency_key, request):
         ids = load(
-            schemas.CreateTransferArgs(), {"owner_id": owner_id, "idempotency_key": idempotency_key}
+            schemas.CreateTransferArgs, {"owner_id": owner_id, "idempotency_key": idempotency_key}
         )
-        transfer = load(schemas.TransferRequestArgs(), request)
+        transfer = load(schemas.TransferRequestArgs, request)
         owner = str(ids["owner_id"])
 
         def ask_accounts():
@@ -83,7 +83,7 @@ class TransactionsService(ServiceBase):
     @rpc
     def list_transfers(self, caller_id, account_id=None, status=None, limit=50, cursor=None):
         args = load(
-            schemas.ListArgs(),
+            schemas.ListArgs,
             {
                 "caller_id": caller_id,
                 "account_id": account_id,

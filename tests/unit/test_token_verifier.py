@@ -1,6 +1,7 @@
 """The gateway's local verification refuses every forged or stale token."""
 
 import base64
+import datetime
 import json
 import time
 
@@ -148,3 +149,31 @@ def test_keys_removed_from_the_jwks_stop_verifying_after_the_cache_ttl(keyring, 
     verifier.verify(token)  # still cached: within the TTL
     monkeypatch.setattr("gateway.tokens.JWKS_TTL", 0.0)
     refused(verifier, token)
+
+
+def test_a_verified_token_is_checked_once_but_its_session_and_expiry_every_time(
+    keyring, revoked, monkeypatch
+):
+    verifier = TokenVerifier(keyring.jwks, revoked.__contains__)
+    token = keyring.sign(claims(exp=int(time.time()) + 60))
+    checks = []
+    decode = jwt.decode
+    monkeypatch.setattr(
+        "gateway.tokens.jwt.decode", lambda *a, **k: checks.append(1) or decode(*a, **k)
+    )
+    for _ in range(3):
+        assert verifier.verify(token).user_id == "user-1"
+    assert len(checks) == 1  # remembered after the first signature check
+    revoked.add("session-1")
+    refused(verifier, token, code="session_revoked")  # revocation still applies at once
+    revoked.clear()
+    later = time.time() + 3600
+
+    class AnHourLater(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime.fromtimestamp(later, tz)
+
+    monkeypatch.setattr("gateway.tokens.time.time", lambda: later)
+    monkeypatch.setattr("jwt.api_jwt.datetime", AnHourLater)
+    refused(verifier, token, code="invalid_token")  # and so does its expiry
