@@ -11,7 +11,9 @@ import tempfile
 bind = f"{os.environ.get('GATEWAY_HOST', '127.0.0.1')}:{os.environ.get('GATEWAY_PORT', '8000')}"
 worker_class = "gthread"
 workers = int(os.environ.get("GATEWAY_WORKERS", "2"))
-threads = int(os.environ.get("GATEWAY_THREADS", "8"))
+# A request that prefers to wait for its transfer's end (Prefer: wait) holds
+# a thread while it waits; idle threads cost nothing but memory.
+threads = int(os.environ.get("GATEWAY_THREADS", "16"))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

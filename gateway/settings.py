@@ -7,11 +7,11 @@ def from_env() -> dict:
     return {
         "AMQP_URI": config.amqp_uri(),
         "RPC_TIMEOUT": config.env_int("GATEWAY_RPC_TIMEOUT", 10, minimum=1),
-        "RPC_POOL_SIZE": config.env_int("GATEWAY_THREADS", 8, minimum=1) + 2,
+        "RPC_POOL_SIZE": config.env_int("GATEWAY_THREADS", 16, minimum=1) + 2,
         # Requests of one process that may wait for a transfer's end at once
         # (Prefer: wait): each holds a thread, so leave some for the rest.
         "MAX_WAITERS": config.env_int(
-            "GATEWAY_MAX_WAITERS", max(config.env_int("GATEWAY_THREADS", 8, minimum=1) - 2, 1), 0
+            "GATEWAY_MAX_WAITERS", max(config.env_int("GATEWAY_THREADS", 16, minimum=1) - 2, 1), 0
         ),
         "HEALTH_TIMEOUT": config.env_int("GATEWAY_HEALTH_TIMEOUT", 2, minimum=1),
         # Services the gateway needs before it calls itself ready.

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import Table, create_engine, event, exc, text
+from sqlalchemy import Table, create_engine, event, exc, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -163,18 +163,19 @@ def upsert_adding(session: Session, table: Table, key: dict, increments: dict) -
     session.connection().execute(statement)
 
 
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+def advisory_lock(session: Session, *keys: str) -> None:
+    """Serialise work on each key, taken in the order given, until this
+    transaction ends (one round trip for all of them).
 
-
-def advisory_lock(session: Session, key: str) -> None:
-    """Serialise work on `key` until this transaction ends.
-
-    A transaction-scoped advisory lock on PostgreSQL; SQLite gives a service
+    Transaction-scoped advisory locks on PostgreSQL; SQLite gives a service
     process one connection, so its transactions are serial already (and
     SQLite allows one process per service).
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.connection().execute(_ADVISORY_LOCK, {"key": key})
+        # A target list is evaluated left to right: the locks come in order.
+        session.connection().execute(
+            select(*(func.pg_advisory_xact_lock(func.hashtextextended(key, 0)) for key in keys))
+        )
 
 
 class UnitOfWork:

@@ -243,24 +243,31 @@ class OutboxRelay(DependencyProvider):
     def publish_pending(self) -> int:
         """Publish one batch in id order; returns how many rows it looked at.
 
-        Rows confirmed are marked published in the same commit that releases
-        their locks; a row the broker refused, or a batch cut short by a
-        broken connection, stays pending (its attempt counted) for the next
-        pass.
+        One statement takes the batch: it marks the rows published and locks
+        them (on PostgreSQL skipping rows another relay holds). The marks
+        commit only once the broker confirmed the rows; a row it refused, or
+        a batch cut short by a broken connection, is unmarked (its attempt
+        counted) in the same transaction and goes out on a later pass.
         """
         engine = self._database.engine
-        query = (
-            select(_OUTBOX.c.id, _OUTBOX.c.event_type, _OUTBOX.c.body, _OUTBOX.c.headers)
+        pending = (
+            select(_OUTBOX.c.id)
             .where(_OUTBOX.c.published_at.is_(None))
             .order_by(_OUTBOX.c.id)
             .limit(_BATCH)
         )
         if engine.dialect.name == "postgresql":
             # Several instances share the table: each row goes to one relay.
-            query = query.with_for_update(skip_locked=True)
+            pending = pending.with_for_update(skip_locked=True)
+        take = (
+            update(_OUTBOX)
+            .where(_OUTBOX.c.id.in_(pending.scalar_subquery()))
+            .values(published_at=datetime.now(UTC))
+            .returning(_OUTBOX.c.id, _OUTBOX.c.event_type, _OUTBOX.c.body, _OUTBOX.c.headers)
+        )
         failure: Exception | None = None
         with engine.begin() as conn:
-            rows = conn.execute(query).all()
+            rows = sorted(conn.execute(take).all(), key=lambda row: row.id)
             if not rows:
                 return 0
             try:
@@ -269,19 +276,12 @@ class OutboxRelay(DependencyProvider):
                 )
             except Exception as exc:  # noqa: BLE001 (re-raised once the attempts are counted)
                 confirmed, failure = [False] * len(rows), exc
-            published = [row.id for row, ok in zip(rows, confirmed, strict=True) if ok]
             refused = [row.id for row, ok in zip(rows, confirmed, strict=True) if not ok]
-            if published:
-                conn.execute(
-                    update(_OUTBOX)
-                    .where(_OUTBOX.c.id.in_(published))
-                    .values(published_at=datetime.now(UTC))
-                )
             if refused:
                 conn.execute(
                     update(_OUTBOX)
                     .where(_OUTBOX.c.id.in_(refused))
-                    .values(attempts=_OUTBOX.c.attempts + 1)
+                    .values(published_at=None, attempts=_OUTBOX.c.attempts + 1)
                 )
         if failure is not None:
             raise failure

@@ -79,6 +79,9 @@ class MalformedTransfer(ValueError):
 # -- rules ---------------------------------------------------------------------
 
 
+NEWEST_RULES = select(func.max(RuleSetVersion.version))
+
+
 class RuleCache:
     """The rules in force, re-read only when a new version appears.
 
@@ -91,8 +94,15 @@ class RuleCache:
         self._rules = domain.RuleSet()
         self._unreadable: int | None = None  # the newest version, if it cannot be read
 
-    def current(self, session: Session) -> domain.RuleSet:
-        version = session.scalar(select(func.max(RuleSetVersion.version))) or 0
+    @property
+    def cached(self) -> domain.RuleSet:
+        """The rules last read (what an assessment starts from; see `current`)."""
+        return self._rules
+
+    def current(self, session: Session, newest: int | None = None) -> domain.RuleSet:
+        """The rules in force; `newest` is the highest stored version when the
+        caller has just read it (so it is not asked for again)."""
+        version = newest if newest is not None else session.scalar(NEWEST_RULES) or 0
         if version not in (self._rules.version, self._unreadable):
             try:
                 self._rules = _stored_rules(session, version)
@@ -319,15 +329,15 @@ def beneficiary_of(transfer: Mapping) -> str | None:
     return f"account:{to_account}" if isinstance(to_account, str) else None
 
 
-def _lock_account(session: Session, account_id: str) -> None:
-    """Serialise assessments of one source account until this transaction ends."""
-    advisory_lock(session, f"risk.velocity:{account_id}")
+def _account_lock(account_id: str) -> str:
+    """Serialises assessments of one source account until the transaction ends."""
+    return f"risk.velocity:{account_id}"
 
 
-def _lock_transfer(session: Session, transfer_id: str) -> None:
-    """Serialise assessing a transfer with learning that it failed (taken
+def _transfer_lock(transfer_id: str) -> str:
+    """Serialises assessing a transfer with learning that it failed (taken
     after the account's lock, never before it)."""
-    advisory_lock(session, f"risk.transfer:{transfer_id}")
+    return f"risk.transfer:{transfer_id}"
 
 
 def _velocity_query(account_id: str, now: datetime):
@@ -365,10 +375,15 @@ def _facts(
     owner_id: str | None,
     now: datetime,
     rules: domain.RuleSet,
-) -> domain.Facts:
+) -> tuple[domain.Facts, object]:
     """Everything the rules judge, read in two statements: the scalar facts
     (account age, tier, failed logins, velocity, beneficiary) in one, the
-    customer's recent approved history in the other."""
+    customer's recent approved history in the other.
+
+    The first also says what decides whether to judge at all: an earlier
+    assessment of this transfer (`assessed`), whether the saga ended it
+    already (`ended`), and the newest rules version (`rules_version`: if it
+    is not `rules`, the caller judges again by the newer rules)."""
     key = beneficiary_of(transfer)
     to_account = transfer.get("to_account_id")
     internal = transfer.get("kind") == contracts.KIND_INTERNAL
@@ -388,6 +403,13 @@ def _facts(
         .where(AccountAge.account_id == to_account)
         .scalar_subquery(),
         "paid_before": _paid_before(owner_id, key) if owner_id and key else literal(False),
+        "assessed": select(Assessment.id)
+        .where(Assessment.transfer_id == transfer["transfer_id"])
+        .scalar_subquery(),
+        "ended": select(EndedTransfer.transfer_id)
+        .where(EndedTransfer.transfer_id == transfer["transfer_id"])
+        .exists(),
+        "rules_version": NEWEST_RULES.scalar_subquery(),
     }
     row = session.execute(
         select(*velocity.c, *(value.label(name) for name, value in scalar.items()))
@@ -401,7 +423,7 @@ def _facts(
             .limit(rules.history_size)
         ).all()
     own_account = internal and owner_id is not None and row.target_owner == owner_id
-    return domain.Facts(
+    facts = domain.Facts(
         amount=transfer["amount"],
         currency=transfer["currency"],
         tier=row.tier if owner_id else None,
@@ -414,6 +436,7 @@ def _facts(
         history_hours=tuple(at.hour for _, _, at in history),
         failed_logins=int(row.failed_logins or 0) if owner_id else 0,
     )
+    return facts, row
 
 
 def _verdict(
@@ -456,19 +479,21 @@ def assess_transfer(
     with uow.transaction() as session:
         if not claim(session, envelope, ASSESS_HANDLER):
             return None
-        _lock_account(session, account_id)
-        _lock_transfer(session, transfer_id)
-        assessment = session.scalar(select(Assessment).where(Assessment.transfer_id == transfer_id))
-        if assessment is not None:
+        # The account's lock first, then the transfer's (withdraw_review's).
+        advisory_lock(session, _account_lock(account_id), _transfer_lock(transfer_id))
+        rules = cache.cached
+        facts, found = _facts(session, transfer, account_id, owner_id, now, rules)
+        if found.assessed is not None:
+            assessment = session.get(Assessment, found.assessed)
             _repeat(session, assessment, transfer, envelope["event_id"])
             return _assessment_view(assessment, _review_of(session, transfer_id))
-        rules = cache.current(session)
-        decision = domain.assess(
-            _facts(session, transfer, account_id, owner_id, now, rules), now, rules
-        )
+        if (found.rules_version or 0) != rules.version:
+            rules = cache.current(session, found.rules_version or 0)
+            facts, _ = _facts(session, transfer, account_id, owner_id, now, rules)
+        decision = domain.assess(facts, now, rules)
         # Failed before it reached risk (its deadline passed while risk was
         # away): judged for the record, never held, never moving money.
-        ended = session.get(EndedTransfer, transfer_id) is not None
+        ended = bool(found.ended)
         assessment = Assessment(
             transfer_id=transfer_id,
             kind=transfer["kind"],
@@ -671,7 +696,7 @@ def withdraw_review(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
         if not is_id(transfer_id):
             raise ValueError(f"transfer_failed without a usable transfer_id: {transfer_id!r}")
         reason = str(payload.get("reason") or "failed")[:100]
-        _lock_transfer(session, transfer_id)
+        advisory_lock(session, _transfer_lock(transfer_id))
         review = _review_of(session, transfer_id)
         assessed = session.scalar(
             select(Assessment.id).where(Assessment.transfer_id == transfer_id)
