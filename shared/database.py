@@ -15,18 +15,19 @@ entrypoint, before an RPC reply is sent, so a failed commit is reported to
 the caller instead of being lost after a success reply.
 """
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import Table, create_engine, event, exc, func, select
+from sqlalchemy import Insert, Table, bindparam, create_engine, event, exc, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import config
+from shared import config, pipelining
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,10 @@ def make_engine(url: str, *, application_name: str = "fintech", pool_size: int =
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     if parsed.get_backend_name() == "postgresql":
-        if parsed.drivername != "postgresql+psycopg2":
-            # SQLAlchemy 2.1 defaults to psycopg 3, which blocks the eventlet
-            # hub; psycopg2 with eventlet's wait callback does not.
-            parsed = parsed.set(drivername="postgresql+psycopg2")
+        # SQLAlchemy 2.1 defaults to psycopg 3, which blocks the eventlet
+        # hub; psycopg2 with eventlet's wait callback does not. Transactions
+        # go out in fewer round trips (shared/pipelining.py).
+        parsed = parsed.set(drivername=f"postgresql+{pipelining.DRIVER}")
         _make_psycopg2_green()
         engine = create_engine(
             parsed,
@@ -131,18 +132,30 @@ def _make_psycopg2_green() -> None:
         psycopg2_patcher.make_psycopg_green()
 
 
-# Set in Session.info by whoever stages outbox events in that transaction.
+# Session.info key: the outbox messages staged in this transaction (a list),
+# handed to the commit listeners once it committed.
 STAGED_EVENTS = "staged_events"
 
 _DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
+# Hot paths reuse statement objects built once: SQLAlchemy then finds the
+# compiled SQL by a cache key memoized on the object, instead of building,
+# coercing and hashing an expression tree on every call.
+
+
+@functools.cache
+def _insert_ignoring(dialect: str, table: Table, unique: tuple[str, ...] | None):
+    insert = _DIALECT_INSERT[dialect](table)
+    return insert.on_conflict_do_nothing(index_elements=list(unique) if unique else None)
+
 
 def insert_ignoring(session: Session, table: Table, unique: list[str] | None = None):
     """INSERT ... ON CONFLICT DO NOTHING for this session's database (PostgreSQL,
-    SQLite), on any unique key or only on the `unique` columns': add
-    `.values(...)`, `.returning(...)`, or execute it with rows."""
-    insert = _DIALECT_INSERT[session.get_bind().dialect.name](table)
-    return insert.on_conflict_do_nothing(index_elements=unique)
+    SQLite), on any unique key or only on the `unique` columns'; execute it
+    with a row (or rows), or add `.values(...)` / `.returning(...)`. The
+    statement is built once per table."""
+    dialect = session.get_bind().dialect.name
+    return _insert_ignoring(dialect, table, tuple(unique) if unique else None)
 
 
 def insert_ignoring_duplicates(
@@ -153,35 +166,76 @@ def insert_ignoring_duplicates(
     return session.connection().execute(statement, values).rowcount == 1
 
 
-def upsert_adding(session: Session, table: Table, key: dict, increments: dict) -> None:
-    """Insert the row, or add the increments to the one with its key, in one statement."""
-    statement = _DIALECT_INSERT[session.get_bind().dialect.name](table).values(**key, **increments)
-    statement = statement.on_conflict_do_update(
+@functools.cache
+def _upsert_adding(dialect: str, table: Table, key: tuple[str, ...], increments: tuple[str, ...]):
+    statement = _DIALECT_INSERT[dialect](table).inline()
+    return statement.on_conflict_do_update(
         index_elements=list(key),
         set_={name: table.c[name] + statement.excluded[name] for name in increments},
     )
-    session.connection().execute(statement)
+
+
+def upsert_adding(session: Session, table: Table, key: dict, increments: dict) -> None:
+    """Insert the row, or add the increments to the one with its key, in one
+    statement (deferred: sent with the transaction's next statement)."""
+    dialect = session.get_bind().dialect.name
+    statement = _upsert_adding(dialect, table, tuple(key), tuple(increments))
+    defer(session, statement, {**key, **increments})
+
+
+def defer(session: Session | Connection, statement, parameters=None) -> None:
+    """Execute a write whose result nobody reads, at the latest with the commit.
+
+    On PostgreSQL it travels in front of the transaction's next statement,
+    or with its COMMIT (shared/pipelining.py): no round trip of its own. An
+    error it raises (a constraint) surfaces there and rolls the whole
+    transaction back. Outside a transaction, and on SQLite, it runs now.
+    It cannot return rows or a row count.
+    """
+    connection = session.connection() if isinstance(session, Session) else session
+    if getattr(statement, "_returning", None):
+        raise ValueError("a deferred statement cannot return rows")
+    if isinstance(statement, Insert) and not statement._inline:
+        # No RETURNING of a generated key. (Build hot statements inline once:
+        # this copy costs a new cache key on every call.)
+        statement = statement.inline()
+    connection.execute(statement, parameters, execution_options={pipelining.DEFER: True})
 
 
 def advisory_lock(session: Session, *keys: str) -> None:
     """Serialise work on each key, taken in the order given, until this
-    transaction ends (one round trip for all of them).
+    transaction ends (sent with the transaction's next statement).
 
     Transaction-scoped advisory locks on PostgreSQL; SQLite gives a service
     process one connection, so its transactions are serial already (and
     SQLite allows one process per service).
     """
-    if session.get_bind().dialect.name == "postgresql":
-        # A target list is evaluated left to right: the locks come in order.
-        session.connection().execute(
-            select(*(func.pg_advisory_xact_lock(func.hashtextextended(key, 0)) for key in keys))
+    if keys and session.get_bind().dialect.name == "postgresql":
+        defer(session, _advisory_locks(len(keys)), {f"key{i}": key for i, key in enumerate(keys)})
+
+
+@functools.cache
+def _advisory_locks(count: int):
+    # A target list is evaluated left to right: the locks come in order.
+    return select(
+        *(
+            func.pg_advisory_xact_lock(func.hashtextextended(bindparam(f"key{i}"), 0))
+            for i in range(count)
         )
+    )
 
 
 class UnitOfWork:
     """What a worker sees: transactions on its service's database."""
 
-    def __init__(self, session_factory: Callable[[], Session], after_commit: Callable[[], None]):
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        after_commit: Callable[[list], None] | None = None,
+    ):
+        """`after_commit` is given the outbox messages a committed transaction
+        staged (the service's relay publishes them); without one they stay
+        pending in the table for a relay's sweep."""
         self._session_factory = session_factory
         self._after_commit = after_commit
 
@@ -206,14 +260,14 @@ class UnitOfWork:
             yield session
             session.commit()
             # Only transactions that staged outbox events need the relay.
-            staged_events = session.info.pop(STAGED_EVENTS, False)
+            staged_events = session.info.pop(STAGED_EVENTS, None)
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
-        if staged_events:
-            self._after_commit()
+        if staged_events and self._after_commit is not None:
+            self._after_commit(staged_events)
 
 
 class Database(DependencyProvider):
@@ -222,7 +276,7 @@ class Database(DependencyProvider):
     def __init__(self):
         self.engine: Engine | None = None
         self._sessionmaker = None
-        self._commit_listeners: list[Callable[[], None]] = []
+        self._commit_listeners: list[Callable[[list], None]] = []
 
     def setup(self):
         service = self.container.service_name
@@ -239,13 +293,14 @@ class Database(DependencyProvider):
     def kill(self):
         self.stop()
 
-    def add_commit_listener(self, listener: Callable[[], None]) -> None:
-        """Called after each commit that staged events (the outbox relay wakes on it)."""
+    def add_commit_listener(self, listener: Callable[[list], None]) -> None:
+        """Called with the staged outbox messages after each commit that staged
+        any (the outbox relay publishes them)."""
         self._commit_listeners.append(listener)
 
-    def _notify_commit(self) -> None:
+    def _notify_commit(self, staged: list) -> None:
         for listener in self._commit_listeners:
-            listener()
+            listener(staged)
 
     def get_dependency(self, worker_ctx):
         return UnitOfWork(self._sessionmaker, self._notify_commit)

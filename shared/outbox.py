@@ -2,25 +2,37 @@
 
 A producer stages an event inside the same database transaction as the
 change the event describes (`stage(session, event)` for the saga's typed
-contracts, `record_event(session, type, payload)` for plain ones). The
-relay, running in the service process, publishes pending rows to the
-service's event exchange and marks them published. A crash between commit
-and publish leaves the row pending, so it is published on the next pass:
-delivery is at least once, and consumers deduplicate by event_id.
+contracts, `record_event(session, type, payload)` for plain ones): the row
+is written with that transaction's commit (a deferred write, so it costs
+no round trip of its own), and the message is handed to the service's
+relay once the commit succeeded. Delivery is at least once; consumers
+deduplicate by event_id.
 
-The relay publishes a batch and then waits once for the broker's confirms
-of all of it (pipelined), instead of one round trip per row; a row counts
-as published only once its own confirm arrived. On PostgreSQL several
-instances share the table: each pass locks its rows (SKIP LOCKED), so
-every row goes out through one relay.
+The relay publishes what it was handed straight from memory, in batches,
+waiting once for the broker's confirms of each batch (pipelined), and
+marks the confirmed rows published a few at a time (one UPDATE for many
+events). Nothing is read back from the table on that path.
+
+What the memory path cannot cover, the sweep does: a row whose process
+died between commit and publish, a batch the broker did not confirm, a row
+committed by another process (a script, a crashed instance). Every second
+the relay takes the pending rows older than OUTBOX_GRACE_SECONDS (and at
+start-up every pending row: nothing in this process's memory can hold
+them) under a lease (`claimed_until`, SKIP LOCKED on PostgreSQL, so
+several instances take different rows and a relay that dies mid-publish
+only delays its rows by the lease) and publishes them. A row published
+from memory that a sweep also takes is published twice: consumers'
+inboxes make that harmless.
 """
 
 import json
 import logging
 import threading
 import time
+from collections import deque
 from contextlib import suppress
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import amqp
 from kombu import Connection
@@ -41,13 +53,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    or_,
     select,
     update,
 )
 from sqlalchemy.orm import Session
 
-from shared import contracts, correlation
-from shared.database import STAGED_EVENTS, Database
+from shared import config, contracts, correlation
+from shared.database import STAGED_EVENTS, Database, defer
 from shared.events import envelope
 from shared.sqltypes import UtcDateTime
 
@@ -55,6 +68,9 @@ log = logging.getLogger(__name__)
 
 _BATCH = 200
 CONFIRM_TIMEOUT = 10.0
+# A row taken by a sweep is not taken again for this long (its relay may
+# have died mid-publish).
+LEASE_SECONDS = 30.0
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -71,12 +87,23 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("created_at", UtcDateTime, nullable=False),
         Column("published_at", UtcDateTime),
         Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("claimed_until", UtcDateTime),
         Index("ix_outbox_pending", "published_at", "id"),
     )
 
 
 _OUTBOX = outbox_table(MetaData())
-_INSERT = _OUTBOX.insert()
+_INSERT = _OUTBOX.insert().inline()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A staged event as the relay publishes it."""
+
+    event_id: str
+    routing_key: str
+    body: str
+    headers: dict
 
 
 def record_event(
@@ -88,17 +115,24 @@ def record_event(
     # nameko reads context data from "nameko.*" headers: the consumer's
     # worker picks the correlation id up from there.
     headers = {f"{HEADER_PREFIX}.{correlation.CONTEXT_KEY}": cid} if cid else {}
-    session.connection().execute(
+    outgoing = Outgoing(
+        message["event_id"],
+        contracts.routing_key_of(event_type, payload),
+        json.dumps(message),
+        headers,
+    )
+    defer(
+        session,
         _INSERT,
         {
-            "event_id": message["event_id"],
+            "event_id": outgoing.event_id,
             "event_type": event_type,
-            "body": json.dumps(message),
+            "body": outgoing.body,
             "headers": json.dumps(headers),
             "created_at": datetime.now(UTC),
         },
     )
-    session.info[STAGED_EVENTS] = True
+    session.info.setdefault(STAGED_EVENTS, []).append(outgoing)
     return message
 
 
@@ -183,30 +217,42 @@ class ConfirmedPublisher:
 
 
 class OutboxRelay(DependencyProvider):
-    """Publishes this service's pending outbox rows; wakes on every commit."""
+    """Publishes this service's staged events: from memory after each commit,
+    and, by a sweep, whatever was left pending in the table."""
 
-    poll_interval = 0.5
+    sweep_interval = 1.0
+    # Marks of published rows wait for company this long at most.
+    mark_delay = 0.2
 
     def __init__(self):
         self._wake = threading.Event()
         self._stopping = False
         self._database: Database | None = None
         self._publisher: ConfirmedPublisher | None = None
+        self._outgoing: deque[Outgoing] = deque()
+        self._published: list[str] = []  # confirmed event ids not yet marked
+        self._oldest_unmarked = 0.0
+        self._next_sweep = 0.0
+        self._started_at: datetime | None = None
+        self.grace = 5.0
 
     def setup(self):
-        config = self.container.config
+        config_ = self.container.config
         self._publisher = ConfirmedPublisher(
-            config[AMQP_URI_CONFIG_KEY],
-            get_event_exchange(self.container.service_name, config),
-            ssl=config.get(AMQP_SSL_CONFIG_KEY),
-            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+            config_[AMQP_URI_CONFIG_KEY],
+            get_event_exchange(self.container.service_name, config_),
+            ssl=config_.get(AMQP_SSL_CONFIG_KEY),
+            login_method=config_.get(LOGIN_METHOD_CONFIG_KEY),
         )
+        self.grace = config.env_int("OUTBOX_GRACE_SECONDS", 5, 0)
 
     def start(self):
         self._database = next(
             dep for dep in self.container.dependencies if isinstance(dep, Database)
         )
-        self._database.add_commit_listener(self._wake.set)
+        self._database.add_commit_listener(self._committed)
+        # Anything pending now was staged before this process could hold it.
+        self._started_at = datetime.now(UTC)
         self.container.spawn_managed_thread(self._run, identifier="outbox_relay")
 
     def stop(self):
@@ -215,6 +261,10 @@ class OutboxRelay(DependencyProvider):
 
     def kill(self):
         self.stop()
+
+    def _committed(self, staged: list[Outgoing]) -> None:
+        self._outgoing.extend(staged)
+        self._wake.set()
 
     def _run(self):
         failures = 0
@@ -226,67 +276,121 @@ class OutboxRelay(DependencyProvider):
                     self._wake.clear()
                     time.sleep(min(30, 2**failures))  # green under monkey patching
                 else:
-                    self._wake.wait(self.poll_interval)
+                    self._wake.wait(self._idle_timeout())
                     self._wake.clear()
                 try:
-                    while not self._stopping and self.publish_pending() == _BATCH:
-                        pass
+                    self.relay()
                     failures = 0
-                except Exception:  # keep relaying: the rows stay pending and are retried
+                except Exception:  # keep relaying: the rows stay pending and are swept
                     failures += 1
+                    # What memory held is in the table too: the sweep takes it.
+                    self._outgoing.clear()
                     log.exception(
                         "outbox relay failed; rows stay pending", extra={"failures": failures}
                     )
+            self._mark_published()
         finally:
             self._publisher.close()
 
-    def publish_pending(self) -> int:
-        """Publish one batch in id order; returns how many rows it looked at.
+    def _idle_timeout(self) -> float:
+        now = time.monotonic()
+        due = self._next_sweep
+        if self._published:
+            due = min(due, self._oldest_unmarked + self.mark_delay)
+        return max(0.0, due - now)
 
-        One statement takes the batch: it marks the rows published and locks
-        them (on PostgreSQL skipping rows another relay holds). The marks
-        commit only once the broker confirmed the rows; a row it refused, or
-        a batch cut short by a broken connection, is unmarked (its attempt
-        counted) in the same transaction and goes out on a later pass.
+    def relay(self) -> None:
+        """One pass: publish what commits handed over, sweep if due, mark."""
+        while self._outgoing and not self._stopping:
+            batch = [self._outgoing.popleft() for _ in range(min(_BATCH, len(self._outgoing)))]
+            confirmed = self._publisher.publish_batch(
+                (item.routing_key, item.body, item.headers) for item in batch
+            )
+            self._note_published(
+                item.event_id for item, ok in zip(batch, confirmed, strict=True) if ok
+            )
+            # A refused one stays pending: the sweep takes it after the grace.
+        if time.monotonic() >= self._next_sweep:
+            while not self._stopping and self.sweep() == _BATCH:
+                pass
+            self._next_sweep = time.monotonic() + self.sweep_interval
+        if self._published and (
+            len(self._published) >= _BATCH
+            or time.monotonic() >= self._oldest_unmarked + self.mark_delay
+        ):
+            self._mark_published()
+
+    def _note_published(self, event_ids) -> None:
+        if not self._published:
+            self._oldest_unmarked = time.monotonic()
+        self._published.extend(event_ids)
+
+    def _mark_published(self) -> None:
+        published, self._published = self._published, []
+        if not published:
+            return
+        try:
+            with self._database.engine.connect() as conn:
+                conn.execute(
+                    update(_OUTBOX)
+                    .where(_OUTBOX.c.event_id.in_(published))
+                    .values(published_at=datetime.now(UTC), claimed_until=None)
+                )
+                conn.commit()
+        except Exception:
+            # Unmarked rows would be published again by a sweep: keep trying.
+            self._published = published + self._published
+            raise
+
+    def sweep(self) -> int:
+        """Publish one batch of rows left pending; returns how many it took.
+
+        One statement leases them (skipping rows another relay holds);
+        their attempts are counted. A row the broker does not confirm is
+        taken again once its lease has run out.
         """
+        now = datetime.now(UTC)
         engine = self._database.engine
-        pending = (
+        stale = (
             select(_OUTBOX.c.id)
-            .where(_OUTBOX.c.published_at.is_(None))
+            .where(
+                _OUTBOX.c.published_at.is_(None),
+                or_(
+                    _OUTBOX.c.created_at < now - timedelta(seconds=self.grace),
+                    _OUTBOX.c.created_at < self._started_at,
+                ),
+                or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < now),
+            )
             .order_by(_OUTBOX.c.id)
             .limit(_BATCH)
         )
         if engine.dialect.name == "postgresql":
             # Several instances share the table: each row goes to one relay.
-            pending = pending.with_for_update(skip_locked=True)
+            stale = stale.with_for_update(skip_locked=True)
         take = (
             update(_OUTBOX)
-            .where(_OUTBOX.c.id.in_(pending.scalar_subquery()))
-            .values(published_at=datetime.now(UTC))
-            .returning(_OUTBOX.c.id, _OUTBOX.c.event_type, _OUTBOX.c.body, _OUTBOX.c.headers)
+            .where(_OUTBOX.c.id.in_(stale.scalar_subquery()))
+            .values(
+                claimed_until=now + timedelta(seconds=LEASE_SECONDS),
+                attempts=_OUTBOX.c.attempts + 1,
+            )
+            .returning(
+                _OUTBOX.c.id,
+                _OUTBOX.c.event_id,
+                _OUTBOX.c.event_type,
+                _OUTBOX.c.body,
+                _OUTBOX.c.headers,
+            )
         )
-        failure: Exception | None = None
         with engine.begin() as conn:
             rows = sorted(conn.execute(take).all(), key=lambda row: row.id)
-            if not rows:
-                return 0
-            try:
-                confirmed = self._publisher.publish_batch(
-                    (_routing_key(row), row.body, json.loads(row.headers)) for row in rows
-                )
-            except Exception as exc:  # noqa: BLE001 (re-raised once the attempts are counted)
-                confirmed, failure = [False] * len(rows), exc
-            refused = [row.id for row, ok in zip(rows, confirmed, strict=True) if not ok]
-            if refused:
-                conn.execute(
-                    update(_OUTBOX)
-                    .where(_OUTBOX.c.id.in_(refused))
-                    .values(published_at=None, attempts=_OUTBOX.c.attempts + 1)
-                )
-        if failure is not None:
-            raise failure
-        if refused:
-            raise RuntimeError(f"the broker refused {len(refused)} event(s); they stay pending")
+        if rows:
+            confirmed = self._publisher.publish_batch(
+                (_routing_key(row), row.body, json.loads(row.headers)) for row in rows
+            )
+            self._note_published(
+                row.event_id for row, ok in zip(rows, confirmed, strict=True) if ok
+            )
         return len(rows)
 
 

@@ -31,6 +31,9 @@ RUN_ID = f"{time.strftime('%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
 # risk sweeps expired reviews every second in tests (read when its module is
 # imported, here and in the end-to-end services started as subprocesses).
 os.environ.setdefault("RISK_REVIEW_SWEEP_SECONDS", "1")
+# Tests stage events from outside service processes (a bare UnitOfWork, a
+# killed service's leftovers): relays sweep such rows after 1 s, not 5.
+os.environ.setdefault("OUTBOX_GRACE_SECONDS", "1")
 
 
 def _amqp_base() -> str:

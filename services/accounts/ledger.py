@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from services.accounts.domain import (
@@ -46,7 +46,7 @@ from services.accounts.models import (
     Posting,
 )
 from shared import contracts
-from shared.database import advisory_lock, insert_ignoring_duplicates
+from shared.database import advisory_lock, defer, insert_ignoring_duplicates
 
 # The bank's side of money that enters or leaves through a payment provider.
 CARD_CLEARING = "card-clearing"
@@ -219,15 +219,13 @@ def _post(
     now: datetime,
     *,
     released: dict[str, int] | None = None,
-    rows_locked: bool = False,
 ) -> str:
-    """One journal entry and the balances it moves.
+    """One journal entry and the balances it moves (deposits and payouts;
+    an internal transfer is posted by post_transfer).
 
     `released` is what each account's hold gives back as the entry captures
     it (its `held` goes down by that much). Balances are updated in account
-    order, so entries never wait on each other in a cycle; when the caller
-    already holds their row locks (`rows_locked`, taken in that order), one
-    statement updates them all.
+    order, so entries never wait on each other in a cycle.
     """
     check_balanced(lines)
     entry_id = str(uuid.uuid4())
@@ -245,36 +243,19 @@ def _post(
     lines = sorted(lines, key=lambda line: line.account_id)
     account = _balances.c.account_id
     released = released or {}
-    if rows_locked:
-        changes = {
-            "balance": _balances.c.balance
-            + case({line.account_id: line.amount for line in lines}, value=account),
-            "updated_at": now,
-        }
-        if released:
-            changes["held"] = _balances.c.held - case(released, value=account, else_=0)
-        after = dict(
-            conn.execute(
-                update(_balances)
-                .where(account.in_([line.account_id for line in lines]))
-                .values(**changes)
-                .returning(account, _balances.c.balance)
-            ).all()
-        )
-    else:
-        after = {
-            line.account_id: conn.execute(
-                update(_balances)
-                .where(account == line.account_id)
-                .values(
-                    balance=_balances.c.balance + line.amount,
-                    held=_balances.c.held - released.get(line.account_id, 0),
-                    updated_at=now,
-                )
-                .returning(_balances.c.balance)
-            ).scalar_one()
-            for line in lines
-        }
+    after = {
+        line.account_id: conn.execute(
+            update(_balances)
+            .where(account == line.account_id)
+            .values(
+                balance=_balances.c.balance + line.amount,
+                held=_balances.c.held - released.get(line.account_id, 0),
+                updated_at=now,
+            )
+            .returning(_balances.c.balance)
+        ).scalar_one()
+        for line in lines
+    }
     conn.execute(
         _postings.insert(),
         [
@@ -292,6 +273,30 @@ def _post(
     return entry_id
 
 
+# An internal transfer's two balance rows, locked in account order.
+_LOCK_PAIR = (
+    select(
+        _accounts.c.id,
+        _accounts.c.kind,
+        _accounts.c.status,
+        _accounts.c.currency,
+        _balances.c.balance,
+        _balances.c.held,
+    )
+    .join(_balances, _balances.c.account_id == _accounts.c.id)
+    .where(_accounts.c.id.in_([bindparam("from_account_id"), bindparam("to_account_id")]))
+    .order_by(_accounts.c.id)
+    .with_for_update(of=_balances)
+)
+_MOVE_BALANCE = (
+    update(_balances)
+    .where(_balances.c.account_id == bindparam("moved_account"))
+    .values(balance=_balances.c.balance + bindparam("moved_amount"), updated_at=bindparam("now"))
+)
+_RECORD_ENTRY = _entries.insert().inline()
+_RECORD_POSTING = _postings.insert().inline()
+
+
 def post_transfer(
     session: Session,
     transfer_id: str,
@@ -307,6 +312,8 @@ def post_transfer(
     Both accounts live here, so no hold is needed: the balance rows are
     locked in account order, the sender's available balance is judged on
     what is locked, and both postings are written before the locks go.
+    What it writes needs no answer from the database (the new balances
+    follow from the locked ones), so it goes out with the commit.
     Returns Posted or Refused, the same answer again for a transfer closed
     by an earlier call, or None for one that expired before it was posted.
     """
@@ -316,18 +323,7 @@ def post_transfer(
     rows = {
         row.id: row
         for row in _conn(session).execute(
-            select(
-                _accounts.c.id,
-                _accounts.c.kind,
-                _accounts.c.status,
-                _accounts.c.currency,
-                _balances.c.balance,
-                _balances.c.held,
-            )
-            .join(_balances, _balances.c.account_id == _accounts.c.id)
-            .where(_accounts.c.id.in_([from_account_id, to_account_id]))
-            .order_by(_accounts.c.id)
-            .with_for_update(of=_balances)
+            _LOCK_PAIR, {"from_account_id": from_account_id, "to_account_id": to_account_id}
         )
     }
     sender, receiver = rows.get(from_account_id), rows.get(to_account_id)
@@ -335,18 +331,41 @@ def post_transfer(
         return _refuse(session, transfer_id, contracts.REASON_ACCOUNT_UNAVAILABLE)
     if sender.balance - sender.held < amount:
         return _refuse(session, transfer_id, contracts.REASON_INSUFFICIENT_FUNDS)
-    entry_id = _post(
+    lines = [
+        PostingLine(from_account_id, -amount, currency),
+        PostingLine(to_account_id, amount, currency),
+    ]
+    check_balanced(lines)
+    entry_id = str(uuid.uuid4())
+    defer(
         session,
-        transfer_id,
-        contracts.KIND_INTERNAL,
-        reference or "Transfer",
-        [
-            PostingLine(from_account_id, -amount, currency),
-            PostingLine(to_account_id, amount, currency),
-        ],
-        now,
-        rows_locked=True,
+        _RECORD_ENTRY,
+        {
+            "id": entry_id,
+            "transfer_id": transfer_id,
+            "kind": contracts.KIND_INTERNAL,
+            "description": reference or "Transfer",
+            "created_at": now,
+        },
     )
+    for line in sorted(lines, key=lambda line: line.account_id):
+        defer(
+            session,
+            _MOVE_BALANCE,
+            {"moved_account": line.account_id, "moved_amount": line.amount, "now": now},
+        )
+        defer(
+            session,
+            _RECORD_POSTING,
+            {
+                "entry_id": entry_id,
+                "account_id": line.account_id,
+                "amount": line.amount,
+                "currency": line.currency,
+                "balance_after": rows[line.account_id].balance + line.amount,
+                "created_at": now,
+            },
+        )
     return Posted(entry_id)
 
 
@@ -359,12 +378,15 @@ def _usable(row, currency: str) -> bool:
     )
 
 
+_REFUSE = (
+    update(_closed)
+    .where(_closed.c.transfer_id == bindparam("closed_transfer"))
+    .values(outcome=bindparam("refusal"))
+)
+
+
 def _refuse(session: Session, transfer_id: str, reason: str) -> Refused:
-    _conn(session).execute(
-        update(_closed)
-        .where(_closed.c.transfer_id == transfer_id)
-        .values(outcome=refused_outcome(reason))
-    )
+    defer(session, _REFUSE, {"closed_transfer": transfer_id, "refusal": refused_outcome(reason)})
     return Refused(reason)
 
 

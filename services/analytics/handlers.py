@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping
 from datetime import date, datetime
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from services.analytics import domain
@@ -37,6 +37,7 @@ from shared import contracts
 from shared.database import (
     UnitOfWork,
     advisory_lock,
+    defer,
     insert_ignoring_duplicates,
     upsert_adding,
 )
@@ -137,8 +138,8 @@ def failed_transfer(payload: Mapping) -> tuple[str, str, int, str, str]:
 
 def _lock_users(session: Session, user_ids: set[str]) -> None:
     """Serialise the events of these users until this transaction ends."""
-    for user_id in sorted(user_ids):  # one order everywhere: no deadlocks
-        advisory_lock(session, f"analytics.user:{user_id}")
+    # One order everywhere: no deadlocks.
+    advisory_lock(session, *(f"analytics.user:{user_id}" for user_id in sorted(user_ids)))
 
 
 def record_event(
@@ -170,7 +171,7 @@ def record_event(
         position = (
             session.connection()
             .execute(
-                _EVENTS.insert().returning(_EVENTS.c.position),
+                _LOG_EVENT,
                 {
                     "event_id": envelope["event_id"],
                     "event_type": event_type,
@@ -224,8 +225,9 @@ def project(
     for flow in flows:
         if flow.direction == domain.OUT and domain.is_spending(flow.category):
             _judge(session, transfer.transfer_id, flow, position, month, occurred_at, settings)
-        session.connection().execute(
-            _FLOWS.insert(),
+        defer(
+            session,
+            _ADD_FLOW,
             {
                 "transfer_id": transfer.transfer_id,
                 "user_id": flow.user_id,
@@ -262,18 +264,19 @@ def _judge(
     settings: domain.AnomalySettings,
 ) -> None:
     """Flag the outflow if it is far above the user's earlier outflows."""
-    earlier = session.scalars(
-        select(UserFlow.amount)
-        .where(
-            UserFlow.user_id == flow.user_id,
-            UserFlow.currency == flow.currency,
-            UserFlow.direction == domain.OUT,
-            UserFlow.category != domain.OWN_TRANSFER,
-            UserFlow.position < position,
+    earlier = (
+        session.connection()
+        .scalars(
+            _EARLIER_OUTFLOWS,
+            {
+                "user_id": flow.user_id,
+                "currency": flow.currency,
+                "position": position,
+                "history": settings.history,
+            },
         )
-        .order_by(UserFlow.position.desc())
-        .limit(settings.history)
-    ).all()
+        .all()
+    )
     anomaly = domain.detect_anomaly(flow.amount, flow.currency, earlier[::-1], settings)
     if anomaly is None:
         return
@@ -299,6 +302,20 @@ def _judge(
 
 _EVENTS = AnalyticsEvent.__table__
 _FLOWS = UserFlow.__table__
+_LOG_EVENT = _EVENTS.insert().returning(_EVENTS.c.position)
+_ADD_FLOW = _FLOWS.insert().inline()
+_EARLIER_OUTFLOWS = (
+    select(_FLOWS.c.amount)
+    .where(
+        _FLOWS.c.user_id == bindparam("user_id"),
+        _FLOWS.c.currency == bindparam("currency"),
+        _FLOWS.c.direction == domain.OUT,
+        _FLOWS.c.category != domain.OWN_TRANSFER,
+        _FLOWS.c.position < bindparam("position"),
+    )
+    .order_by(_FLOWS.c.position.desc())
+    .limit(bindparam("history"))
+)
 
 
 def _add(session: Session, model, key: tuple, **increments: int) -> None:

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import String, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.notifications import domain, templates
@@ -44,10 +44,11 @@ from services.notifications.models import Notification, Preference, Recipient
 from services.notifications.providers import Channels, ProviderRejected
 from services.notifications.steps import Delivery
 from shared import contracts
-from shared.database import UnitOfWork, insert_ignoring_duplicates
+from shared.database import UnitOfWork, defer, insert_ignoring_duplicates
 from shared.errors import InvalidInput
 from shared.events import event_time
 from shared.inbox import claim
+from shared.sqltypes import UtcDateTime
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,34 @@ def _remember(session: Session, payload: Mapping, envelope: Mapping, now: dateti
     insert_ignoring_duplicates(session, Recipient.__table__, values)
 
 
+_recipients = Recipient.__table__
+_prefs = Preference.__table__
+
+
+def _of_user(column):
+    return select(column).where(column.table.c.user_id == bindparam("user_id")).scalar_subquery()
+
+
+# A customer's address, name and preferences, each row optional, in one read.
+_RECIPIENT = select(
+    _of_user(_recipients.c.email).label("address"),
+    _of_user(_recipients.c.full_name).label("full_name"),
+    exists().where(_prefs.c.user_id == bindparam("user_id")).label("has_preferences"),
+    *(
+        _of_user(_prefs.c[name]).label(name)
+        for name in ("email", "sms", "push", "phone", "push_token")
+    ),
+)
+
+
 def _recipient(session: Session, user_id: str) -> tuple[domain.Recipient, str | None]:
     """What channels need to know about a customer, and their name."""
-    prefs = session.get(Preference, user_id)
-    entry = session.get(Recipient, user_id)
+    row = session.connection().execute(_RECIPIENT, {"user_id": user_id}).one()
     return (
         domain.Recipient(
-            preferences=_preferences(prefs), email=entry.email if entry is not None else None
+            preferences=_preferences(row if row.has_preferences else None), email=row.address
         ),
-        entry.full_name if entry is not None else None,
+        row.full_name,
     )
 
 
@@ -167,9 +187,18 @@ def _create_notifications(
                 updated_at=now,
             )
         )
-    session.add_all(rows)
-    session.flush()  # the unique (event, user, channel) refuses a second row here
+    for row in rows:
+        # The unique (event, user, channel) refuses a second row (at the commit).
+        defer(session, _ADD_NOTIFICATION, _row_of(row))
     return rows
+
+
+_ADD_NOTIFICATION = Notification.__table__.insert().inline()
+_NOTIFICATION_COLUMNS = tuple(column.key for column in Notification.__table__.columns)
+
+
+def _row_of(notification: Notification) -> dict:
+    return {key: getattr(notification, key) for key in _NOTIFICATION_COLUMNS}
 
 
 def _to_send(now: datetime):
@@ -290,21 +319,42 @@ def _finish(
     error: str | None = None,
     retryable: bool = True,
 ) -> None:
-    values = {
-        "status": status,
-        "lease_until": None,
-        "updated_at": now,
-        "last_error": error[:_ERROR_MAX] if error else None,
-        "retryable": retryable,
-    }
-    if status == domain.SENT:
-        values.update(sent_at=now, provider_reference=(reference or "")[:200] or None)
-    session.execute(
-        update(Notification)
-        .where(Notification.id == notification_id, Notification.status == domain.SENDING)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    sent = status == domain.SENT
+    defer(
+        session,
+        _FINISH,
+        {
+            "notification": notification_id,
+            "outcome": status,
+            "last_error": error[:_ERROR_MAX] if error else None,
+            "retryable": retryable,
+            "sent_at": now if sent else None,
+            "provider_reference": ((reference or "")[:200] or None) if sent else None,
+            "updated_at": now,
+        },
     )
+
+
+_notifications = Notification.__table__
+# An outcome is recorded only over the lease that sent it.
+_FINISH = (
+    update(_notifications)
+    .where(
+        _notifications.c.id == bindparam("notification"),
+        _notifications.c.status == domain.SENDING,
+    )
+    .values(
+        status=bindparam("outcome"),
+        lease_until=None,
+        updated_at=bindparam("updated_at"),
+        last_error=bindparam("last_error"),
+        retryable=bindparam("retryable"),
+        sent_at=func.coalesce(bindparam("sent_at", type_=UtcDateTime), _notifications.c.sent_at),
+        provider_reference=func.coalesce(
+            bindparam("provider_reference", type_=String), _notifications.c.provider_reference
+        ),
+    )
+)
 
 
 # -- queries and preferences ----------------------------------------------------

@@ -22,6 +22,7 @@ lock on its source account; on SQLite the process's single connection
 already serialises them.
 """
 
+import functools
 import json
 import logging
 import uuid
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from marshmallow import ValidationError
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,7 +45,7 @@ from services.risk.models import (
     RuleSetVersion,
 )
 from shared import contracts, iban
-from shared.database import UnitOfWork, advisory_lock
+from shared.database import UnitOfWork, advisory_lock, defer
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.events import event_time, is_id
 from shared.inbox import claim
@@ -340,32 +341,74 @@ def _transfer_lock(transfer_id: str) -> str:
     return f"risk.transfer:{transfer_id}"
 
 
-def _velocity_query(account_id: str, now: datetime):
-    in_hour = Assessment.assessed_at > now - timedelta(hours=1)
-    return select(
-        func.count().filter(in_hour).label("hour_count"),
-        func.coalesce(func.sum(Assessment.amount).filter(in_hour), 0).label("hour_total"),
-        func.count().label("day_count"),
-        func.coalesce(func.sum(Assessment.amount), 0).label("day_total"),
-    ).where(
-        Assessment.account_id == account_id,
-        FINAL.in_(COUNTED),
-        Assessment.assessed_at > now - timedelta(hours=24),
+@functools.cache
+def _facts_query(with_payee: bool):
+    """The scalar facts of an assessment in one statement, built once per
+    shape (with or without a payee to look up): every value is a bind
+    parameter."""
+    in_hour = Assessment.assessed_at > bindparam("hour_ago")
+    velocity = (
+        select(
+            func.count().filter(in_hour).label("hour_count"),
+            func.coalesce(func.sum(Assessment.amount).filter(in_hour), 0).label("hour_total"),
+            func.count().label("day_count"),
+            func.coalesce(func.sum(Assessment.amount), 0).label("day_total"),
+        )
+        .where(
+            Assessment.account_id == bindparam("account_id"),
+            FINAL.in_(COUNTED),
+            Assessment.assessed_at > bindparam("day_ago"),
+        )
+        .subquery()
     )
-
-
-def _paid_before(owner_id: str, key: str):
-    """Whether this customer had a transfer to this beneficiary approved."""
-    return (
+    # Whether this customer had a transfer to this payee approved.
+    paid_before = (
         select(Assessment.id)
         .where(
-            Assessment.owner_id == owner_id,
-            Assessment.beneficiary == key,
+            Assessment.owner_id == bindparam("owner_id"),
+            Assessment.beneficiary == bindparam("payee"),
             FINAL == contracts.APPROVE,
         )
         .limit(1)
         .exists()
+        if with_payee
+        else literal(False)
     )
+    scalar = {
+        "opened_at": select(AccountAge.opened_at)
+        .where(AccountAge.account_id == bindparam("account_id"))
+        .scalar_subquery(),
+        "tier": select(Customer.tier)
+        .where(Customer.user_id == bindparam("owner_id"))
+        .scalar_subquery(),
+        "failed_logins": select(func.count())
+        .where(
+            LoginFailure.user_id == bindparam("owner_id"),
+            LoginFailure.occurred_at > bindparam("logins_since"),
+        )
+        .scalar_subquery(),
+        "target_owner": select(AccountAge.owner_id)
+        .where(AccountAge.account_id == bindparam("to_account_id"))
+        .scalar_subquery(),
+        "paid_before": paid_before,
+        "assessed": select(Assessment.id)
+        .where(Assessment.transfer_id == bindparam("transfer_id"))
+        .scalar_subquery(),
+        "ended": select(EndedTransfer.transfer_id)
+        .where(EndedTransfer.transfer_id == bindparam("transfer_id"))
+        .exists(),
+        "rules_version": NEWEST_RULES.scalar_subquery(),
+    }
+    return select(*velocity.c, *(value.label(name) for name, value in scalar.items()))
+
+
+# A customer's recent approved transfers, newest first.
+_HISTORY = (
+    select(Assessment.amount, Assessment.currency, Assessment.assessed_at)
+    .where(Assessment.owner_id == bindparam("owner_id"), FINAL == contracts.APPROVE)
+    .order_by(Assessment.id.desc())
+    .limit(bindparam("history_size"))
+)
 
 
 def _facts(
@@ -385,42 +428,25 @@ def _facts(
     already (`ended`), and the newest rules version (`rules_version`: if it
     is not `rules`, the caller judges again by the newer rules)."""
     key = beneficiary_of(transfer)
-    to_account = transfer.get("to_account_id")
     internal = transfer.get("kind") == contracts.KIND_INTERNAL
-    velocity = _velocity_query(account_id, now).subquery()
-    scalar = {
-        "opened_at": select(AccountAge.opened_at)
-        .where(AccountAge.account_id == account_id)
-        .scalar_subquery(),
-        "tier": select(Customer.tier).where(Customer.user_id == owner_id).scalar_subquery(),
-        "failed_logins": select(func.count())
-        .where(
-            LoginFailure.user_id == owner_id,
-            LoginFailure.occurred_at > now - timedelta(hours=rules.failed_logins_hours),
-        )
-        .scalar_subquery(),
-        "target_owner": select(AccountAge.owner_id)
-        .where(AccountAge.account_id == to_account)
-        .scalar_subquery(),
-        "paid_before": _paid_before(owner_id, key) if owner_id and key else literal(False),
-        "assessed": select(Assessment.id)
-        .where(Assessment.transfer_id == transfer["transfer_id"])
-        .scalar_subquery(),
-        "ended": select(EndedTransfer.transfer_id)
-        .where(EndedTransfer.transfer_id == transfer["transfer_id"])
-        .exists(),
-        "rules_version": NEWEST_RULES.scalar_subquery(),
-    }
-    row = session.execute(
-        select(*velocity.c, *(value.label(name) for name, value in scalar.items()))
+    connection = session.connection()
+    row = connection.execute(
+        _facts_query(bool(owner_id and key)),
+        {
+            "account_id": account_id,
+            "owner_id": owner_id,
+            "payee": key,
+            "to_account_id": transfer.get("to_account_id"),
+            "transfer_id": transfer["transfer_id"],
+            "hour_ago": now - timedelta(hours=1),
+            "day_ago": now - timedelta(hours=24),
+            "logins_since": now - timedelta(hours=rules.failed_logins_hours),
+        },
     ).one()
     history: list = []
     if owner_id:
-        history = session.execute(
-            select(Assessment.amount, Assessment.currency, Assessment.assessed_at)
-            .where(Assessment.owner_id == owner_id, FINAL == contracts.APPROVE)
-            .order_by(Assessment.id.desc())
-            .limit(rules.history_size)
+        history = connection.execute(
+            _HISTORY, {"owner_id": owner_id, "history_size": rules.history_size}
         ).all()
     own_account = internal and owner_id is not None and row.target_owner == owner_id
     facts = domain.Facts(
@@ -512,8 +538,9 @@ def assess_transfer(
             tier=decision.signals["tier"],
             rules_version=rules.version,
         )
-        session.add(assessment)
-        session.flush()  # the unique transfer_id refuses a second decision here
+        # The unique transfer_id refuses a second decision (at the commit: a
+        # concurrent one rolls this back, and its retry repeats that decision).
+        defer(session, _RECORD_ASSESSMENT, _row_of(assessment))
         review = None
         if ended:
             log.info("transfer failed before it was assessed", extra={"transfer_id": transfer_id})
@@ -528,6 +555,16 @@ def assess_transfer(
             extra={"transfer_id": transfer_id, "score": view["score"], "reasons": view["reasons"]},
         )
     return view
+
+
+_RECORD_ASSESSMENT = Assessment.__table__.insert().inline()
+_ASSESSMENT_COLUMNS = tuple(
+    column.key for column in Assessment.__table__.columns if not column.primary_key
+)
+
+
+def _row_of(assessment: Assessment) -> dict:
+    return {key: getattr(assessment, key) for key in _ASSESSMENT_COLUMNS}
 
 
 def _repeat(session: Session, assessment: Assessment, transfer: Mapping, event_id: str) -> None:

@@ -5,10 +5,14 @@ orders every event of every stream. `snapshots` keeps each stream's state
 as of its latest event, written in the same transaction as every append,
 so loading an aggregate is one indexed read; `load(..., for_update=True)`
 also locks that row, so two steps of one transfer are folded one after
-the other, never concurrently. Snapshots written before they were kept at
-the head may lag their stream: an append past a lagging snapshot conflicts
-with the stored versions, and the aggregate is replayed from the events
-after it and folded again (`fold`).
+the other, never concurrently. The same read returns the stream's last
+version: a snapshot written before they were kept at the head, which lags
+its stream, is brought up to date from the events after it.
+
+`fold` holds the stream's lock from load to commit, so what it appends
+cannot conflict: its writes (events, snapshot) are deferred and travel
+with the commit. `append` is the general optimistic append: it checks at
+once that nobody wrote past the expected version (ConcurrencyError).
 """
 
 import json
@@ -16,15 +20,38 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from services.transactions.domain import Event, Transfer
 from services.transactions.models import Snapshot, StoredEvent
-from shared.database import insert_ignoring, insert_ignoring_duplicates
+from shared.database import defer, insert_ignoring, insert_ignoring_duplicates
 
 _events = StoredEvent.__table__
 _snapshots = Snapshot.__table__
+
+_START = _events.insert().returning(_events.c.position)
+_RECORD_EVENT = _events.insert().inline()
+_RECORD_SNAPSHOT = _snapshots.insert().inline()
+_SAVE_SNAPSHOT = (
+    update(_snapshots)
+    .where(_snapshots.c.stream_id == bindparam("stream"))
+    .values(version=bindparam("version"), state=bindparam("state"), taken_at=bindparam("taken_at"))
+)
+_HEAD = (
+    select(func.max(_events.c.version))
+    .where(_events.c.stream_id == bindparam("stream_id"))
+    .scalar_subquery()
+)
+_LOAD = select(_snapshots.c.state, _snapshots.c.version, _HEAD.label("head")).where(
+    _snapshots.c.stream_id == bindparam("stream_id")
+)
+_LOAD_LOCKED = _LOAD.with_for_update(of=_snapshots)
+_AFTER = (
+    select(_events.c.event_type, _events.c.data)
+    .where(_events.c.stream_id == bindparam("stream_id"), _events.c.version > bindparam("after"))
+    .order_by(_events.c.version)
+)
 
 
 class ConcurrencyError(Exception):
@@ -60,13 +87,13 @@ def start(
     session: Session, transfer: Transfer, events: list[Event], correlation_id, now: datetime
 ) -> int:
     """Write a new stream's first events and its snapshot; returns the first position."""
-    conn = session.connection()
     first, *rest = _rows(transfer.transfer_id, 0, events, correlation_id, now)
-    position = conn.execute(_events.insert().returning(_events.c.position), first).scalar_one()
-    if rest:
-        conn.execute(_events.insert(), rest)
-    conn.execute(
-        _snapshots.insert(),
+    position = session.connection().execute(_START, first).scalar_one()
+    for row in rest:
+        defer(session, _RECORD_EVENT, row)
+    defer(
+        session,
+        _RECORD_SNAPSHOT,
         {
             "stream_id": transfer.transfer_id,
             "version": transfer.version,
@@ -93,25 +120,36 @@ def append(
 
 
 def _save_snapshot(session: Session, transfer: Transfer, now: datetime) -> None:
-    session.connection().execute(
-        update(_snapshots)
-        .where(_snapshots.c.stream_id == transfer.transfer_id)
-        .values(version=transfer.version, state=json.dumps(transfer.snapshot()), taken_at=now)
+    defer(
+        session,
+        _SAVE_SNAPSHOT,
+        {
+            "stream": transfer.transfer_id,
+            "version": transfer.version,
+            "state": json.dumps(transfer.snapshot()),
+            "taken_at": now,
+        },
     )
 
 
 def load(session: Session, stream_id: str, *, for_update: bool = False) -> Transfer | None:
-    """The aggregate at its snapshot; with `for_update`, locked until commit.
+    """The aggregate at its stream's head; with `for_update`, locked until commit.
 
-    A stream without a snapshot (written before snapshots were kept at the
-    head) is replayed, and given one, so that it can be locked.
+    One read: the snapshot and the stream's last version. A snapshot that
+    lags its stream (written before they were kept at the head) is brought
+    up to date from the events after it; a stream without one is replayed
+    and given one, so that it can be locked.
     """
-    query = select(_snapshots.c.state).where(_snapshots.c.stream_id == stream_id)
-    if for_update:
-        query = query.with_for_update()
-    state = session.connection().scalar(query)
-    if state is not None:
-        return Transfer(**json.loads(state))
+    found = (
+        session.connection()
+        .execute(_LOAD_LOCKED if for_update else _LOAD, {"stream_id": stream_id})
+        .first()
+    )
+    if found is not None:
+        transfer = Transfer(**json.loads(found.state))
+        if (found.head or 0) > found.version:
+            transfer = _replay_after(session, stream_id, transfer)
+        return transfer
     transfer = _replay_after(session, stream_id, None)
     if transfer is None or not for_update:
         return transfer
@@ -131,11 +169,7 @@ def load(session: Session, stream_id: str, *, for_update: bool = False) -> Trans
 def _replay_after(session: Session, stream_id: str, base: Transfer | None) -> Transfer | None:
     """`base` (or an empty transfer) with the stream's events after its version applied."""
     after = base.version if base else 0
-    rows = session.connection().execute(
-        select(_events.c.event_type, _events.c.data)
-        .where(_events.c.stream_id == stream_id, _events.c.version > after)
-        .order_by(_events.c.version)
-    )
+    rows = session.connection().execute(_AFTER, {"stream_id": stream_id, "after": after})
     events = [Event(row.event_type, json.loads(row.data)) for row in rows]
     if base is None and not events:
         return None
@@ -155,28 +189,21 @@ def fold(
     """Load the aggregate locked, append what `decide` makes of it, keep the snapshot.
 
     Returns the transfer after the new events, and those events (None and
-    [] if there is no such stream). `decide` is asked again on the
-    replayed aggregate if the snapshot turns out to lag its stream.
+    [] if there is no such stream). The lock is held until commit, so the
+    new versions are free: they are written with the commit.
     """
     transfer = load(session, stream_id, for_update=True)
     if transfer is None:
         return None, []
-    for _ in range(3):
-        events = decide(transfer)
-        if not events:
-            return transfer, []
-        try:
-            append(session, stream_id, transfer.version, events, correlation_id, now)
-        except ConcurrencyError:
-            # Only a snapshot from before they were kept at the head lags:
-            # the lock is ours, so the events after it are all there is.
-            transfer = _replay_after(session, stream_id, load(session, stream_id))
-            continue
-        for event in events:
-            transfer.apply(event)
-        _save_snapshot(session, transfer, now)
-        return transfer, events
-    raise ConcurrencyError(stream_id, transfer.version)
+    events = decide(transfer)
+    if not events:
+        return transfer, []
+    for row in _rows(stream_id, transfer.version, events, correlation_id, now):
+        defer(session, _RECORD_EVENT, row)
+    for event in events:
+        transfer.apply(event)
+    _save_snapshot(session, transfer, now)
+    return transfer, events
 
 
 def read_all(session: Session, after_position: int = 0, batch: int = 5000) -> Iterator:

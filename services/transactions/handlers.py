@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, union_all
+from sqlalchemy import bindparam, select, union_all
 from sqlalchemy.orm import Session
 
 from services.transactions import event_store, projections
@@ -29,6 +29,9 @@ _requests = TransferRequest.__table__
 _view = TransferView.__table__
 _history = AccountHistory.__table__
 ENDINGS = {TRANSFER_COMPLETED, TRANSFER_FAILED}
+_FIRST_REQUEST = select(_requests.c.request_hash, _requests.c.transfer_id).where(
+    _requests.c.owner_id == bindparam("owner"), _requests.c.idempotency_key == bindparam("key")
+)
 
 
 def _request_hash(request: dict) -> str:
@@ -38,15 +41,7 @@ def _request_hash(request: dict) -> str:
 
 def _replayed(session: Session, owner_id: str, key: str, request_hash: str) -> dict | None:
     """The first response for this Idempotency-Key, or None if the key is new."""
-    previous = (
-        session.connection()
-        .execute(
-            select(_requests.c.request_hash, _requests.c.transfer_id).where(
-                _requests.c.owner_id == owner_id, _requests.c.idempotency_key == key
-            )
-        )
-        .first()
-    )
+    previous = session.connection().execute(_FIRST_REQUEST, {"owner": owner_id, "key": key}).first()
     if previous is None:
         return None
     if previous.request_hash != request_hash:

@@ -8,12 +8,13 @@ position zero; a test checks that the result equals the live tables.
 import json
 from datetime import datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy.orm import Session
 
 from services.transactions import event_store
 from services.transactions.domain import Event, Transfer
 from services.transactions.models import AccountHistory, TransferView
+from shared.database import defer
 
 _view = TransferView.__table__
 _history = AccountHistory.__table__
@@ -61,26 +62,45 @@ def _history_rows(transfer: Transfer, position: int) -> list[dict]:
     ]
 
 
+_ADD_VIEW = _view.insert().inline()
+_ADD_HISTORY = _history.insert().inline()
+_UPDATE_VIEW = (
+    update(_view)
+    .where(_view.c.transfer_id == bindparam("transfer"))
+    .values(
+        status=bindparam("status"),
+        failure_reason=bindparam("failure_reason"),
+        steps=bindparam("steps"),
+        deadline=bindparam("deadline"),
+        updated_at=bindparam("updated_at"),
+        version=bindparam("version"),
+    )
+)
+
+
 def add(session: Session, transfer: Transfer, position: int) -> None:
-    """A new transfer: its view, listed at `position`, and its accounts' history."""
-    conn = session.connection()
-    conn.execute(_view.insert(), _view_row(transfer, position))
-    conn.execute(_history.insert(), _history_rows(transfer, position))
+    """A new transfer: its view, listed at `position`, and its accounts' history
+    (written with the commit)."""
+    defer(session, _ADD_VIEW, _view_row(transfer, position))
+    for row in _history_rows(transfer, position):
+        defer(session, _ADD_HISTORY, row)
 
 
 def update_view(session: Session, transfer: Transfer) -> None:
-    """What a step changes: status, reason, steps, deadline, times."""
-    session.connection().execute(
-        update(_view)
-        .where(_view.c.transfer_id == transfer.transfer_id)
-        .values(
-            status=transfer.status,
-            failure_reason=transfer.failure_reason,
-            steps=json.dumps(transfer.steps),
-            deadline=_deadline(transfer),
-            updated_at=transfer.updated_at,
-            version=transfer.version,
-        )
+    """What a step changes: status, reason, steps, deadline, times (written
+    with the commit)."""
+    defer(
+        session,
+        _UPDATE_VIEW,
+        {
+            "transfer": transfer.transfer_id,
+            "status": transfer.status,
+            "failure_reason": transfer.failure_reason,
+            "steps": json.dumps(transfer.steps),
+            "deadline": _deadline(transfer),
+            "updated_at": transfer.updated_at,
+            "version": transfer.version,
+        },
     )
 
 

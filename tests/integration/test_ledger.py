@@ -19,7 +19,7 @@ from shared.sqltypes import utcnow
 @pytest.fixture
 def uow(integration_env):
     engine = make_engine(integration_env.database_urls["accounts"], pool_size=25)
-    yield UnitOfWork(sessionmaker(engine, expire_on_commit=False), lambda: None)
+    yield UnitOfWork(sessionmaker(engine, expire_on_commit=False))
     engine.dispose()
 
 

@@ -60,7 +60,7 @@ def payments(container_factory, config, sandbox, monkeypatch):
 @pytest.fixture
 def uow(integration_env):
     engine = make_engine(integration_env.database_urls["payments"], pool_size=2)
-    yield UnitOfWork(sessionmaker(engine, expire_on_commit=False), lambda: None)
+    yield UnitOfWork(sessionmaker(engine, expire_on_commit=False))
     engine.dispose()
 
 

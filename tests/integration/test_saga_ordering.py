@@ -21,7 +21,7 @@ from shared.sqltypes import utcnow
 
 def _uow(url, pool_size=2):
     engine = make_engine(url, pool_size=pool_size)
-    return engine, UnitOfWork(sessionmaker(engine, expire_on_commit=False), lambda: None)
+    return engine, UnitOfWork(sessionmaker(engine, expire_on_commit=False))
 
 
 @pytest.fixture

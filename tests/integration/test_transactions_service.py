@@ -31,7 +31,7 @@ def services(container_factory, config):
 @pytest.fixture
 def uow(integration_env):
     engine = make_engine(integration_env.database_urls["transactions"], pool_size=5)
-    yield UnitOfWork(sessionmaker(engine, expire_on_commit=False), lambda: None)
+    yield UnitOfWork(sessionmaker(engine, expire_on_commit=False))
     engine.dispose()
 
 

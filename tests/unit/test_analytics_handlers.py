@@ -38,7 +38,7 @@ def engine(tmp_path):
 
 @pytest.fixture
 def uow(engine):
-    return UnitOfWork(sessionmaker(engine, expire_on_commit=False), lambda: None)
+    return UnitOfWork(sessionmaker(engine, expire_on_commit=False))
 
 
 def rows(engine, statement, **params):

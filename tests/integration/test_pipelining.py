@@ -1,0 +1,163 @@
+"""PostgreSQL transactions in fewer round trips keep every transactional guarantee.
+
+shared/pipelining.py sends BEGIN with the first statement and deferred
+writes with the next statement or the COMMIT. These tests run on the real
+PostgreSQL and check that what the code means is what happens: atomicity,
+order, errors, savepoints, isolation of reads, a clean pooled connection,
+and the number of messages a saga step costs.
+"""
+
+import uuid
+
+import eventlet
+import psycopg2.extensions
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, exc, select, text
+from sqlalchemy.orm import sessionmaker
+
+from shared import pipelining
+from shared.database import UnitOfWork, advisory_lock, defer, make_engine
+
+metadata = MetaData()
+rows = Table(
+    "pipelining_rows",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("note", String(50)),
+)
+
+
+class CountingCursor(psycopg2.extensions.cursor):
+    def execute(self, *args, **kwargs):
+        CountingConnection.sent += 1
+        return super().execute(*args, **kwargs)
+
+
+class CountingConnection(pipelining.PipelinedConnection):
+    """Counts the messages (query strings) sent to the server."""
+
+    sent = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cursor_factory = CountingCursor
+
+
+@pytest.fixture
+def engine(integration_env):
+    url = integration_env.database_urls["auth"]
+    engine = make_engine(url, pool_size=2)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+        metadata.create_all(conn)
+    yield engine
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+    engine.dispose()
+
+
+@pytest.fixture
+def uow(engine):
+    return UnitOfWork(sessionmaker(engine, expire_on_commit=False))
+
+
+def ids(uow) -> list[int]:
+    with uow.read() as conn:
+        return conn.execute(select(rows.c.id).order_by(rows.c.id)).scalars().all()
+
+
+def test_deferred_writes_are_seen_by_later_reads_and_commit_together(uow):
+    with uow.transaction() as session:
+        defer(session, rows.insert(), {"id": 1, "note": "100% it's"})
+        defer(session, rows.insert().values(id=2, note="b"))
+        count = session.execute(text("SELECT count(*) FROM pipelining_rows")).scalar()
+        defer(session, rows.update().where(rows.c.id == 2).values(note="changed"))
+    assert count == 2
+    with uow.read() as conn:
+        assert conn.execute(select(rows.c.id, rows.c.note).order_by(rows.c.id)).all() == [
+            (1, "100% it's"),
+            (2, "changed"),
+        ]
+
+
+def test_a_failing_deferred_write_rolls_the_whole_transaction_back(uow):
+    with uow.transaction() as session:
+        defer(session, rows.insert(), {"id": 1, "note": "first"})
+    with pytest.raises(exc.IntegrityError), uow.transaction() as session:
+        session.execute(rows.insert(), {"id": 3, "note": "sent at once"})
+        defer(session, rows.insert(), {"id": 4, "note": "deferred"})
+        defer(session, rows.insert(), {"id": 1, "note": "duplicate"})
+    assert ids(uow) == [1]
+
+
+def test_a_savepoint_rolled_back_drops_the_writes_deferred_after_it(uow):
+    with uow.transaction() as session:
+        defer(session, rows.insert(), {"id": 1, "note": "kept"})
+        with pytest.raises(exc.IntegrityError), session.begin_nested():
+            defer(session, rows.insert(), {"id": 2, "note": "dropped"})
+            session.execute(rows.insert(), {"id": 1, "note": "duplicate"})
+        defer(session, rows.insert(), {"id": 3, "note": "kept too"})
+    assert ids(uow) == [1, 3]
+
+
+def test_an_error_in_the_block_leaves_nothing_and_a_clean_pooled_connection(uow, engine):
+    with pytest.raises(RuntimeError), uow.transaction() as session:
+        session.execute(rows.insert(), {"id": 1, "note": "sent"})
+        defer(session, rows.insert(), {"id": 2, "note": "queued"})
+        raise RuntimeError("the handler failed")
+    assert ids(uow) == []
+    raw = engine.raw_connection()
+    try:
+        assert raw.dbapi_connection.get_transaction_status() == 0  # idle: nothing left open
+    finally:
+        raw.close()
+
+
+def test_reads_run_outside_a_transaction(uow):
+    with uow.read() as conn:
+        assert conn.execute(text("SELECT now() = statement_timestamp()")).scalar() is True
+
+
+def test_advisory_locks_taken_with_the_next_statement_still_serialise(uow):
+    finished = []
+
+    def step(name):
+        with uow.transaction() as session:
+            advisory_lock(session, "pipelining-test")
+            session.execute(text("SELECT pg_sleep(0.3)"))
+            finished.append(name)
+
+    started = eventlet.hubs.get_hub().clock()
+    pool = eventlet.GreenPool()
+    for name in ("a", "b"):
+        pool.spawn(step, name)
+    pool.waitall()
+    assert eventlet.hubs.get_hub().clock() - started >= 0.6
+
+
+def test_a_saga_step_costs_three_messages(integration_env):
+    """BEGIN + lock + claim, the read, the writes + COMMIT: three round trips."""
+    engine = create_engine(
+        integration_env.database_urls["auth"].replace(
+            "postgresql://", f"postgresql+{pipelining.DRIVER}://", 1
+        ),
+        connect_args={"connection_factory": CountingConnection},
+    )
+    try:
+        with engine.begin() as conn:
+            metadata.create_all(conn)
+        uow = UnitOfWork(sessionmaker(engine))
+        claim_id = uuid.uuid4().int % 1_000_000
+        CountingConnection.sent = 0
+        with uow.transaction() as session:
+            advisory_lock(session, "step")
+            session.execute(rows.insert(), {"id": claim_id, "note": "claim"})
+            session.execute(select(rows.c.note).where(rows.c.id == claim_id)).scalar_one()
+            defer(session, rows.insert(), {"id": claim_id + 1, "note": "effect"})
+            defer(session, rows.update().where(rows.c.id == claim_id).values(note="done"))
+        assert CountingConnection.sent == 3
+        assert ids(uow)[-2:] == [claim_id, claim_id + 1]
+    finally:
+        with engine.begin() as conn:
+            metadata.drop_all(conn)
+        engine.dispose()
