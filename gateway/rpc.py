@@ -15,7 +15,10 @@ confirm: most of the gateway's CPU went there. Here a request is published
 `mandatory` without a confirm: a request no queue takes (the service was
 never started on this broker) comes back as basic.return while the client
 waits for its reply, and is "unknown service" at once; any other loss is a
-timeout, as it would be for a lost reply.
+timeout, as it would be for a lost reply. Requests are transient: a broker
+restart drops the ones still queued, which their callers see as that same
+timeout (a 503, safe to retry with the same Idempotency-Key), and the broker
+writes nothing to disk for the other ones.
 """
 
 import json
@@ -101,7 +104,7 @@ class _Client:
                 json.dumps({"args": args, "kwargs": kwargs}),
                 content_type="application/json",
                 content_encoding="utf-8",
-                delivery_mode=2,
+                delivery_mode=1,  # transient (see the module's docstring)
                 reply_to=self._reply_to,
                 correlation_id=correlation_id,
                 application_headers={f"nameko.{k}": v for k, v in self.context.items()},

@@ -135,6 +135,21 @@ def _make_psycopg2_green() -> None:
 # Session.info key: the outbox messages staged in this transaction (a list),
 # handed to the commit listeners once it committed.
 STAGED_EVENTS = "staged_events"
+# Session.info key: the connection of a UnitOfWork transaction (its session
+# lives for that one transaction), so hot paths need not ask the session.
+_CONNECTION = "connection"
+
+
+def connection_of(session: Session | Connection) -> Connection:
+    """The Core connection of a session's transaction (or the connection given)."""
+    if not isinstance(session, Session):
+        return session
+    connection = session.info.get(_CONNECTION)
+    if connection is None or session.in_nested_transaction():
+        # Asking the session is what issues a nested transaction's SAVEPOINT.
+        return session.connection()
+    return connection
+
 
 _DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -163,7 +178,7 @@ def insert_ignoring_duplicates(
 ) -> bool:
     """Insert the row unless one with its key exists; True when it was new."""
     statement = insert_ignoring(session, table, unique)
-    return session.connection().execute(statement, values).rowcount == 1
+    return connection_of(session).execute(statement, values).rowcount == 1
 
 
 @functools.cache
@@ -183,7 +198,7 @@ def upsert_adding(session: Session, table: Table, key: dict, increments: dict) -
     defer(session, statement, {**key, **increments})
 
 
-def defer(session: Session | Connection, statement, parameters=None) -> None:
+def defer(session: Session | Connection, statement, parameters: dict | None = None) -> None:
     """Execute a write whose result nobody reads, at the latest with the commit.
 
     On PostgreSQL it travels in front of the transaction's next statement,
@@ -192,14 +207,60 @@ def defer(session: Session | Connection, statement, parameters=None) -> None:
     transaction back. Outside a transaction, and on SQLite, it runs now.
     It cannot return rows or a row count.
     """
-    connection = session.connection() if isinstance(session, Session) else session
+    connection = connection_of(session)
     if getattr(statement, "_returning", None):
         raise ValueError("a deferred statement cannot return rows")
     if isinstance(statement, Insert) and not statement._inline:
         # No RETURNING of a generated key. (Build hot statements inline once:
         # this copy costs a new cache key on every call.)
         statement = statement.inline()
+    dbapi = connection.connection.dbapi_connection
+    if isinstance(dbapi, pipelining.PipelinedConnection) and dbapi.in_transaction():
+        form = _interpolable(connection.dialect, statement, tuple(parameters or ()))
+        if form is not None:
+            sql, fixed, processors = form
+            values = {**fixed, **(parameters or {})}
+            for name, process in processors:
+                values[name] = process(values[name])
+            dbapi.queue_interpolated(sql, values)
+            return
     connection.execute(statement, parameters, execution_options={pipelining.DEFER: True})
+
+
+@functools.lru_cache(maxsize=1024)
+def _interpolable(dialect, statement, keys: tuple[str, ...]):
+    """The SQL of `statement` for parameters named `keys`, the values it fixes
+    itself, and the type conversions its parameters need: what SQLAlchemy's
+    execution would hand psycopg2, worked out once. None when executing it
+    needs more than that (defaults computed per row, expanding parameters):
+    then it goes through SQLAlchemy's execution."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    if (
+        compiled.positional
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+        or compiled.literal_execute_params
+        or compiled.post_compile_params
+        or compiled.escaped_bind_names
+    ):
+        return None
+    # The parameters the SQL names (binds also lists anonymous aliases).
+    binds = {
+        name: bind for name, bind in compiled.binds.items() if f"%({name})s" in compiled.string
+    }
+    fixed = {}
+    for name, bind in binds.items():
+        if name in keys:
+            continue
+        if bind.callable is not None or (bind.value is None and bind.required):
+            return None
+        fixed[name] = bind.value
+    processors = tuple(
+        (name, process)
+        for name, bind in binds.items()
+        if (process := bind.type.bind_processor(dialect)) is not None
+    )
+    return compiled.string, fixed, processors
 
 
 def advisory_lock(session: Session, *keys: str) -> None:
@@ -257,6 +318,7 @@ class UnitOfWork:
     def transaction(self) -> Iterator[Session]:
         session = self._session_factory()
         try:
+            session.info[_CONNECTION] = session.connection()
             yield session
             session.commit()
             # Only transactions that staged outbox events need the relay.

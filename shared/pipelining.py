@@ -59,6 +59,7 @@ class PipelinedConnection(psycopg2.extensions.connection):
         self._level: str | None = None  # None: the server's default
         self._begin: str | None = None
         self._pending: list[str] = []
+        self._interpolator = None  # a cursor, for mogrify
 
     # -- SQLAlchemy's isolation levels ----------------------------------------------
 
@@ -82,6 +83,13 @@ class PipelinedConnection(psycopg2.extensions.connection):
 
     def queue(self, statement: str) -> None:
         self._pending.append(statement)
+
+    def queue_interpolated(self, sql: str, parameters: dict) -> None:
+        """Queue `sql` with its parameters interpolated as psycopg2 sends them."""
+        if self._interpolator is None:
+            self._interpolator = self.cursor()
+        interpolated = self._interpolator.mogrify(sql, parameters)
+        self._pending.append(interpolated.decode(psycopg2.extensions.encodings[self.encoding]))
 
     def take_prefix(self) -> str:
         """BEGIN (if not sent yet) and the queued writes, each ended by ';'."""

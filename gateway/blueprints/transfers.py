@@ -20,6 +20,7 @@ from shared.money import Money, format_minor
 blp = Blueprint("transfers", __name__, description="Deposits, transfers and payouts")
 
 BEARER = [{"bearerAuth": []}]
+_TRANSFER_RESPONSE = schemas.TransferResponse()
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _KEY_PARAMETER = {
     "in": "header",
@@ -72,7 +73,7 @@ def _start(kind: str, body: dict, **accounts) -> dict:
     if outcome is None:
         return accepted
     # Ended within the wait: the whole transfer, created (201).
-    response = jsonify(schemas.TransferResponse().dump(_transfer(transfer_view(outcome))))
+    response = jsonify(_TRANSFER_RESPONSE.dump(_transfer(transfer_view(outcome))))
     response.status_code = 201
     response.headers["Preference-Applied"] = f"wait={wait}"
     response.headers["Location"] = f"/v1/transfers/{accepted['transfer_id']}"

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from services.accounts.domain import (
@@ -46,7 +46,7 @@ from services.accounts.models import (
     Posting,
 )
 from shared import contracts
-from shared.database import advisory_lock, defer, insert_ignoring_duplicates
+from shared.database import advisory_lock, connection_of, defer, insert_ignoring_duplicates
 
 # The bank's side of money that enters or leaves through a payment provider.
 CARD_CLEARING = "card-clearing"
@@ -97,7 +97,7 @@ def system_account_id(purpose: str, currency: str) -> str:
 
 
 def _conn(session: Session):
-    return session.connection()
+    return connection_of(session)
 
 
 def _ensure_system_account(session: Session, purpose: str, currency: str, now: datetime) -> str:
@@ -288,13 +288,28 @@ _LOCK_PAIR = (
     .order_by(_accounts.c.id)
     .with_for_update(of=_balances)
 )
-_MOVE_BALANCE = (
+_FIRST, _SECOND = bindparam("first_account"), bindparam("second_account")
+# Both balances of an internal transfer, in one statement.
+_MOVE_PAIR = (
     update(_balances)
-    .where(_balances.c.account_id == bindparam("moved_account"))
-    .values(balance=_balances.c.balance + bindparam("moved_amount"), updated_at=bindparam("now"))
+    .where(_balances.c.account_id.in_([_FIRST, _SECOND]))
+    .values(
+        balance=_balances.c.balance
+        + case(
+            (_balances.c.account_id == _FIRST, bindparam("first_amount")),
+            else_=bindparam("second_amount"),
+        ),
+        updated_at=bindparam("now"),
+    )
 )
 _RECORD_ENTRY = _entries.insert().inline()
-_RECORD_POSTING = _postings.insert().inline()
+_POSTING_COLUMNS = ("entry_id", "account_id", "amount", "currency", "balance_after", "created_at")
+# Both postings of an entry, in one statement.
+_RECORD_POSTING_PAIR = (
+    _postings.insert()
+    .values([{name: bindparam(f"{name}_{n}") for name in _POSTING_COLUMNS} for n in (0, 1)])
+    .inline()
+)
 
 
 def post_transfer(
@@ -327,7 +342,9 @@ def post_transfer(
         )
     }
     sender, receiver = rows.get(from_account_id), rows.get(to_account_id)
-    if not (_usable(sender, currency) and _usable(receiver, currency)):
+    usable = _usable(sender, currency) and _usable(receiver, currency)
+    # transactions refuses a transfer to its own account; the ledger never posts one.
+    if not usable or from_account_id == to_account_id:
         return _refuse(session, transfer_id, contracts.REASON_ACCOUNT_UNAVAILABLE)
     if sender.balance - sender.held < amount:
         return _refuse(session, transfer_id, contracts.REASON_INSUFFICIENT_FUNDS)
@@ -348,24 +365,29 @@ def post_transfer(
             "created_at": now,
         },
     )
-    for line in sorted(lines, key=lambda line: line.account_id):
-        defer(
-            session,
-            _MOVE_BALANCE,
-            {"moved_account": line.account_id, "moved_amount": line.amount, "now": now},
-        )
-        defer(
-            session,
-            _RECORD_POSTING,
-            {
-                "entry_id": entry_id,
-                "account_id": line.account_id,
-                "amount": line.amount,
-                "currency": line.currency,
-                "balance_after": rows[line.account_id].balance + line.amount,
-                "created_at": now,
-            },
-        )
+    first, second = sorted(lines, key=lambda line: line.account_id)
+    defer(
+        session,
+        _MOVE_PAIR,
+        {
+            "first_account": first.account_id,
+            "first_amount": first.amount,
+            "second_account": second.account_id,
+            "second_amount": second.amount,
+            "now": now,
+        },
+    )
+    postings = {}
+    for n, line in enumerate((first, second)):
+        postings |= {
+            f"entry_id_{n}": entry_id,
+            f"account_id_{n}": line.account_id,
+            f"amount_{n}": line.amount,
+            f"currency_{n}": line.currency,
+            f"balance_after_{n}": rows[line.account_id].balance + line.amount,
+            f"created_at_{n}": now,
+        }
+    defer(session, _RECORD_POSTING_PAIR, postings)
     return Posted(entry_id)
 
 

@@ -37,6 +37,7 @@ from shared import contracts
 from shared.database import (
     UnitOfWork,
     advisory_lock,
+    connection_of,
     defer,
     insert_ignoring_duplicates,
     upsert_adding,
@@ -169,7 +170,7 @@ def record_event(
         _lock_users(session, users)
         occurred_at = event_time(envelope, now)  # decides its month
         position = (
-            session.connection()
+            connection_of(session)
             .execute(
                 _LOG_EVENT,
                 {
@@ -265,7 +266,7 @@ def _judge(
 ) -> None:
     """Flag the outflow if it is far above the user's earlier outflows."""
     earlier = (
-        session.connection()
+        connection_of(session)
         .scalars(
             _EARLIER_OUTFLOWS,
             {

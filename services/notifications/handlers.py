@@ -44,7 +44,7 @@ from services.notifications.models import Notification, Preference, Recipient
 from services.notifications.providers import Channels, ProviderRejected
 from services.notifications.steps import Delivery
 from shared import contracts
-from shared.database import UnitOfWork, defer, insert_ignoring_duplicates
+from shared.database import UnitOfWork, connection_of, defer, insert_ignoring_duplicates
 from shared.errors import InvalidInput
 from shared.events import event_time
 from shared.inbox import claim
@@ -138,7 +138,7 @@ _RECIPIENT = select(
 
 def _recipient(session: Session, user_id: str) -> tuple[domain.Recipient, str | None]:
     """What channels need to know about a customer, and their name."""
-    row = session.connection().execute(_RECIPIENT, {"user_id": user_id}).one()
+    row = connection_of(session).execute(_RECIPIENT, {"user_id": user_id}).one()
     return (
         domain.Recipient(
             preferences=_preferences(row if row.has_preferences else None), email=row.address

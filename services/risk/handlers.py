@@ -45,7 +45,7 @@ from services.risk.models import (
     RuleSetVersion,
 )
 from shared import contracts, iban
-from shared.database import UnitOfWork, advisory_lock, defer
+from shared.database import UnitOfWork, advisory_lock, connection_of, defer
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.events import event_time, is_id
 from shared.inbox import claim
@@ -429,7 +429,7 @@ def _facts(
     is not `rules`, the caller judges again by the newer rules)."""
     key = beneficiary_of(transfer)
     internal = transfer.get("kind") == contracts.KIND_INTERNAL
-    connection = session.connection()
+    connection = connection_of(session)
     row = connection.execute(
         _facts_query(bool(owner_id and key)),
         {

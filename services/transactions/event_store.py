@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from services.transactions.domain import Event, Transfer
 from services.transactions.models import Snapshot, StoredEvent
-from shared.database import defer, insert_ignoring, insert_ignoring_duplicates
+from shared.database import connection_of, defer, insert_ignoring, insert_ignoring_duplicates
 
 _events = StoredEvent.__table__
 _snapshots = Snapshot.__table__
@@ -88,7 +88,7 @@ def start(
 ) -> int:
     """Write a new stream's first events and its snapshot; returns the first position."""
     first, *rest = _rows(transfer.transfer_id, 0, events, correlation_id, now)
-    position = session.connection().execute(_START, first).scalar_one()
+    position = connection_of(session).execute(_START, first).scalar_one()
     for row in rest:
         defer(session, _RECORD_EVENT, row)
     defer(
@@ -115,7 +115,7 @@ def append(
     """Add events after `expected_version`; ConcurrencyError if that is not the last one."""
     rows = _rows(stream_id, expected_version, events, correlation_id, now)
     statement = insert_ignoring(session, _events).values(rows)
-    if session.connection().execute(statement).rowcount != len(rows):
+    if connection_of(session).execute(statement).rowcount != len(rows):
         raise ConcurrencyError(stream_id, expected_version)
 
 
@@ -141,7 +141,7 @@ def load(session: Session, stream_id: str, *, for_update: bool = False) -> Trans
     and given one, so that it can be locked.
     """
     found = (
-        session.connection()
+        connection_of(session)
         .execute(_LOAD_LOCKED if for_update else _LOAD, {"stream_id": stream_id})
         .first()
     )
@@ -169,7 +169,7 @@ def load(session: Session, stream_id: str, *, for_update: bool = False) -> Trans
 def _replay_after(session: Session, stream_id: str, base: Transfer | None) -> Transfer | None:
     """`base` (or an empty transfer) with the stream's events after its version applied."""
     after = base.version if base else 0
-    rows = session.connection().execute(_AFTER, {"stream_id": stream_id, "after": after})
+    rows = connection_of(session).execute(_AFTER, {"stream_id": stream_id, "after": after})
     events = [Event(row.event_type, json.loads(row.data)) for row in rows]
     if base is None and not events:
         return None
@@ -208,7 +208,7 @@ def fold(
 
 def read_all(session: Session, after_position: int = 0, batch: int = 5000) -> Iterator:
     """Every event in global order, from `after_position` on: (position, stream_id, type, data)."""
-    conn = session.connection()
+    conn = connection_of(session)
     while True:
         rows = conn.execute(
             select(_events.c.position, _events.c.stream_id, _events.c.event_type, _events.c.data)

@@ -21,7 +21,7 @@ from services.transactions.domain import (
 )
 from services.transactions.models import AccountHistory, TransferRequest, TransferView
 from shared import contracts, correlation, transfer_checks
-from shared.database import UnitOfWork, insert_ignoring_duplicates
+from shared.database import UnitOfWork, connection_of, insert_ignoring_duplicates
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.outbox import stage
 
@@ -41,7 +41,9 @@ def _request_hash(request: dict) -> str:
 
 def _replayed(session: Session, owner_id: str, key: str, request_hash: str) -> dict | None:
     """The first response for this Idempotency-Key, or None if the key is new."""
-    previous = session.connection().execute(_FIRST_REQUEST, {"owner": owner_id, "key": key}).first()
+    previous = (
+        connection_of(session).execute(_FIRST_REQUEST, {"owner": owner_id, "key": key}).first()
+    )
     if previous is None:
         return None
     if previous.request_hash != request_hash:
