@@ -32,6 +32,18 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def env_bool(name: str, default: bool) -> bool:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
 def env_list(name: str) -> list[str]:
     raw = env_str(name, "")
     return [item.strip() for item in raw.split(",") if item.strip()]

@@ -57,6 +57,8 @@ def make_engine(url: str, *, application_name: str = "fintech", pool_size: int =
             max_overflow=5,
             pool_recycle=1800,
             connect_args={"application_name": application_name, "options": _PG_OPTIONS},
+            # Off behind a transaction-pooling PgBouncer (shared/pipelining.py).
+            prepare=config.env_bool("DATABASE_PREPARED_STATEMENTS", True),
         )
         _ping_after_idle(engine)
         return engine

@@ -31,8 +31,24 @@ on its own; SQLAlchemy's begin, commit and rollback are this dialect's,
 so ORM sessions, Core connections, savepoints and the pool's
 reset-on-return keep their meaning. A connection that SQLAlchemy runs at
 isolation level AUTOCOMMIT (`UnitOfWork.read`) begins nothing.
+
+Prepared statements. Parsing and planning the same few statements over
+and over was a large share of the server's work. A statement a connection
+has seen before is sent as `EXECUTE <name>(<values>)` of a statement
+PREPAREd on that connection: PostgreSQL parses its short text and reuses
+the plan. The first time a connection sees a statement it sends it as
+usual and prepares it once its transaction has ended, outside any
+transaction, so a statement PostgreSQL cannot prepare (a parameter whose
+type it cannot infer) is simply never prepared and aborts nothing. A
+transaction-pooling PgBouncer shares server connections between clients,
+which breaks prepared statements: set DATABASE_PREPARED_STATEMENTS=off
+behind one.
 """
 
+import itertools
+import re
+
+import psycopg2
 import psycopg2.extensions
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
@@ -43,6 +59,49 @@ DEFER = "fintech_defer"
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 AUTOCOMMIT = "AUTOCOMMIT"
+
+# Statements with more distinct parameters than this are not prepared
+# (an IN list of a varying length is another statement for every length).
+PREPARE_MAX_PARAMETERS = 40
+# Statements a connection prepares at most, and the process remembers.
+PREPARE_MAX_STATEMENTS = 256
+_REMEMBER_AT_MOST = 4096
+
+_PLACEHOLDER = re.compile(r"%%|%\(([^)]+)\)s")
+_names = (f"fintech_{n}" for n in itertools.count(1))
+# SQL text -> (name, PREPARE statement, EXECUTE statement), for every
+# connection of the process; None for one that cannot be prepared.
+_PREPARABLE: dict[str, tuple[str, str, str] | None] = {}
+
+
+def _prepared_forms(sql: str) -> tuple[str, str, str] | None:
+    """PREPARE and EXECUTE statements for a psycopg2 (pyformat) statement."""
+    if sql in _PREPARABLE:
+        return _PREPARABLE[sql]
+    order: list[str] = []
+
+    def positional(match: re.Match) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%"  # an escaped percent sign
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    body = _PLACEHOLDER.sub(positional, sql)
+    forms = None
+    if 0 < len(order) <= PREPARE_MAX_PARAMETERS:
+        name = next(_names)
+        arguments = ", ".join(f"%({parameter})s" for parameter in order)
+        forms = (name, f"PREPARE {name} AS {body}", f"EXECUTE {name}({arguments})")
+    if len(_PREPARABLE) < _REMEMBER_AT_MOST:
+        _PREPARABLE[sql] = forms
+        return forms
+    return None
+
+
+def _unpreparable(sql: str) -> None:
+    _PREPARABLE[sql] = None
 
 
 class PipelinedConnection(psycopg2.extensions.connection):
@@ -60,6 +119,9 @@ class PipelinedConnection(psycopg2.extensions.connection):
         self._begin: str | None = None
         self._pending: list[str] = []
         self._interpolator = None  # a cursor, for mogrify
+        self._prepare = True
+        self._prepared: set[str] = set()  # SQL texts prepared on this connection
+        self._to_prepare: set[str] = set()  # ... and to prepare once idle
 
     # -- SQLAlchemy's isolation levels ----------------------------------------------
 
@@ -88,8 +150,42 @@ class PipelinedConnection(psycopg2.extensions.connection):
         """Queue `sql` with its parameters interpolated as psycopg2 sends them."""
         if self._interpolator is None:
             self._interpolator = self.cursor()
-        interpolated = self._interpolator.mogrify(sql, parameters)
+        interpolated = self._interpolator.mogrify(self.executable(sql), parameters)
         self._pending.append(interpolated.decode(psycopg2.extensions.encodings[self.encoding]))
+
+    # -- prepared statements ----------------------------------------------------------
+
+    def set_prepare(self, enabled: bool) -> None:
+        self._prepare = enabled
+
+    def executable(self, sql: str) -> str:
+        """What to send for `sql`: EXECUTE of its prepared form once this
+        connection has prepared it; else `sql`, to be prepared later."""
+        if sql in self._prepared and (forms := _PREPARABLE.get(sql)) is not None:
+            return forms[2]
+        if (
+            self._prepare
+            and len(self._prepared) + len(self._to_prepare) < PREPARE_MAX_STATEMENTS
+            and _prepared_forms(sql) is not None
+        ):
+            self._to_prepare.add(sql)
+        return sql
+
+    def _prepare_seen(self) -> None:
+        """Prepare what this connection's last transaction used (it is idle now)."""
+        wanted, self._to_prepare = self._to_prepare, set()
+        for sql in wanted:
+            forms = _PREPARABLE.get(sql)
+            if forms is None or sql in self._prepared:
+                continue
+            try:
+                self.send(forms[1])
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                return  # the connection broke: its next user finds out
+            except psycopg2.Error:
+                _unpreparable(sql)  # PostgreSQL cannot prepare it: send it as it is
+            else:
+                self._prepared.add(sql)
 
     def take_prefix(self) -> str:
         """BEGIN (if not sent yet) and the queued writes, each ended by ';'."""
@@ -106,12 +202,16 @@ class PipelinedConnection(psycopg2.extensions.connection):
         prefix = self.take_prefix()
         if began_here or self.get_transaction_status() != _IDLE:
             self.send(prefix + "COMMIT")
+        if self._to_prepare:
+            self._prepare_seen()
 
     def rollback_queued(self) -> None:
         """Forget what is queued; end the server's transaction, if there is one."""
         self._begin, self._pending = None, []
         if not self.closed and self.get_transaction_status() != _IDLE:
             self.send("ROLLBACK")
+        if self._to_prepare and not self.closed:
+            self._prepare_seen()
 
     def flush(self) -> None:
         """Send what is queued now (before a statement that cannot carry it)."""
@@ -128,13 +228,20 @@ class PipelinedConnection(psycopg2.extensions.connection):
 
 
 class PipelinedDialect(PGDialect_psycopg2):
-    """psycopg2, with BEGIN sent lazily and deferred writes sent together."""
+    """psycopg2, with BEGIN sent lazily, deferred writes sent together and
+    statements prepared once per connection (`prepare=False`: never)."""
 
     supports_statement_cache = True
 
+    def __init__(self, prepare: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.prepare = prepare
+
     def connect(self, *cargs, **cparams):
         cparams.setdefault("connection_factory", PipelinedConnection)
-        return super().connect(*cargs, **cparams)
+        connection = super().connect(*cargs, **cparams)
+        connection.set_prepare(self.prepare)
+        return connection
 
     def set_isolation_level(self, dbapi_connection, level):
         dbapi_connection.set_level(level)
@@ -158,6 +265,8 @@ class PipelinedDialect(PGDialect_psycopg2):
         connection = cursor.connection
         deferred = context is not None and context.execution_options.get(DEFER)
         if deferred and connection.in_transaction():
+            if isinstance(parameters, dict) and parameters:
+                statement = connection.executable(statement)
             interpolated = cursor.mogrify(statement, parameters)
             connection.queue(interpolated.decode(_codec(connection)))
             return
@@ -166,6 +275,8 @@ class PipelinedDialect(PGDialect_psycopg2):
             # nothing may precede it there.
             connection.flush()
         else:
+            if isinstance(parameters, dict) and parameters:
+                statement = connection.executable(statement)
             prefix = connection.take_prefix()
             if prefix:
                 # psycopg2 interpolates the whole string: a literal % in the

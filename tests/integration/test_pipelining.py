@@ -7,7 +7,6 @@ order, errors, savepoints, isolation of reads, a clean pooled connection,
 and the number of messages a saga step costs.
 """
 
-import uuid
 
 import eventlet
 import psycopg2.extensions
@@ -135,29 +134,62 @@ def test_advisory_locks_taken_with_the_next_statement_still_serialise(uow):
     assert eventlet.hubs.get_hub().clock() - started >= 0.6
 
 
-def test_a_saga_step_costs_three_messages(integration_env):
-    """BEGIN + lock + claim, the read, the writes + COMMIT: three round trips."""
+@pytest.fixture
+def counting_uow(integration_env):
     engine = create_engine(
         integration_env.database_urls["auth"].replace(
             "postgresql://", f"postgresql+{pipelining.DRIVER}://", 1
         ),
         connect_args={"connection_factory": CountingConnection},
+        pool_size=1,
     )
-    try:
-        with engine.begin() as conn:
-            metadata.create_all(conn)
-        uow = UnitOfWork(sessionmaker(engine))
-        claim_id = uuid.uuid4().int % 1_000_000
-        CountingConnection.sent = 0
-        with uow.transaction() as session:
-            advisory_lock(session, "step")
-            session.execute(rows.insert(), {"id": claim_id, "note": "claim"})
-            session.execute(select(rows.c.note).where(rows.c.id == claim_id)).scalar_one()
-            defer(session, rows.insert(), {"id": claim_id + 1, "note": "effect"})
-            defer(session, rows.update().where(rows.c.id == claim_id).values(note="done"))
-        assert CountingConnection.sent == 3
-        assert ids(uow)[-2:] == [claim_id, claim_id + 1]
-    finally:
-        with engine.begin() as conn:
-            metadata.drop_all(conn)
-        engine.dispose()
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+    yield UnitOfWork(sessionmaker(engine))
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+    engine.dispose()
+
+
+def saga_step(uow, claim_id: int) -> None:
+    with uow.transaction() as session:
+        advisory_lock(session, "step")
+        session.execute(rows.insert(), {"id": claim_id, "note": "claim"})
+        session.execute(select(rows.c.note).where(rows.c.id == claim_id)).scalar_one()
+        defer(session, rows.insert(), {"id": claim_id + 1, "note": "effect"})
+        defer(session, rows.update().where(rows.c.id == claim_id).values(note="done"))
+
+
+def test_a_saga_step_costs_three_messages(counting_uow):
+    """BEGIN + lock + claim, the read, the writes + COMMIT: three round trips
+    (once its statements are prepared: the connection's first use of a
+    statement is followed by its PREPARE)."""
+    saga_step(counting_uow, 10)
+    CountingConnection.sent = 0
+    saga_step(counting_uow, 20)
+    assert CountingConnection.sent == 3
+    assert ids(counting_uow) == [10, 11, 20, 21]
+
+
+def test_statements_are_prepared_once_per_connection_and_executed(counting_uow):
+    for n in range(3):
+        saga_step(counting_uow, 10 * (n + 1))
+    with counting_uow.transaction() as session:
+        prepared = (
+            session.execute(
+                text("SELECT statement FROM pg_prepared_statements WHERE name LIKE 'fintech_%'")
+            )
+            .scalars()
+            .all()
+        )
+    assert any("INSERT INTO pipelining_rows" in statement for statement in prepared)
+    assert any("SELECT pipelining_rows.note" in statement for statement in prepared)
+    assert ids(counting_uow) == [10, 11, 20, 21, 30, 31]
+
+
+def test_a_statement_postgresql_cannot_prepare_is_sent_as_it_is(counting_uow):
+    # $1 alone has no type PostgreSQL could infer: PREPARE refuses it.
+    for _ in range(3):
+        with counting_uow.transaction() as session:
+            value = session.execute(text("SELECT :value AS echoed"), {"value": "50%"}).scalar()
+        assert value == "50%"
