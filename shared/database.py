@@ -265,6 +265,34 @@ def _interpolable(dialect, statement, keys: tuple[str, ...]):
     return compiled.string, fixed, processors
 
 
+def bulk_insert(session: Session | Connection, table: Table, rows: list[tuple]) -> None:
+    """Insert many rows (tuples in the table's column order) in few statements.
+
+    On PostgreSQL: INSERTs of up to 1000 rows, each page's values
+    interpolated by psycopg2 in one call, sent after what the transaction
+    has queued, so they run inside it. Elsewhere: executemany.
+    """
+    if not rows:
+        return
+    connection = connection_of(session)
+    dbapi = connection.connection.dbapi_connection
+    if not isinstance(dbapi, pipelining.PipelinedConnection):
+        names = [column.key for column in table.columns]
+        connection.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+        return
+    dbapi.flush()  # BEGIN and queued writes first: these belong to the transaction
+    # Identifiers from the table's own metadata, quoted by the dialect.
+    quote = connection.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(column.name) for column in table.columns)
+    insert = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ".encode()  # noqa: S608
+    row = "(" + ", ".join(["%s"] * len(table.columns)) + ")"
+    with dbapi.cursor() as cursor:
+        for start in range(0, len(rows), 1000):
+            page = rows[start : start + 1000]
+            values = cursor.mogrify(", ".join([row] * len(page)), [v for r in page for v in r])
+            cursor.execute(insert + values)
+
+
 def advisory_lock(session: Session, *keys: str) -> None:
     """Serialise work on each key, taken in the order given, until this
     transaction ends (sent with the transaction's next statement).

@@ -78,26 +78,27 @@ def _prepared_forms(sql: str) -> tuple[str, str, str] | None:
     """PREPARE and EXECUTE statements for a psycopg2 (pyformat) statement."""
     if sql in _PREPARABLE:
         return _PREPARABLE[sql]
-    order: list[str] = []
+    numbers: dict[str, str] = {}  # parameter name -> $n, in order of appearance
 
     def positional(match: re.Match) -> str:
         name = match.group(1)
         if name is None:
             return "%"  # an escaped percent sign
-        if name not in order:
-            order.append(name)
-        return f"${order.index(name) + 1}"
+        number = numbers.get(name)
+        if number is None:
+            number = numbers[name] = f"${len(numbers) + 1}"
+        return number
 
-    body = _PLACEHOLDER.sub(positional, sql)
     forms = None
-    if 0 < len(order) <= PREPARE_MAX_PARAMETERS:
-        name = next(_names)
-        arguments = ", ".join(f"%({parameter})s" for parameter in order)
-        forms = (name, f"PREPARE {name} AS {body}", f"EXECUTE {name}({arguments})")
+    if 0 < sql.count("%(") <= 2 * PREPARE_MAX_PARAMETERS:
+        body = _PLACEHOLDER.sub(positional, sql)
+        if 0 < len(numbers) <= PREPARE_MAX_PARAMETERS:
+            name = next(_names)
+            arguments = ", ".join(f"%({parameter})s" for parameter in numbers)
+            forms = (name, f"PREPARE {name} AS {body}", f"EXECUTE {name}({arguments})")
     if len(_PREPARABLE) < _REMEMBER_AT_MOST:
         _PREPARABLE[sql] = forms
-        return forms
-    return None
+    return forms
 
 
 def _unpreparable(sql: str) -> None:

@@ -1,9 +1,11 @@
 """/v1/accounts: a customer's own accounts (another user's are 404)."""
 
+from flask import jsonify
 from flask_smorest import Blueprint
 
 from gateway import schemas
 from gateway.extensions import authenticated, platform, principal
+from gateway.shaping import shaped
 from shared.money import format_minor
 
 blp = Blueprint("accounts", __name__, description="Accounts and their history")
@@ -38,7 +40,8 @@ def open_account(body):
 def list_accounts():
     caller = principal()
     with platform().rpc.client() as rpc:
-        return {"items": [_account(a) for a in rpc.accounts.list_accounts(caller.user_id)]}
+        accounts = rpc.accounts.list_accounts(caller.user_id)
+    return jsonify(shaped(schemas.AccountListResponse, {"items": [_account(a) for a in accounts]}))
 
 
 @blp.route("/v1/accounts/<uuid:account_id>", methods=["GET"])
@@ -48,7 +51,8 @@ def list_accounts():
 def get_account(account_id):
     caller = principal()
     with platform().rpc.client() as rpc:
-        return _account(rpc.accounts.get_account(caller.user_id, str(account_id)))
+        account = rpc.accounts.get_account(caller.user_id, str(account_id))
+    return jsonify(shaped(schemas.AccountResponse, _account(account)))
 
 
 @blp.route("/v1/accounts/<uuid:account_id>/transactions", methods=["GET"])
@@ -70,4 +74,9 @@ def list_transactions(query, account_id):
         }
         for item in page["items"]
     ]
-    return {"items": items, "next_cursor": page["next_cursor"]}
+    return jsonify(
+        shaped(
+            schemas.AccountTransactionsResponse,
+            {"items": items, "next_cursor": page["next_cursor"]},
+        )
+    )

@@ -13,6 +13,7 @@ from flask_smorest import Blueprint
 from gateway import schemas
 from gateway.extensions import authenticated, platform, principal
 from gateway.outcomes import preferred_wait, transfer_view
+from gateway.shaping import shaped
 from shared import contracts
 from shared.errors import BadRequest
 from shared.money import Money, format_minor
@@ -20,7 +21,6 @@ from shared.money import Money, format_minor
 blp = Blueprint("transfers", __name__, description="Deposits, transfers and payouts")
 
 BEARER = [{"bearerAuth": []}]
-_TRANSFER_RESPONSE = schemas.TransferResponse()
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _KEY_PARAMETER = {
     "in": "header",
@@ -73,7 +73,7 @@ def _start(kind: str, body: dict, **accounts) -> dict:
     if outcome is None:
         return accepted
     # Ended within the wait: the whole transfer, created (201).
-    response = jsonify(_TRANSFER_RESPONSE.dump(_transfer(transfer_view(outcome))))
+    response = jsonify(shaped(schemas.TransferResponse, _transfer(transfer_view(outcome))))
     response.status_code = 201
     response.headers["Preference-Applied"] = f"wait={wait}"
     response.headers["Location"] = f"/v1/transfers/{accepted['transfer_id']}"
@@ -126,14 +126,14 @@ def _transfer(view: dict) -> dict:
 def get_transfer(transfer_id):
     wait = preferred_wait(request.headers.get("Prefer"))
     if not wait:
-        return _transfer(_read(transfer_id))
+        return jsonify(shaped(schemas.TransferResponse, _transfer(_read(transfer_id))))
     with platform().outcomes.watch(str(transfer_id)) as watch:
         view = _read(transfer_id)  # watched first: an end published meanwhile is not missed
         if view["status"] == "pending" and watch is not None:
             outcome = watch.wait(wait)
             if outcome is not None:
                 view = transfer_view(outcome)
-    return _transfer(view)
+    return jsonify(shaped(schemas.TransferResponse, _transfer(view)))
 
 
 def _read(transfer_id) -> dict:
@@ -156,7 +156,12 @@ def list_transfers(query):
             query["limit"],
             query["cursor"],
         )
-    return {
-        "items": [_transfer(item) for item in page["items"]],
-        "next_cursor": page["next_cursor"],
-    }
+    return jsonify(
+        shaped(
+            schemas.TransferListResponse,
+            {
+                "items": [_transfer(item) for item in page["items"]],
+                "next_cursor": page["next_cursor"],
+            },
+        )
+    )

@@ -154,8 +154,12 @@ def list_transactions(
             entries.c.description,
         )
         .join(entries, entries.c.id == postings.c.entry_id)
-        .where(postings.c.account_id == account_id)
-        .order_by(postings.c.id.desc())
+        # The account as a range of one, ordered by (account, id): only the
+        # account's own index gives that order, so the planner never walks
+        # every posting of the bank backwards (which it may for `=` and
+        # "ORDER BY id" when an account's postings are not the newest).
+        .where(postings.c.account_id >= account_id, postings.c.account_id <= account_id)
+        .order_by(postings.c.account_id.desc(), postings.c.id.desc())
         .limit(limit + 1)
     )
     if before is not None:

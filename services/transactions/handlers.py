@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, union_all
 from sqlalchemy.orm import Session
 
-from services.transactions import event_store, projections
+from services.transactions import event_store, projections, rebuild
 from services.transactions.directory import AccountDirectory
 from services.transactions.domain import (
     PENDING,
@@ -260,13 +260,19 @@ def list_transfers(
     """
     before = _decode_cursor(cursor)
 
-    def page_of(query):
+    def page_of(query, party):
+        """Newest first, along the party's (party, position) index."""
         if status:
             query = query.where(_view.c.status == status)
         if before is not None:
-            query = query.where(_view.c.position < before)
-        return query.order_by(_view.c.position.desc()).limit(limit + 1)
+            query = query.where(position_of[party] < before)
+        return query.order_by(position_of[party].desc()).limit(limit + 1)
 
+    position_of = {
+        _history.c.account_id: _history.c.position,
+        _view.c.owner_id: _view.c.position,
+        _view.c.to_owner_id: _view.c.position,
+    }
     if account_id:
         query = page_of(
             select(*_VIEW_COLUMNS)
@@ -274,14 +280,19 @@ def list_transfers(
             .where(
                 _history.c.account_id == account_id,
                 (_view.c.owner_id == caller_id) | (_view.c.to_owner_id == caller_id),
-            )
+            ),
+            _history.c.account_id,
         )
     else:
-        sent = page_of(select(*_VIEW_COLUMNS).where(_view.c.owner_id == caller_id))
+        sent = page_of(
+            select(*_VIEW_COLUMNS).where(_view.c.owner_id == caller_id), _view.c.owner_id
+        )
         received = page_of(
+            # Written as the received index's condition, so that it is used.
             select(*_VIEW_COLUMNS).where(
-                _view.c.to_owner_id == caller_id, _view.c.owner_id != caller_id
-            )
+                _view.c.to_owner_id == caller_id, _view.c.to_owner_id != _view.c.owner_id
+            ),
+            _view.c.to_owner_id,
         )
         both = union_all(sent.subquery().select(), received.subquery().select()).subquery()
         query = select(both).order_by(both.c.position.desc()).limit(limit + 1)
@@ -311,5 +322,4 @@ def _decode_cursor(cursor: str | None) -> int | None:
 
 
 def rebuild_projections(uow: UnitOfWork) -> int:
-    with uow.transaction() as session:
-        return projections.rebuild(session)
+    return rebuild.rebuild(uow)

@@ -3,7 +3,7 @@ and the projections built from the events."""
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.inbox import inbox_table
@@ -62,9 +62,16 @@ class TransferView(Base):
     __tablename__ = "transfer_view"
     __table_args__ = (
         Index("ix_transfer_view_pending", "status", "deadline"),
-        # A customer's transfers, newest first, as either party (keyset pages).
+        # A customer's transfers, newest first, as either party (keyset pages):
+        # what they sent (their own moves included), what others sent them.
         Index("ix_transfer_view_owner", "owner_id", "position"),
-        Index("ix_transfer_view_to_owner", "to_owner_id", "position"),
+        Index(
+            "ix_transfer_view_received",
+            "to_owner_id",
+            "position",
+            postgresql_where=text("to_owner_id <> owner_id"),
+            sqlite_where=text("to_owner_id <> owner_id"),
+        ),
     )
 
     transfer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -84,7 +91,7 @@ class TransferView(Base):
     updated_at: Mapped[str] = mapped_column(String(40))
     version: Mapped[int] = mapped_column(Integer)
     # Order of listing: the position of the transfer's first event.
-    position: Mapped[int] = mapped_column(BigInteger, index=True)
+    position: Mapped[int] = mapped_column(BigInteger)
 
 
 class AccountHistory(Base):

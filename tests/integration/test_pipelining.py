@@ -7,7 +7,6 @@ order, errors, savepoints, isolation of reads, a clean pooled connection,
 and the number of messages a saga step costs.
 """
 
-
 import eventlet
 import psycopg2.extensions
 import pytest

@@ -12,8 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from services.accounts.service import AccountsService
-from services.transactions import consumers, event_store, handlers
+from services.transactions import consumers, event_store, handlers, rebuild
 from services.transactions.domain import Event, Transfer
+from services.transactions.models import TransferView
 from services.transactions.service import TransactionsService
 from shared import contracts
 from shared.database import UnitOfWork, make_engine
@@ -217,6 +218,47 @@ def test_a_review_folded_while_accounts_expires_it_does_not_leave_it_pending(ser
     assert handlers.expire_overdue(uow, may_expire, utcnow() + timedelta(minutes=5)) == 1
     view = rpc.transactions.get_transfer(alice, transfer_id)
     assert (view["status"], view["failure_reason"]) == ("failed", "timed_out")
+
+
+def test_a_step_folded_while_the_projections_are_rebuilt_is_in_the_rebuilt_ones(
+    services, rpc, uow, sql, monkeypatch
+):
+    """The copies are built without holding the saga back; what it folds
+    meanwhile is caught up before they replace the live tables."""
+    alice, a_acc, _, b_acc = two_accounts(rpc)
+    transfer_id = rpc.transactions.create_transfer(alice, "during", internal(a_acc, b_acc))[
+        "transfer_id"
+    ]
+    hold_back = rebuild._hold_back_new_events
+
+    def fold_first(session):
+        # Built already, not swapped yet: the saga moves this transfer on.
+        fold(uow, saga_event(contracts.TRANSFER_POSTED, transfer_id, prior_step=APPROVED))
+        hold_back(session)
+
+    monkeypatch.setattr(rebuild, "_hold_back_new_events", fold_first)
+    handlers.rebuild_projections(uow)
+    view = rpc.transactions.get_transfer(alice, transfer_id)
+    assert view["status"] == "completed"
+    assert [step["type"] for step in view["steps"]] == [
+        contracts.TRANSFER_APPROVED,
+        contracts.TRANSFER_POSTED,
+    ]
+    [(listed,)] = sql(
+        "transactions",
+        "SELECT count(*) FROM account_history WHERE transfer_id = :t",
+        t=transfer_id,
+    )
+    assert listed == 2
+    indexes = {
+        name
+        for (name,) in sql(
+            "transactions", "SELECT indexname FROM pg_indexes WHERE tablename = 'transfer_view'"
+        )
+    }
+    assert indexes == {index.name for index in TransferView.__table__.indexes} | {
+        "pk_transfer_view"
+    }
 
 
 def test_rebuilding_the_projections_by_replay_equals_the_live_ones(services, rpc, uow, sql):

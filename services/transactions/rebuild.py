@@ -1,0 +1,268 @@
+"""Rebuilding the read models by replaying the event store, while the platform runs.
+
+The projections (transfer_view, account_history) are built anew beside the
+live ones and swapped in, so readers and the saga carry on meanwhile:
+
+1. Into empty copies of the tables (`<name>_next`, no index yet), every
+   stream is replayed from its events, read in (stream, version) order so
+   one stream at a time is in memory, and its rows written in bulk. The
+   indexes are built once the copies are full: cheaper than keeping them
+   up to date row by row.
+2. Under a lock that holds back new events for a moment (reads go on),
+   the streams that moved since (whose snapshot is past the version
+   replayed) are replayed again, and the copies replace the live tables
+   with their indexes and constraints renamed to the originals' names.
+
+A fold that runs during step 1 updates the live tables and is caught up in
+step 2, so nothing a step wrote is lost. Statements the services prepared
+against the old tables are planned again against the new ones by
+PostgreSQL (it resolves names again when a table they use goes away).
+"""
+
+import json
+import operator
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
+
+from sqlalchemy import Column, Index, MetaData, Table, bindparam, delete, select, text, tuple_
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from services.transactions import projections
+from services.transactions.domain import Event, Transfer
+from services.transactions.models import (
+    AccountHistory,
+    Snapshot,
+    StoredEvent,
+    TransferView,
+    metadata,
+)
+from shared.database import UnitOfWork, bulk_insert, connection_of
+
+_events = StoredEvent.__table__
+_snapshots = Snapshot.__table__
+PROJECTIONS = (TransferView.__table__, AccountHistory.__table__)
+NEXT = "_next"
+
+# Events in stream order, a page after (stream, version).
+_PAGE = (
+    select(_events.c.position, _events.c.stream_id, _events.c.version, _events.c.event_type,
+           _events.c.data)
+    .where(
+        tuple_(_events.c.stream_id, _events.c.version)
+        > tuple_(bindparam("after_stream"), bindparam("after_version"))
+    )
+    .order_by(_events.c.stream_id, _events.c.version)
+    .limit(bindparam("page"))
+)  # fmt: skip
+
+
+def _copy(table: Table) -> Table:
+    """`table`'s columns and key, without indexes, named `<name>_next` (its key
+    named by the service's convention after that name, so it clashes with nothing)."""
+    columns = [
+        Column(column.name, column.type, primary_key=column.primary_key, nullable=column.nullable)
+        for column in table.columns
+    ]
+    return Table(
+        table.name + NEXT, MetaData(naming_convention=metadata.naming_convention), *columns
+    )
+
+
+def streams(
+    read: Callable[[], ContextManager[Connection]], page: int = 20_000
+) -> Iterator[tuple[Transfer, int, int]]:
+    """Every stream replayed: (transfer, position of its first event, its event count).
+
+    Read a page at a time from a connection `read()` lends (outside any
+    transaction on PostgreSQL: events are only ever appended, and what is
+    appended meanwhile is caught up afterwards)."""
+    after = ("", 0)
+    transfer, first, count, current = None, 0, 0, None
+    while True:
+        with read() as connection:
+            rows = connection.execute(
+                _PAGE, {"after_stream": after[0], "after_version": after[1], "page": page}
+            ).all()
+        for position, stream_id, _version, event_type, data in rows:
+            if stream_id != current:
+                if transfer is not None:
+                    yield transfer, first, count
+                transfer, first, count, current = Transfer(), position, 0, stream_id
+            transfer.apply(Event(event_type, json.loads(data)))
+            count += 1
+        if len(rows) < page:
+            if transfer is not None:
+                yield transfer, first, count
+            return
+        after = (rows[-1].stream_id, rows[-1].version)
+
+
+def _batches(replayed, copies, size: int = 5_000) -> Iterator[tuple[list, list, int]]:
+    """The copies' rows for replayed streams, a batch at a time: (views, histories, events)."""
+    view_row = operator.itemgetter(*(column.key for column in copies[0].columns))
+    history_row = operator.itemgetter(*(column.key for column in copies[1].columns))
+    views, histories, events = [], [], 0
+    for transfer, first, count in replayed:
+        views.append(view_row(projections.view_row(transfer, first)))
+        histories.extend(map(history_row, projections.history_rows(transfer, first)))
+        events += count
+        if len(views) >= size:
+            yield views, histories, events
+            views, histories, events = [], [], 0
+    if views:
+        yield views, histories, events
+
+
+def _write(session: Session, copies, batches) -> int:
+    replayed = 0
+    for views, histories, events in batches:
+        bulk_insert(session, copies[0], views)
+        bulk_insert(session, copies[1], histories)
+        replayed += events
+    return replayed
+
+
+class _Writer(threading.Thread):
+    """Writes the copies' rows while the replay goes on (a green thread in a
+    service, a real one elsewhere): the database and Python work at once."""
+
+    def __init__(self, uow: UnitOfWork, copies):
+        super().__init__(name="rebuild-writer", daemon=True)
+        self.uow, self.copies = uow, copies
+        self.batches: queue.Queue = queue.Queue(maxsize=4)
+        self.replayed = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with self.uow.transaction() as session:
+                _no_statement_timeout(session)
+                self.replayed = _write(session, self.copies, iter(self.batches.get, None))
+                _index(session, self.copies)
+        except BaseException as error:  # noqa: BLE001 (handed to the rebuilding thread)
+            self.error = error
+            while self.batches.get() is not None:  # let the replay finish feeding
+                pass
+
+
+def _index(session: Session, copies) -> None:
+    connection = connection_of(session)
+    for table, copy in zip(PROJECTIONS, copies, strict=True):
+        for index in table.indexes:
+            columns = [copy.c[column.name] for column in index.columns]
+            Index(index.name + NEXT, *columns, unique=index.unique).create(connection)
+
+
+def rebuild(uow: UnitOfWork) -> int:
+    """Replay every stream into fresh projections and swap them in; returns
+    how many events were replayed."""
+    copies = tuple(_copy(table) for table in PROJECTIONS)
+    with uow.transaction() as session:
+        connection = connection_of(session)
+        for copy in copies:
+            copy.drop(connection, checkfirst=True)
+            copy.create(connection)
+        if session.get_bind().dialect.name == "sqlite":
+            # One connection per process (and writers serialised anyway):
+            # read and write on it in turn.
+            replayed = _write(
+                session, copies, _batches(streams(lambda: nullcontext(connection)), copies)
+            )
+            _index(session, copies)
+    if session.get_bind().dialect.name != "sqlite":
+        replayed = _write_beside(uow, copies)
+    with uow.transaction() as session:
+        _no_statement_timeout(session)
+        _hold_back_new_events(session)
+        replayed += _catch_up(session, copies)
+        _swap(session, copies)
+    return replayed
+
+
+def _write_beside(uow: UnitOfWork, copies) -> int:
+    """Replay on one connection while a writer fills the copies on another."""
+    writer = _Writer(uow, copies)
+    writer.start()
+    try:
+        for batch in _batches(streams(uow.read), copies):
+            if writer.error is not None:
+                break
+            writer.batches.put(batch)
+    finally:
+        writer.batches.put(None)
+        writer.join()
+    if writer.error is not None:
+        raise writer.error
+    return writer.replayed
+
+
+def _no_statement_timeout(session: Session) -> None:
+    # Indexing a million rows takes longer than a request may.
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL statement_timeout = 0"))
+
+
+def _hold_back_new_events(session: Session) -> None:
+    """Appends wait until this transaction ends; reads carry on."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"LOCK TABLE {_events.name} IN EXCLUSIVE MODE"))
+
+
+def _catch_up(session: Session, copies) -> int:
+    """Replay again the streams that moved since they were replayed (or began since)."""
+    view_copy, history_copy = copies
+    moved = (
+        connection_of(session)
+        .execute(
+            select(_snapshots.c.stream_id)
+            .select_from(
+                _snapshots.outerjoin(view_copy, view_copy.c.transfer_id == _snapshots.c.stream_id)
+            )
+            .where(view_copy.c.version.is_(None) | (view_copy.c.version != _snapshots.c.version))
+        )
+        .scalars()
+        .all()
+    )
+    if not moved:
+        return 0
+    connection = connection_of(session)
+    connection.execute(delete(view_copy).where(view_copy.c.transfer_id.in_(moved)))
+    connection.execute(delete(history_copy).where(history_copy.c.transfer_id.in_(moved)))
+    replayed = []
+    for stream_id in moved:
+        rows = connection.execute(
+            select(_events.c.position, _events.c.event_type, _events.c.data)
+            .where(_events.c.stream_id == stream_id)
+            .order_by(_events.c.version)
+        ).all()
+        transfer = Transfer()
+        for _, event_type, data in rows:
+            transfer.apply(Event(event_type, json.loads(data)))
+        replayed.append((transfer, rows[0].position, len(rows)))
+    return _write(session, copies, _batches(replayed, copies))
+
+
+def _swap(session: Session, copies) -> None:
+    """The copies replace the live tables, under the live names throughout."""
+    connection = connection_of(session)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    for table, copy in zip(PROJECTIONS, copies, strict=True):
+        table.drop(connection)
+        connection.execute(text(f"ALTER TABLE {copy.name} RENAME TO {table.name}"))
+        for index in table.indexes:
+            if postgresql:
+                connection.execute(text(f"ALTER INDEX {index.name}{NEXT} RENAME TO {index.name}"))
+            else:  # SQLite cannot rename an index: make it again under its name
+                connection.execute(text(f"DROP INDEX {index.name}{NEXT}"))
+                index.create(connection)
+        if postgresql:
+            key = copy.primary_key.name
+            connection.execute(
+                text(
+                    f"ALTER TABLE {table.name} RENAME CONSTRAINT {key} TO {table.primary_key.name}"
+                )
+            )
