@@ -229,6 +229,21 @@ def defer(session: Session | Connection, statement, parameters: dict | None = No
     connection.execute(statement, parameters, execution_options={pipelining.DEFER: True})
 
 
+def defer_rows(session: Session | Connection, table: Table, rows: list[dict]) -> None:
+    """Insert rows (each with the same keys) in one deferred statement."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    parameters = {f"{column}_{n}": row[column] for n, row in enumerate(rows) for column in columns}
+    defer(session, _insert_rows(table, columns, len(rows)), parameters)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_rows(table: Table, columns: tuple[str, ...], count: int):
+    rows = [{column: bindparam(f"{column}_{n}") for column in columns} for n in range(count)]
+    return table.insert().values(rows).inline()
+
+
 @functools.lru_cache(maxsize=1024)
 def _interpolable(dialect, statement, keys: tuple[str, ...]):
     """The SQL of `statement` for parameters named `keys`, the values it fixes

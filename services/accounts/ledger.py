@@ -46,7 +46,13 @@ from services.accounts.models import (
     Posting,
 )
 from shared import contracts
-from shared.database import advisory_lock, connection_of, defer, insert_ignoring_duplicates
+from shared.database import (
+    advisory_lock,
+    connection_of,
+    defer,
+    defer_rows,
+    insert_ignoring_duplicates,
+)
 
 # The bank's side of money that enters or leaves through a payment provider.
 CARD_CLEARING = "card-clearing"
@@ -303,13 +309,6 @@ _MOVE_PAIR = (
     )
 )
 _RECORD_ENTRY = _entries.insert().inline()
-_POSTING_COLUMNS = ("entry_id", "account_id", "amount", "currency", "balance_after", "created_at")
-# Both postings of an entry, in one statement.
-_RECORD_POSTING_PAIR = (
-    _postings.insert()
-    .values([{name: bindparam(f"{name}_{n}") for name in _POSTING_COLUMNS} for n in (0, 1)])
-    .inline()
-)
 
 
 def post_transfer(
@@ -377,17 +376,21 @@ def post_transfer(
             "now": now,
         },
     )
-    postings = {}
-    for n, line in enumerate((first, second)):
-        postings |= {
-            f"entry_id_{n}": entry_id,
-            f"account_id_{n}": line.account_id,
-            f"amount_{n}": line.amount,
-            f"currency_{n}": line.currency,
-            f"balance_after_{n}": rows[line.account_id].balance + line.amount,
-            f"created_at_{n}": now,
-        }
-    defer(session, _RECORD_POSTING_PAIR, postings)
+    defer_rows(
+        session,
+        _postings,
+        [
+            {
+                "entry_id": entry_id,
+                "account_id": line.account_id,
+                "amount": line.amount,
+                "currency": line.currency,
+                "balance_after": rows[line.account_id].balance + line.amount,
+                "created_at": now,
+            }
+            for line in (first, second)
+        ],
+    )
     return Posted(entry_id)
 
 

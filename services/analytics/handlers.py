@@ -38,7 +38,7 @@ from shared.database import (
     UnitOfWork,
     advisory_lock,
     connection_of,
-    defer,
+    defer_rows,
     insert_ignoring_duplicates,
     upsert_adding,
 )
@@ -225,10 +225,12 @@ def project(
     flows = domain.flows(transfer)
     for flow in flows:
         if flow.direction == domain.OUT and domain.is_spending(flow.category):
+            # Judged against the user's earlier flows (positions before this one).
             _judge(session, transfer.transfer_id, flow, position, month, occurred_at, settings)
-        defer(
-            session,
-            _ADD_FLOW,
+    defer_rows(
+        session,
+        _FLOWS,
+        [
             {
                 "transfer_id": transfer.transfer_id,
                 "user_id": flow.user_id,
@@ -242,8 +244,10 @@ def project(
                 "reference": flow.reference,
                 "month": month,
                 "occurred_at": occurred_at,
-            },
-        )
+            }
+            for flow in flows
+        ],
+    )
     for part in domain.contributions(flows):
         increments = {"inflow": part.inflow, "outflow": part.outflow, "count": part.count}
         _add(session, MonthlyTotal, (part.user_id, month, part.currency), **increments)
@@ -304,7 +308,6 @@ def _judge(
 _EVENTS = AnalyticsEvent.__table__
 _FLOWS = UserFlow.__table__
 _LOG_EVENT = _EVENTS.insert().returning(_EVENTS.c.position)
-_ADD_FLOW = _FLOWS.insert().inline()
 _EARLIER_OUTFLOWS = (
     select(_FLOWS.c.amount)
     .where(

@@ -25,13 +25,18 @@ from sqlalchemy.orm import Session
 
 from services.transactions.domain import Event, Transfer
 from services.transactions.models import Snapshot, StoredEvent
-from shared.database import connection_of, defer, insert_ignoring, insert_ignoring_duplicates
+from shared.database import (
+    connection_of,
+    defer,
+    defer_rows,
+    insert_ignoring,
+    insert_ignoring_duplicates,
+)
 
 _events = StoredEvent.__table__
 _snapshots = Snapshot.__table__
 
 _START = _events.insert().returning(_events.c.position)
-_RECORD_EVENT = _events.insert().inline()
 _RECORD_SNAPSHOT = _snapshots.insert().inline()
 _SAVE_SNAPSHOT = (
     update(_snapshots)
@@ -89,8 +94,7 @@ def start(
     """Write a new stream's first events and its snapshot; returns the first position."""
     first, *rest = _rows(transfer.transfer_id, 0, events, correlation_id, now)
     position = connection_of(session).execute(_START, first).scalar_one()
-    for row in rest:
-        defer(session, _RECORD_EVENT, row)
+    defer_rows(session, _events, rest)
     defer(
         session,
         _RECORD_SNAPSHOT,
@@ -198,8 +202,7 @@ def fold(
     events = decide(transfer)
     if not events:
         return transfer, []
-    for row in _rows(stream_id, transfer.version, events, correlation_id, now):
-        defer(session, _RECORD_EVENT, row)
+    defer_rows(session, _events, _rows(stream_id, transfer.version, events, correlation_id, now))
     for event in events:
         transfer.apply(event)
     _save_snapshot(session, transfer, now)

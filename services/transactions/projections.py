@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from services.transactions.domain import Transfer
 from services.transactions.models import AccountHistory, TransferView
-from shared.database import defer
+from shared.database import defer, defer_rows
 
 _view = TransferView.__table__
 _history = AccountHistory.__table__
@@ -63,7 +63,6 @@ def history_rows(transfer: Transfer, position: int) -> list[dict]:
 
 
 _ADD_VIEW = _view.insert().inline()
-_ADD_HISTORY = _history.insert().inline()
 _UPDATE_VIEW = (
     update(_view)
     .where(_view.c.transfer_id == bindparam("transfer"))
@@ -82,8 +81,7 @@ def add(session: Session, transfer: Transfer, position: int) -> None:
     """A new transfer: its view, listed at `position`, and its accounts' history
     (written with the commit)."""
     defer(session, _ADD_VIEW, view_row(transfer, position))
-    for row in history_rows(transfer, position):
-        defer(session, _ADD_HISTORY, row)
+    defer_rows(session, _history, history_rows(transfer, position))
 
 
 def update_view(session: Session, transfer: Transfer) -> None:
