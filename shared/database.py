@@ -345,6 +345,9 @@ class UnitOfWork:
         self._session_factory = session_factory
         self._after_commit = after_commit
 
+    def dialect_name(self) -> str:
+        return self._session_factory.kw["bind"].dialect.name
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for queries that change nothing, outside any transaction.

@@ -5,7 +5,7 @@ events happen (never mutating state themselves); `apply` is the only place
 state changes, used both live and when replaying from the event store.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared import contracts
@@ -226,7 +226,12 @@ class Transfer:
         return transfer
 
     def snapshot(self) -> dict:
-        return asdict(self)
+        """The state as plain data. Only `steps` is copied: `apply` appends to
+        it, and changes nothing else in place (a deep copy per fold cost an
+        eighth of transactions' CPU)."""
+        state = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        state["steps"] = list(self.steps)
+        return state
 
     def details(self) -> contracts.TransferDetails:
         """The transfer as other services see it (carried by every saga event)."""

@@ -9,7 +9,7 @@ equals the live tables.
 import json
 from datetime import datetime
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Table, bindparam, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from services.transactions.domain import Transfer
@@ -75,6 +75,23 @@ _UPDATE_VIEW = (
         version=bindparam("version"),
     )
 )
+
+
+def history_from_views(views: Table, history: Table, transfer_ids: list[str] | None = None):
+    """INSERT ... SELECT of `history_rows` for every row of `views` (or those
+    named): the same rule as history_rows, in SQL, for a rebuild's bulk;
+    the rebuild tests hold the two equal."""
+    sides = []
+    for account, direction in ((views.c.from_account_id, "out"), (views.c.to_account_id, "in")):
+        side = select(account, views.c.transfer_id, literal(direction), views.c.position).where(
+            account.is_not(None)
+        )
+        if transfer_ids is not None:
+            side = side.where(views.c.transfer_id.in_(transfer_ids))
+        sides.append(side)
+    return history.insert().from_select(
+        ["account_id", "transfer_id", "direction", "position"], union_all(*sides)
+    )
 
 
 def add(session: Session, transfer: Transfer, position: int) -> None:
