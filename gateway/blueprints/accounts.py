@@ -24,7 +24,7 @@ def _account(view: dict) -> dict:
 
 @blp.route("/v1/accounts", methods=["POST"])
 @authenticated
-@blp.arguments(schemas.OpenAccountRequest)
+@blp.arguments(schemas.OpenAccountRequest())
 @blp.response(201, schemas.AccountResponse)
 @blp.doc(security=BEARER)
 def open_account(body):
@@ -57,7 +57,7 @@ def get_account(account_id):
 
 @blp.route("/v1/accounts/<uuid:account_id>/transactions", methods=["GET"])
 @authenticated
-@blp.arguments(schemas.HistoryQuery, location="query")
+@blp.arguments(schemas.HistoryQuery(), location="query")
 @blp.response(200, schemas.AccountTransactionsResponse)
 @blp.doc(security=BEARER)
 def list_transactions(query, account_id):

@@ -109,7 +109,7 @@ def current_month() -> str:
 
 @blp.route("/v1/analytics/summary", methods=["GET"])
 @authenticated
-@blp.arguments(AnalyticsSummaryQuery, location="query")
+@blp.arguments(AnalyticsSummaryQuery(), location="query")
 @blp.response(200, AnalyticsSummaryResponse)
 @blp.doc(security=BEARER)
 def summary(query):
@@ -144,7 +144,7 @@ def insights():
 
 @blp.route("/v1/analytics/anomalies", methods=["GET"])
 @authenticated
-@blp.arguments(AnalyticsAnomaliesQuery, location="query")
+@blp.arguments(AnalyticsAnomaliesQuery(), location="query")
 @blp.response(200, AnalyticsAnomaliesResponse)
 @blp.doc(security=BEARER)
 def anomalies(query):

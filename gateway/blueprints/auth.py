@@ -15,7 +15,7 @@ LOGOUT_PROPAGATION_WAIT = 1.0
 
 @blp.route("/v1/auth/register", methods=["POST"])
 @auth_rate_limit()
-@blp.arguments(schemas.RegisterRequest)
+@blp.arguments(schemas.RegisterRequest())
 @blp.response(201, schemas.RegisterResponse)
 def register(body):
     with platform().rpc.client() as rpc:
@@ -24,7 +24,7 @@ def register(body):
 
 @blp.route("/v1/auth/login", methods=["POST"])
 @auth_rate_limit()
-@blp.arguments(schemas.LoginRequest)
+@blp.arguments(schemas.LoginRequest())
 @blp.response(200, schemas.TokensResponse)
 def login(body):
     with platform().rpc.client() as rpc:
@@ -33,7 +33,7 @@ def login(body):
 
 @blp.route("/v1/auth/mfa/verify", methods=["POST"])
 @auth_rate_limit()
-@blp.arguments(schemas.MfaVerifyRequest)
+@blp.arguments(schemas.MfaVerifyRequest())
 @blp.response(200, schemas.TokensResponse)
 def verify_mfa(body):
     with platform().rpc.client() as rpc:
@@ -52,7 +52,7 @@ def enroll_mfa():
 
 @blp.route("/v1/auth/mfa/confirm", methods=["POST"])
 @authenticated
-@blp.arguments(schemas.MfaConfirmRequest)
+@blp.arguments(schemas.MfaConfirmRequest())
 @blp.response(204)
 @blp.doc(security=BEARER)
 def confirm_mfa(body):
@@ -63,7 +63,7 @@ def confirm_mfa(body):
 
 @blp.route("/v1/auth/refresh", methods=["POST"])
 @auth_rate_limit()
-@blp.arguments(schemas.RefreshRequest)
+@blp.arguments(schemas.RefreshRequest())
 @blp.response(200, schemas.TokensResponse)
 def refresh(body):
     with platform().rpc.client() as rpc:

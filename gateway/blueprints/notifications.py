@@ -76,7 +76,7 @@ def _preferences(view: dict) -> dict:
 
 @blp.route("/v1/notifications", methods=["GET"])
 @authenticated
-@blp.arguments(NotificationsQuery, location="query")
+@blp.arguments(NotificationsQuery(), location="query")
 @blp.response(200, NotificationListResponse)
 @blp.doc(security=BEARER)
 def list_notifications(query):
@@ -97,7 +97,7 @@ def get_preferences():
 
 @blp.route("/v1/notifications/preferences", methods=["PUT"])
 @authenticated
-@blp.arguments(PreferencesUpdate)
+@blp.arguments(PreferencesUpdate())
 @blp.response(200, PreferencesResponse)
 @blp.doc(security=BEARER)
 def set_preferences(body):

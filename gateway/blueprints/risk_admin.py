@@ -212,7 +212,7 @@ def _page(page: dict) -> dict:
 
 @blp.route("/v1/admin/risk/reviews", methods=["GET"])
 @admin_only
-@blp.arguments(RiskReviewListQuery, location="query")
+@blp.arguments(RiskReviewListQuery(), location="query")
 @blp.response(200, RiskReviewListResponse)
 @blp.doc(security=BEARER)
 def list_reviews(query):
@@ -235,7 +235,7 @@ def get_review(review_id):
 
 @blp.route("/v1/admin/risk/reviews/<uuid:review_id>/decision", methods=["POST"])
 @admin_only
-@blp.arguments(RiskReviewDecisionRequest)
+@blp.arguments(RiskReviewDecisionRequest())
 @blp.response(200, RiskReview)
 @blp.doc(security=BEARER)
 def decide_review(body, review_id):
@@ -251,7 +251,7 @@ def decide_review(body, review_id):
 
 @blp.route("/v1/admin/risk/assessments", methods=["GET"])
 @admin_only
-@blp.arguments(RiskAssessmentListQuery, location="query")
+@blp.arguments(RiskAssessmentListQuery(), location="query")
 @blp.response(200, RiskAssessmentListResponse)
 @blp.doc(security=BEARER)
 def list_assessments(query):
@@ -278,7 +278,7 @@ def get_assessment(transfer_id):
 
 @blp.route("/v1/admin/risk/rules", methods=["GET"])
 @admin_only
-@blp.arguments(RiskRulesQuery, location="query")
+@blp.arguments(RiskRulesQuery(), location="query")
 @blp.response(200, RiskRulesResponse)
 @blp.doc(security=BEARER)
 def get_rules(query):
@@ -288,7 +288,7 @@ def get_rules(query):
 
 @blp.route("/v1/admin/risk/rules", methods=["PUT"])
 @admin_only
-@blp.arguments(RiskRulesUpdate)
+@blp.arguments(RiskRulesUpdate())
 @blp.response(200, RiskRulesResponse)
 @blp.doc(security=BEARER)
 def put_rules(body):
@@ -300,7 +300,7 @@ def put_rules(body):
 
 @blp.route("/v1/admin/risk/rules/versions", methods=["GET"])
 @admin_only
-@blp.arguments(RiskRuleVersionsQuery, location="query")
+@blp.arguments(RiskRuleVersionsQuery(), location="query")
 @blp.response(200, RiskRuleVersionListResponse)
 @blp.doc(security=BEARER)
 def list_rule_versions(query):
@@ -319,7 +319,7 @@ def get_customer(user_id):
 
 @blp.route("/v1/admin/risk/customers/<uuid:user_id>", methods=["PUT"])
 @admin_only
-@blp.arguments(RiskCustomerUpdate)
+@blp.arguments(RiskCustomerUpdate())
 @blp.response(200, RiskCustomer)
 @blp.doc(security=BEARER)
 def set_customer_tier(body, user_id):

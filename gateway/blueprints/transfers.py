@@ -82,7 +82,7 @@ def _start(kind: str, body: dict, **accounts) -> dict:
 
 @blp.route("/v1/deposits", methods=["POST"])
 @authenticated
-@blp.arguments(schemas.DepositRequest)
+@blp.arguments(schemas.DepositRequest())
 @blp.response(202, schemas.TransferAccepted)
 @blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
 @blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
@@ -92,7 +92,7 @@ def deposit(body):
 
 @blp.route("/v1/transfers", methods=["POST"])
 @authenticated
-@blp.arguments(schemas.TransferRequest)
+@blp.arguments(schemas.TransferRequest())
 @blp.response(202, schemas.TransferAccepted)
 @blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
 @blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
@@ -107,7 +107,7 @@ def transfer(body):
 
 @blp.route("/v1/payouts", methods=["POST"])
 @authenticated
-@blp.arguments(schemas.PayoutRequest)
+@blp.arguments(schemas.PayoutRequest())
 @blp.response(202, schemas.TransferAccepted)
 @blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
 @blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
@@ -144,7 +144,7 @@ def _read(transfer_id) -> dict:
 
 @blp.route("/v1/transfers", methods=["GET"])
 @authenticated
-@blp.arguments(schemas.TransferListQuery, location="query")
+@blp.arguments(schemas.TransferListQuery(), location="query")
 @blp.response(200, schemas.TransferListResponse)
 @blp.doc(security=BEARER)
 def list_transfers(query):
