@@ -41,7 +41,7 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+    raise ConfigError(f"{name} must be on or off (true/false, yes/no, 1/0), got {raw!r}")
 
 
 def env_list(name: str) -> list[str]:

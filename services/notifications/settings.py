@@ -79,7 +79,7 @@ class NotificationSettings:
             smtp_port=config.env_int("SMTP_PORT", 8025, minimum=1),
             smtp_username=username,
             smtp_password=password,
-            smtp_starttls=env_bool("SMTP_STARTTLS", False),
+            smtp_starttls=config.env_bool("SMTP_STARTTLS", False),
             smtp_timeout=env_seconds("SMTP_TIMEOUT", 10.0),
             sender=sender,
             sms_url=config.env_str("NOTIFICATIONS_SMS_URL", DEV_SMS_URL),
@@ -125,15 +125,3 @@ def env_seconds(name: str, default: float) -> float:
     if not value > 0:
         raise config.ConfigError(f"{name} must be more than 0, got {raw!r}")
     return value
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = config.env_str(name)
-    if raw is None:
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise config.ConfigError(f"{name} must be true or false, got {raw!r}")

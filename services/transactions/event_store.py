@@ -96,14 +96,7 @@ def start(
     position = connection_of(session).execute(_START, first).scalar_one()
     defer_rows(session, _events, rest)
     defer(
-        session,
-        _RECORD_SNAPSHOT,
-        {
-            "stream_id": transfer.transfer_id,
-            "version": transfer.version,
-            "state": json.dumps(transfer.snapshot()),
-            "taken_at": now,
-        },
+        session, _RECORD_SNAPSHOT, {"stream_id": transfer.transfer_id, **_snapshot(transfer, now)}
     )
     return position
 
@@ -123,17 +116,12 @@ def append(
         raise ConcurrencyError(stream_id, expected_version)
 
 
+def _snapshot(transfer: Transfer, now: datetime) -> dict:
+    return {"version": transfer.version, "state": json.dumps(transfer.snapshot()), "taken_at": now}
+
+
 def _save_snapshot(session: Session, transfer: Transfer, now: datetime) -> None:
-    defer(
-        session,
-        _SAVE_SNAPSHOT,
-        {
-            "stream": transfer.transfer_id,
-            "version": transfer.version,
-            "state": json.dumps(transfer.snapshot()),
-            "taken_at": now,
-        },
-    )
+    defer(session, _SAVE_SNAPSHOT, {"stream": transfer.transfer_id, **_snapshot(transfer, now)})
 
 
 def load(session: Session, stream_id: str, *, for_update: bool = False) -> Transfer | None:

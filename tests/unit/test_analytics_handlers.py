@@ -6,15 +6,12 @@ from datetime import UTC, date, datetime
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import text
-from sqlalchemy.orm import sessionmaker
 
 from services.analytics import domain, handlers
 from services.analytics.metrics import ProjectionCollector, metrics_port
 from shared import contracts
 from shared.config import ConfigError
-from shared.database import UnitOfWork, make_engine
 from shared.events import envelope
-from shared.migrate import upgrade
 
 SETTINGS = domain.AnomalySettings()
 PROJECTION_TABLES = {
@@ -28,17 +25,8 @@ PROJECTION_TABLES = {
 
 
 @pytest.fixture
-def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'analytics.sqlite3'}"
-    upgrade("analytics", url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def uow(engine):
-    return UnitOfWork(sessionmaker(engine, expire_on_commit=False))
+def engine(migrated_sqlite):
+    return migrated_sqlite("analytics")
 
 
 def rows(engine, statement, **params):

@@ -10,27 +10,16 @@ from sqlalchemy.orm import sessionmaker
 
 from services.risk import domain, handlers
 from shared import contracts
-from shared.database import UnitOfWork, make_engine
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.events import envelope
-from shared.migrate import upgrade
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ADMIN = str(uuid.uuid4())
 
 
 @pytest.fixture
-def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'risk.sqlite3'}"
-    upgrade("risk", url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def uow(engine):
-    return UnitOfWork(sessionmaker(engine, expire_on_commit=False))
+def engine(migrated_sqlite):
+    return migrated_sqlite("risk")
 
 
 def rows(engine, statement, **params):

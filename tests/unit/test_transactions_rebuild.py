@@ -9,30 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.orm import sessionmaker
 
 from services.transactions import handlers
 from services.transactions.directory import AccountDirectory
 from shared import contracts
-from shared.database import UnitOfWork, make_engine
 from shared.events import envelope
-from shared.migrate import upgrade
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'transactions.sqlite3'}"
-    upgrade("transactions", url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def uow(engine):
-    return UnitOfWork(sessionmaker(engine, expire_on_commit=False))
+def engine(migrated_sqlite):
+    return migrated_sqlite("transactions")
 
 
 def read_models(engine) -> tuple[list, list, list]:
