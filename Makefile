@@ -27,7 +27,8 @@ migrate: venv
 	@$(PY) -m shared.migrate
 
 bench: venv
-	@echo "transfers: .venv/bin/python ops/bench/transfers.py (see its docstring for the run settings)"
+	@echo "transfers against a monolith: .venv/bin/python ops/bench/transfers.py (see its docstring)"
+	@echo "a million transfers behind it: .venv/bin/python ops/bench/growth.py (see its docstring)"
 	@$(PY) ops/bench/gateway_accounts.py
 
 validate-deploy:

@@ -97,7 +97,9 @@ def main() -> int:
     parser.add_argument("--history", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--owner-transfers", type=int, default=50_000)
-    parser.add_argument("--transfers", type=int, default=600)
+    parser.add_argument(
+        "--transfers", type=int, default=1500, help="measured each time (p99 needs a few hundred)"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--accounts", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=50)

@@ -15,8 +15,12 @@ Transfer aggregate (`request`, `record_step`, as the saga folds them),
 its snapshot from `Transfer.snapshot`, its read-model rows from
 transactions' projections, its journal entry and postings (with running
 `balance_after`) and closed_transfers row as accounts' ledger keeps them,
-and risk's assessment and account facts. Only the path differs: rows go
-in with COPY, one table at a time, instead of one saga at a time.
+risk's assessment and account facts, and the inbox rows of the three
+consumers an internal transfer passes (risk, accounts, transactions).
+Only the path differs: rows go in with COPY, one table at a time, instead
+of one saga at a time. Not written: the outbox rows (published rows are
+pruned after their retention, docs/OPERATIONS.md), and notifications'
+and analytics' databases, which no step of a transfer reads back.
 
 The history: --customers customers with two EUR accounts each, each
 account funded by a card deposit (through the bank's card clearing
@@ -47,7 +51,10 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from services.accounts import consumers as accounts_consumers  # noqa: E402
 from services.accounts import ledger  # noqa: E402
+from services.risk import handlers as risk_handlers  # noqa: E402
+from services.transactions import consumers as transactions_consumers  # noqa: E402
 from services.transactions import projections  # noqa: E402
 from services.transactions.domain import Transfer  # noqa: E402
 from shared import contracts  # noqa: E402
@@ -157,6 +164,22 @@ class History:
                 "signals",
             ),
         )
+        # Each consumer's inbox: the event it claimed for each transfer.
+        inbox = ("event_id", "handler", "event_type", "handled_at")
+        self.inboxes = {
+            contracts.TRANSFER_REQUESTED: (
+                Table(risk, "inbox", inbox),
+                risk_handlers.ASSESS_HANDLER,
+            ),
+            contracts.TRANSFER_APPROVED: (
+                Table(acc, "inbox", inbox),
+                accounts_consumers.APPROVED_HANDLER,
+            ),
+            contracts.TRANSFER_POSTED: (
+                Table(tx, "inbox", inbox),
+                transactions_consumers.STEP_HANDLER,
+            ),
+        }
         with tx.cursor() as cursor:
             cursor.execute("SELECT coalesce(max(position), 0) FROM events")
             self.position = cursor.fetchone()[0]
@@ -208,6 +231,8 @@ class History:
         if self.postings.pending >= 100_000:
             self.flush()
         if kind == contracts.KIND_INTERNAL:
+            for event_type, (inbox, handler) in self.inboxes.items():
+                inbox.add(str(uuid.uuid4()), handler, event_type, settled.isoformat())
             self.assessments.add(
                 transfer_id, kind, source, amount, CURRENCY, contracts.APPROVE, 0, "[]",
                 str(uuid.uuid4()), at.isoformat(), owner, f"account:{target}", "default", 0,
@@ -312,6 +337,7 @@ class History:
         for table in (
             self.accounts, self.ages, self.events, self.snapshots, self.views, self.histories,
             self.requests, self.entries, self.postings, self.closed, self.assessments,
+            *(inbox for inbox, _ in self.inboxes.values()),
         ):  # fmt: skip
             table.flush()
 
