@@ -144,9 +144,6 @@ class PipelinedConnection(psycopg2.extensions.connection):
     def in_transaction(self) -> bool:
         return self._begin is not None or self.get_transaction_status() != _IDLE
 
-    def queue(self, statement: str) -> None:
-        self._pending.append(statement)
-
     def queue_interpolated(self, sql: str, parameters: dict) -> None:
         """Queue `sql` with its parameters interpolated as psycopg2 sends them."""
         if self._interpolator is None:
@@ -266,10 +263,7 @@ class PipelinedDialect(PGDialect_psycopg2):
         connection = cursor.connection
         deferred = context is not None and context.execution_options.get(DEFER)
         if deferred and connection.in_transaction():
-            if isinstance(parameters, dict) and parameters:
-                statement = connection.executable(statement)
-            interpolated = cursor.mogrify(statement, parameters)
-            connection.queue(interpolated.decode(_codec(connection)))
+            connection.queue_interpolated(statement, parameters)
             return
         if cursor.name is not None:
             # A server-side cursor's statement becomes DECLARE ... FOR <it>:
@@ -291,10 +285,6 @@ class PipelinedDialect(PGDialect_psycopg2):
     def do_executemany(self, cursor, statement, parameters, context=None):
         cursor.connection.flush()
         super().do_executemany(cursor, statement, parameters, context)
-
-
-def _codec(connection) -> str:
-    return psycopg2.extensions.encodings[connection.encoding]
 
 
 registry.register(f"postgresql.{DRIVER}", __name__, "PipelinedDialect")

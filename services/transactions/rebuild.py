@@ -19,6 +19,7 @@ against the old tables are planned again against the new ones by
 PostgreSQL (it resolves names again when a table they use goes away).
 """
 
+import itertools
 import json
 import logging
 import operator
@@ -256,9 +257,9 @@ def _hold_back_new_events(session: Session) -> None:
 def _catch_up(session: Session, copies) -> int:
     """Replay again the streams that moved since they were replayed (or began since)."""
     view_copy, history_copy = copies
+    connection = connection_of(session)
     moved = (
-        connection_of(session)
-        .execute(
+        connection.execute(
             select(_snapshots.c.stream_id)
             .select_from(
                 _snapshots.outerjoin(view_copy, view_copy.c.transfer_id == _snapshots.c.stream_id)
@@ -270,23 +271,24 @@ def _catch_up(session: Session, copies) -> int:
     )
     if not moved:
         return 0
-    connection = connection_of(session)
     connection.execute(delete(view_copy).where(view_copy.c.transfer_id.in_(moved)))
     connection.execute(delete(history_copy).where(history_copy.c.transfer_id.in_(moved)))
     replayed = []
-    for stream_id in moved:
+    for chunk in range(0, len(moved), 1000):  # a busy platform moves thousands meanwhile
         rows = connection.execute(
-            select(_events.c.position, _events.c.event_type, _events.c.data)
-            .where(_events.c.stream_id == stream_id)
-            .order_by(_events.c.version)
+            select(_events.c.position, _events.c.stream_id, _events.c.event_type, _events.c.data)
+            .where(_events.c.stream_id.in_(moved[chunk : chunk + 1000]))
+            .order_by(_events.c.stream_id, _events.c.version)
         ).all()
-        transfer = Transfer()
-        for _, event_type, data in rows:
-            transfer.apply(Event(event_type, json.loads(data)))
-        replayed.append((transfer, rows[0].position, len(rows)))
-    events = _write(session, copies, _batches(replayed, copies))
+        for _, stream in itertools.groupby(rows, key=operator.itemgetter(1)):
+            stream = list(stream)
+            transfer = Transfer()
+            for _, _, event_type, data in stream:
+                transfer.apply(Event(event_type, json.loads(data)))
+            replayed.append((transfer, stream[0].position, len(stream)))
+    caught_up = _write(session, copies, _batches(replayed, copies))
     _write_history(session, copies, moved)
-    return events
+    return caught_up
 
 
 def _swap(session: Session, copies) -> None:
