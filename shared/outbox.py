@@ -237,12 +237,12 @@ class OutboxRelay(DependencyProvider):
         self.grace = 5.0
 
     def setup(self):
-        config_ = self.container.config
+        container_config = self.container.config
         self._publisher = ConfirmedPublisher(
-            config_[AMQP_URI_CONFIG_KEY],
-            get_event_exchange(self.container.service_name, config_),
-            ssl=config_.get(AMQP_SSL_CONFIG_KEY),
-            login_method=config_.get(LOGIN_METHOD_CONFIG_KEY),
+            container_config[AMQP_URI_CONFIG_KEY],
+            get_event_exchange(self.container.service_name, container_config),
+            ssl=container_config.get(AMQP_SSL_CONFIG_KEY),
+            login_method=container_config.get(LOGIN_METHOD_CONFIG_KEY),
         )
         self.grace = config.env_int("OUTBOX_GRACE_SECONDS", 5, 0)
 

@@ -16,7 +16,7 @@ once that nobody wrote past the expected version (ConcurrencyError).
 """
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -195,19 +195,3 @@ def fold(
         transfer.apply(event)
     _save_snapshot(session, transfer, now)
     return transfer, events
-
-
-def read_all(session: Session, after_position: int = 0, batch: int = 5000) -> Iterator:
-    """Every event in global order, from `after_position` on: (position, stream_id, type, data)."""
-    conn = connection_of(session)
-    while True:
-        rows = conn.execute(
-            select(_events.c.position, _events.c.stream_id, _events.c.event_type, _events.c.data)
-            .where(_events.c.position > after_position)
-            .order_by(_events.c.position)
-            .limit(batch)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        after_position = rows[-1].position

@@ -260,19 +260,14 @@ def list_transfers(
     """
     before = _decode_cursor(cursor)
 
-    def page_of(query, party):
-        """Newest first, along the party's (party, position) index."""
+    def page_of(query, position):
+        """Newest first by `position`, the second column of the party's index."""
         if status:
             query = query.where(_view.c.status == status)
         if before is not None:
-            query = query.where(position_of[party] < before)
-        return query.order_by(position_of[party].desc()).limit(limit + 1)
+            query = query.where(position < before)
+        return query.order_by(position.desc()).limit(limit + 1)
 
-    position_of = {
-        _history.c.account_id: _history.c.position,
-        _view.c.owner_id: _view.c.position,
-        _view.c.to_owner_id: _view.c.position,
-    }
     if account_id:
         query = page_of(
             select(*_VIEW_COLUMNS)
@@ -281,18 +276,18 @@ def list_transfers(
                 _history.c.account_id == account_id,
                 (_view.c.owner_id == caller_id) | (_view.c.to_owner_id == caller_id),
             ),
-            _history.c.account_id,
+            _history.c.position,
         )
     else:
         sent = page_of(
-            select(*_VIEW_COLUMNS).where(_view.c.owner_id == caller_id), _view.c.owner_id
+            select(*_VIEW_COLUMNS).where(_view.c.owner_id == caller_id), _view.c.position
         )
         received = page_of(
             # Written as the received index's condition, so that it is used.
             select(*_VIEW_COLUMNS).where(
                 _view.c.to_owner_id == caller_id, _view.c.to_owner_id != _view.c.owner_id
             ),
-            _view.c.to_owner_id,
+            _view.c.position,
         )
         both = union_all(sent.subquery().select(), received.subquery().select()).subquery()
         query = select(both).order_by(both.c.position.desc()).limit(limit + 1)

@@ -52,17 +52,17 @@ _snapshots = Snapshot.__table__
 PROJECTIONS = (TransferView.__table__, AccountHistory.__table__)
 NEXT = "_next"
 
-# Events in stream order, a page after (stream, version).
-_PAGE = (
-    select(_events.c.position, _events.c.stream_id, _events.c.version, _events.c.event_type,
-           _events.c.data)
-    .where(
-        tuple_(_events.c.stream_id, _events.c.version)
-        > tuple_(bindparam("after_stream"), bindparam("after_version"))
-    )
-    .order_by(_events.c.stream_id, _events.c.version)
-    .limit(bindparam("page"))
-)  # fmt: skip
+_IN_STREAM_ORDER = select(
+    _events.c.position, _events.c.stream_id, _events.c.version, _events.c.event_type,
+    _events.c.data,
+).order_by(_events.c.stream_id, _events.c.version)  # fmt: skip
+# A page of events after (stream, version).
+_PAGE = _IN_STREAM_ORDER.where(
+    tuple_(_events.c.stream_id, _events.c.version)
+    > tuple_(bindparam("after_stream"), bindparam("after_version"))
+).limit(bindparam("page"))
+# The events of the streams named.
+_STREAMS = _IN_STREAM_ORDER.where(_events.c.stream_id.in_(bindparam("streams", expanding=True)))
 
 
 def _copy(table: Table, keyed: bool) -> Table:
@@ -92,25 +92,35 @@ def streams(
     Read a page at a time from a connection `read()` lends (outside any
     transaction on PostgreSQL: events are only ever appended, and what is
     appended meanwhile is caught up afterwards)."""
+    return _fold(_every_event(read, page))
+
+
+def _every_event(read, page: int) -> Iterator:
+    """Every event, in (stream, version) order, a page at a time."""
     after = ("", 0)
-    transfer, first, count, current = None, 0, 0, None
     while True:
         with read() as connection:
             rows = connection.execute(
                 _PAGE, {"after_stream": after[0], "after_version": after[1], "page": page}
             ).all()
-        for position, stream_id, _version, event_type, data in rows:
-            if stream_id != current:
-                if transfer is not None:
-                    yield transfer, first, count
-                transfer, first, count, current = Transfer(), position, 0, stream_id
-            transfer.apply(Event(event_type, json.loads(data)))
-            count += 1
+        yield from rows
         if len(rows) < page:
-            if transfer is not None:
-                yield transfer, first, count
             return
         after = (rows[-1].stream_id, rows[-1].version)
+
+
+def _fold(rows) -> Iterator[tuple[Transfer, int, int]]:
+    """Events in (stream, version) order folded a stream at a time:
+    (transfer, position of its first event, its event count). Rows are
+    _IN_STREAM_ORDER's columns, unpacked as tuples (attribute access per row
+    cost a seventh of the rebuild's speed)."""
+    for _, stream in itertools.groupby(rows, key=operator.itemgetter(1)):
+        transfer, first, count = Transfer(), None, 0
+        for position, _stream_id, _version, event_type, data in stream:
+            first = position if first is None else first
+            transfer.apply(Event(event_type, json.loads(data)))
+            count += 1
+        yield transfer, first, count
 
 
 def _batches(replayed, copies, size: int = 5_000) -> Iterator[tuple[list, int]]:
@@ -136,6 +146,15 @@ def _write(session: Session, copies, batches) -> int:
     return replayed
 
 
+def _fill(session: Session, copies, batches) -> int:
+    """The copies filled from batches of view rows (and the history they
+    imply), then indexed; returns the events replayed."""
+    events = _write(session, copies, batches)
+    _write_history(session, copies)
+    _index(session, copies)
+    return events
+
+
 def _write_history(session: Session, copies, transfer_ids: list[str] | None = None) -> None:
     """The history copy's rows, from the view copy's, in the database."""
     connection_of(session).execute(
@@ -158,9 +177,7 @@ class _Writer(threading.Thread):
         try:
             with self.uow.transaction() as session:
                 _no_statement_timeout(session)
-                self.replayed = _write(session, self.copies, iter(self.batches.get, None))
-                _write_history(session, self.copies)
-                _index(session, self.copies)
+                self.replayed = _fill(session, self.copies, iter(self.batches.get, None))
         except BaseException as error:  # noqa: BLE001 (handed to the rebuilding thread)
             self.error = error
             while self.batches.get() is not None:  # let the replay finish feeding
@@ -194,11 +211,9 @@ def rebuild(uow: UnitOfWork) -> int:
         if sqlite:
             # One connection per process (and writers serialised anyway):
             # read and write on it in turn.
-            replayed = _write(
+            replayed = _fill(
                 session, copies, _batches(streams(lambda: nullcontext(connection)), copies)
             )
-            _write_history(session, copies)
-            _index(session, copies)
     if not sqlite:
         replayed = _write_beside(uow, copies)
     built = time.monotonic()
@@ -273,19 +288,12 @@ def _catch_up(session: Session, copies) -> int:
         return 0
     connection.execute(delete(view_copy).where(view_copy.c.transfer_id.in_(moved)))
     connection.execute(delete(history_copy).where(history_copy.c.transfer_id.in_(moved)))
-    replayed = []
-    for chunk in range(0, len(moved), 1000):  # a busy platform moves thousands meanwhile
-        rows = connection.execute(
-            select(_events.c.position, _events.c.stream_id, _events.c.event_type, _events.c.data)
-            .where(_events.c.stream_id.in_(moved[chunk : chunk + 1000]))
-            .order_by(_events.c.stream_id, _events.c.version)
-        ).all()
-        for _, stream in itertools.groupby(rows, key=operator.itemgetter(1)):
-            stream = list(stream)
-            transfer = Transfer()
-            for _, _, event_type, data in stream:
-                transfer.apply(Event(event_type, json.loads(data)))
-            replayed.append((transfer, stream[0].position, len(stream)))
+    # A busy platform moves thousands meanwhile: their events a thousand streams at a time.
+    rows = itertools.chain.from_iterable(
+        connection.execute(_STREAMS, {"streams": moved[chunk : chunk + 1000]}).all()
+        for chunk in range(0, len(moved), 1000)
+    )
+    replayed = _fold(rows)
     caught_up = _write(session, copies, _batches(replayed, copies))
     _write_history(session, copies, moved)
     return caught_up
