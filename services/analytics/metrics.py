@@ -14,36 +14,26 @@ not sum().
     analytics_metrics_up                                          1 when the query worked
 
 ANALYTICS_METRICS_PORT (default 9102; 0 disables) and ANALYTICS_METRICS_ADDR
-(default 0.0.0.0) place the HTTP endpoint; either may also be given in the
-container config. The server is prometheus_client's, whose threads are green
-under eventlet's monkey patching; each scrape runs one short query.
+(default 0.0.0.0) place the HTTP endpoint (shared.metrics); each scrape runs
+one short query.
 """
 
 import logging
 from collections.abc import Callable
 
-from nameko.extensions import DependencyProvider
-from prometheus_client import (
-    CollectorRegistry,
-    PlatformCollector,
-    ProcessCollector,
-    start_http_server,
-)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from services.analytics.handlers import COMPLETED, FAILED
 from services.analytics.models import FlaggedTransfer, TransferTotal
-from shared import config
-from shared.database import Database
+from shared.metrics import MetricsEndpoint, port_setting
 
 log = logging.getLogger(__name__)
 
 PORT_KEY = "ANALYTICS_METRICS_PORT"
 ADDR_KEY = "ANALYTICS_METRICS_ADDR"
 DEFAULT_PORT = 9102
-DEFAULT_ADDR = "0.0.0.0"
 
 
 class ProjectionCollector:
@@ -121,58 +111,14 @@ class ProjectionCollector:
         return totals, flagged
 
 
-def _setting(container_config, key: str) -> str | None:
-    value = container_config.get(key)
-    return str(value) if value not in (None, "") else config.env_str(key)
-
-
 def metrics_port(container_config) -> int:
-    raw = _setting(container_config, PORT_KEY)
-    if raw is None:
-        return DEFAULT_PORT
-    try:
-        port = int(raw)
-    except ValueError:
-        raise config.ConfigError(f"{PORT_KEY} must be an integer, got {raw!r}") from None
-    if not 0 <= port <= 65535:
-        raise config.ConfigError(f"{PORT_KEY} must be between 0 and 65535, got {port}")
-    return port
+    return port_setting(container_config, PORT_KEY, DEFAULT_PORT)
 
 
-class BusinessMetrics(DependencyProvider):
-    """Serves /metrics (any path) on ANALYTICS_METRICS_PORT while the service runs."""
+class BusinessMetrics(MetricsEndpoint):
+    """Serves the business metrics on ANALYTICS_METRICS_PORT while the service runs."""
 
-    def __init__(self):
-        self.port = 0
-        self.addr = DEFAULT_ADDR
-        self.registry: CollectorRegistry | None = None
-        self.server = None
+    port_key, addr_key, default_port = PORT_KEY, ADDR_KEY, DEFAULT_PORT
 
-    def setup(self):
-        self.port = metrics_port(self.container.config)
-        self.addr = _setting(self.container.config, ADDR_KEY) or DEFAULT_ADDR
-
-    def start(self):
-        if not self.port:
-            log.info("business metrics disabled (%s=0)", PORT_KEY)
-            return
-        database = next(dep for dep in self.container.dependencies if isinstance(dep, Database))
-        registry = CollectorRegistry()
-        registry.register(ProjectionCollector(lambda: database.engine))
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        self.registry = registry
-        self.server, _thread = start_http_server(self.port, addr=self.addr, registry=registry)
-        log.info("business metrics served", extra={"port": self.port, "addr": self.addr})
-
-    def stop(self):
-        server, self.server = self.server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-
-    def kill(self):
-        self.stop()
-
-    def get_dependency(self, worker_ctx):
-        return self.registry
+    def collector(self, engine):
+        return ProjectionCollector(engine)
