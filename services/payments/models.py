@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Index,
     Integer,
     String,
     Text,
@@ -38,6 +39,9 @@ class ProviderOperation(Base):
         UniqueConstraint("kind", "transfer_id", name="uq_provider_operations_kind_transfer"),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("status IN ('in_flight', 'succeeded', 'failed')", name="known_status"),
+        # Reconciliation reads operations by window; the daily report by finish.
+        Index("ix_provider_operations_created_at", "created_at"),
+        Index("ix_provider_operations_finished_at", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

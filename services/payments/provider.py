@@ -17,7 +17,10 @@ conflicting (same key, different body): a bug on our side, not a decline.
 
 import json
 import logging
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import requests
@@ -64,6 +67,12 @@ class PaymentProvider(Protocol):
         beneficiary_name: str,
         iban: str,
     ) -> ProviderResult: ...
+
+    def list_operations(
+        self, kind: str, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[dict]: ...
+
+    def retrieve(self, kind: str, reference: str) -> dict | None: ...
 
 
 # Refusals that are the customer's outcome, not an error: 402 a declined
@@ -165,17 +174,79 @@ class HttpProvider:
             "Idempotency-Key": idempotency_key,
             correlation.HEADER: correlation.current() or correlation.new_id(),
         }
-        retrying = tenacity.Retrying(
+        return self._retrying(path, idempotency_key)(self._attempt, path, data, headers)
+
+    def _retrying(self, path: str, key: str) -> tenacity.Retrying:
+        return tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
             stop=(
                 tenacity.stop_after_attempt(self._max_attempts)
                 | tenacity.stop_after_delay(self._retry_deadline)
             ),
             wait=tenacity.wait_random_exponential(multiplier=self._backoff, max=self._backoff_max),
-            before_sleep=self._log_retry(path, idempotency_key),
+            before_sleep=self._log_retry(path, key),
             reraise=True,
         )
-        return retrying(self._attempt, path, data, headers)
+
+    # -- the provider's records (reconciliation) -------------------------------
+
+    def list_operations(
+        self, kind: str, created_gte: datetime, created_lt: datetime
+    ) -> Iterator[dict]:
+        """Every charge or payout the provider made in [created_gte, created_lt), oldest first.
+
+        The provider keeps whole seconds: the window is widened to them.
+        """
+        params = {
+            "created_gte": math.floor(created_gte.timestamp()),
+            "created_lt": math.ceil(created_lt.timestamp()),
+            "limit": 100,
+        }
+        while True:
+            page = self._read(f"/v1/{kind}s", params)
+            data = page.get("data") if page else None
+            if not isinstance(data, list):
+                raise ProviderUnavailable("provider_bad_response", f"/v1/{kind}s: not a list")
+            yield from data
+            if not page.get("has_more") or not data:
+                return
+            params["starting_after"] = data[-1]["id"]
+
+    def retrieve(self, kind: str, reference: str) -> dict | None:
+        """The provider's charge or payout by its id; None if it has none."""
+        return self._read(f"/v1/{kind}s/{reference}", None, missing_ok=True)
+
+    def _read(self, path: str, params: dict | None, missing_ok: bool = False) -> dict | None:
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            correlation.HEADER: correlation.current() or correlation.new_id(),
+        }
+        return self._retrying(path, "")(self._read_attempt, path, params, headers, missing_ok)
+
+    def _read_attempt(self, path: str, params, headers: dict, missing_ok: bool) -> dict | None:
+        with self._circuit.guarded():
+            try:
+                response = self._session.get(
+                    self._base_url + path, params=params, headers=headers, timeout=self._timeout
+                )
+            except requests.Timeout as exc:
+                raise _Transient("provider_timeout", f"{path}: {exc}") from exc
+            except requests.RequestException as exc:
+                raise _Transient("provider_unreachable", f"{path}: {exc}") from exc
+        status = response.status_code
+        if status == 404 and missing_ok:
+            return None
+        if status >= 500 or status == 429:
+            raise _Transient("provider_error", f"{path}: HTTP {status}")
+        if status in (401, 403):
+            raise ProviderUnavailable("provider_auth_failed", f"{path}: HTTP {status}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if status != 200 or not isinstance(body, dict):
+            raise ProviderUnavailable("provider_bad_response", f"{path}: HTTP {status}")
+        return body
 
     def _attempt(self, path: str, data: str, headers: dict) -> ProviderResult:
         with self._circuit.guarded():

@@ -22,6 +22,11 @@ API (JSON; amounts in integer minor units; every call needs
                                   (e.g. DE94370400440532010000)
         a malformed IBAN          422 {error: {code: "invalid_iban"}}
     GET /v1/charges/<id>, GET /v1/payouts/<id>     the object, or 404
+    GET /v1/charges, GET /v1/payouts               the objects made (succeeded or
+        failed), in creation order: {object: "list", data: [...], has_more};
+        query: created_gte, created_lt (unix seconds), idempotency_key,
+        limit (1-100, default 100), starting_after (an object id); 400 when
+        one is malformed
     GET /health                                    200 (no key needed)
 
 Idempotency: the first answer to a key (201, 402 or 422) is kept; the same
@@ -65,6 +70,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -291,6 +297,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         state = self.server.state
         if method == "GET":
             kind, _, object_id = path[len("/v1/") :].partition("/")
+            if kind in ("charges", "payouts") and not object_id:
+                return self._send(200, self._list(kind[:-1]))
             with state.lock:
                 found = state.objects.get(object_id)
             if kind not in ("charges", "payouts") or found is None:
@@ -310,6 +318,32 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if fault.delay:
             time.sleep(fault.delay)
         self._send(status, body, {"Idempotent-Replayed": "true"} if replayed else None)
+
+    def _list(self, kind: str) -> dict:
+        """A page of the objects of a kind, in creation order (Stripe-like)."""
+        query = urllib.parse.parse_qs(self.path.partition("?")[2])
+        one = {name: values[-1] for name, values in query.items()}
+        gte = _query_int(one, "created_gte", 0)
+        lt = _query_int(one, "created_lt", 0)
+        limit = _query_int(one, "limit", 1) if "limit" in one else 100
+        if limit > 100:
+            raise _Refusal(400, "invalid_request", "limit must be between 1 and 100.")
+        key, after = one.get("idempotency_key"), one.get("starting_after")
+        with self.server.state.lock:
+            objects = [o for o in self.server.state.objects.values() if o["object"] == kind]
+        if after is not None:
+            ids = [o["id"] for o in objects]
+            if after not in ids:
+                raise _Refusal(400, "invalid_request", "starting_after is not an object id.")
+            objects = objects[ids.index(after) + 1 :]
+        matching = [
+            o
+            for o in objects
+            if ("created_gte" not in one or o["created"] >= gte)
+            and ("created_lt" not in one or o["created"] < lt)
+            and (key is None or o["idempotency_key"] == key)
+        ]
+        return {"object": "list", "data": matching[:limit], "has_more": len(matching) > limit}
 
     def _take_fault(self) -> _Fault:
         with self.server.state.lock:
@@ -406,6 +440,16 @@ def _int(value, name: str, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise _Refusal(400, "invalid_request", f"{name} must be an integer >= {minimum}.")
     return value
+
+
+def _query_int(query: dict, name: str, minimum: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return 0
+    try:
+        return _int(int(raw), name, minimum)
+    except ValueError:
+        raise _Refusal(400, "invalid_request", f"{name} must be an integer.") from None
 
 
 def _money(body: dict) -> tuple[int, str]:

@@ -1,6 +1,8 @@
 """payments' RPC argument schemas."""
 
-from marshmallow import INCLUDE, Schema, fields, validate
+from datetime import timedelta
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.money import CURRENCY_DIGITS
 
@@ -52,3 +54,25 @@ class ProviderEventArgs(Schema):
 class RecordProviderEventArgs(Schema):
     provider = fields.String(required=True, validate=validate.Regexp(PROVIDER_NAME))
     event = fields.Nested(ProviderEventArgs, required=True)
+
+
+class TransferIds(Schema):
+    transfer_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=2000))
+
+
+class WindowArgs(Schema):
+    """A window of at most a week, in aware ISO-8601 datetimes."""
+
+    since = fields.AwareDateTime(required=True)
+    until = fields.AwareDateTime(required=True)
+
+    @validates_schema
+    def _ordered(self, data, **_kwargs):
+        span = data["until"] - data["since"]
+        if not timedelta(0) < span <= timedelta(days=7):
+            raise ValidationError("until must be after since, by at most 7 days.", "until")
+
+
+class DayTotalsArgs(Schema):
+    day = fields.Date(required=True, format="%Y-%m-%d")
+    currency = fields.String(required=True, validate=_CURRENCY)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
-from services.payments import consumers, handlers, schemas
+from services.payments import consumers, handlers, reconciliation, schemas
 from services.payments.provider import HttpProvider, ProviderRejected, ProviderUnavailable
 from services.payments.settings import ProviderSettings
 from shared import contracts
@@ -144,6 +144,31 @@ class PaymentsService(ServiceBase):
     def get_operation(self, kind, transfer_id):
         args = load(schemas.OperationRef, {"kind": kind, "transfer_id": transfer_id})
         return handlers.get_operation(self.db, args["kind"], str(args["transfer_id"]))
+
+    # -- what the reconciler (accounts) asks ------------------------------------
+
+    @rpc
+    def operations_for_transfers(self, transfer_ids):
+        args = load(schemas.TransferIds, {"transfer_ids": transfer_ids})
+        return reconciliation.operations_for_transfers(
+            self.db, [str(i) for i in args["transfer_ids"]]
+        )
+
+    @rpc
+    def reconcile_provider(self, since, until):
+        args = load(schemas.WindowArgs, {"since": since, "until": until})
+        with _provider_errors():
+            return reconciliation.reconcile_provider(
+                self.db, self.provider, args["since"], args["until"]
+            )
+
+    @rpc
+    def provider_totals(self, day, currency):
+        args = load(schemas.DayTotalsArgs, {"day": day, "currency": currency})
+        with _provider_errors():
+            return reconciliation.provider_totals(
+                self.db, self.provider, args["day"], args["currency"]
+            )
 
     @rpc
     def record_provider_event(self, provider, event):
