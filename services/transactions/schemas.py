@@ -45,3 +45,22 @@ class ListArgs(Schema):
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(load_default=None, allow_none=True)
+
+
+class EndedTransfersArgs(Schema):
+    after = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=500, strict=True, validate=validate.Range(min=1, max=2000))
+    settled_seconds = fields.Integer(
+        load_default=60, strict=True, validate=validate.Range(min=0, max=86400)
+    )
+
+
+class TransferIds(Schema):
+    transfer_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=2000))
+
+
+class StuckArgs(Schema):
+    grace_seconds = fields.Integer(
+        load_default=60, strict=True, validate=validate.Range(min=0, max=86400)
+    )
+    limit = fields.Integer(load_default=500, strict=True, validate=validate.Range(min=1, max=2000))

@@ -7,7 +7,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
-from services.transactions import consumers, handlers, schemas
+from services.transactions import consumers, handlers, reconciliation, schemas
 from services.transactions.directory import AccountDirectory
 from shared import config, contracts
 from shared.database import Database
@@ -100,6 +100,28 @@ class TransactionsService(ServiceBase):
             args["limit"],
             args["cursor"],
         )
+
+    # -- what the reconciler (accounts) asks ------------------------------------
+
+    @rpc
+    def ended_transfers(self, after=0, limit=500, settled_seconds=60):
+        args = load(
+            schemas.EndedTransfersArgs,
+            {"after": after, "limit": limit, "settled_seconds": settled_seconds},
+        )
+        settled_before = utcnow() - timedelta(seconds=args["settled_seconds"])
+        return reconciliation.ended_transfers(self.db, args["after"], args["limit"], settled_before)
+
+    @rpc
+    def transfer_states(self, transfer_ids):
+        args = load(schemas.TransferIds, {"transfer_ids": transfer_ids})
+        return reconciliation.transfer_states(self.db, [str(i) for i in args["transfer_ids"]])
+
+    @rpc
+    def stuck_transfers(self, grace_seconds=60, limit=500):
+        args = load(schemas.StuckArgs, {"grace_seconds": grace_seconds, "limit": limit})
+        before = utcnow() - timedelta(seconds=args["grace_seconds"])
+        return reconciliation.stuck_transfers(self.db, before, args["limit"])
 
     @rpc
     def rebuild_projections(self):
