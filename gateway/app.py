@@ -15,6 +15,7 @@ from gateway.blueprints import (
     health,
     notifications,
     operations,
+    reconciliation,
     risk_admin,
     transfers,
     webhooks,
@@ -53,6 +54,7 @@ def create_app(config: dict | None = None) -> Flask:
         analytics.blp,
         notifications.blp,
         risk_admin.blp,
+        reconciliation.blp,
         operations.blp,
     ):
         api.register_blueprint(blueprint)

@@ -34,6 +34,10 @@ os.environ.setdefault("RISK_REVIEW_SWEEP_SECONDS", "1")
 # Tests stage events from outside service processes (a bare UnitOfWork, a
 # killed service's leftovers): relays sweep such rows after 1 s, not 5.
 os.environ.setdefault("OUTBOX_GRACE_SECONDS", "1")
+# Services started in-process by integration tests serve no reconciliation
+# metrics (several accounts containers would want one port); end-to-end
+# runs give accounts a free port of its own.
+os.environ.setdefault("ACCOUNTS_METRICS_PORT", "0")
 
 
 def _amqp_base() -> str:

@@ -729,7 +729,10 @@ class Platform:
             self.system = ("rabbitmq",)
             for service in self.services:
                 self.database_urls[service] = f"sqlite:///{data_dir / 'db' / f'{service}.sqlite3'}"
-        ports = {name: free_port() for name in ("gateway", "sandbox", "smtp", "notify", "metrics")}
+        ports = {
+            name: free_port()
+            for name in ("gateway", "sandbox", "smtp", "notify", "metrics", "accounts_metrics")
+        }
         self.url = f"http://127.0.0.1:{ports['gateway']}"
         notify = f"http://127.0.0.1:{ports['notify']}"
         env |= {
@@ -745,6 +748,7 @@ class Platform:
             "NOTIFICATIONS_SMS_URL": f"{notify}/sms",
             "NOTIFICATIONS_PUSH_URL": f"{notify}/push",
             "ANALYTICS_METRICS_PORT": str(ports["metrics"]),
+            "ACCOUNTS_METRICS_PORT": str(ports["accounts_metrics"]),
             "LOG_LEVEL": "WARNING",
             "RATE_LIMIT_DEFAULT": "1000000 per minute",
             "RATE_LIMIT_AUTH": "100000 per minute",

@@ -14,8 +14,11 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    Integer,
     String,
+    Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -78,6 +81,8 @@ class Posting(Base):
     __table_args__ = (
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         Index("ix_postings_account_history", "account_id", "id"),
+        # The daily report reads one day's postings.
+        Index("ix_postings_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -116,6 +121,71 @@ class ClosedTransfer(Base):
     transfer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(32))
     closed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReconciliationRun(Base):
+    """One pass of the reconciler: what it checked, and how it ended."""
+
+    __tablename__ = "reconciliation_runs"
+    __table_args__ = (Index("ix_reconciliation_runs_started", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))  # incremental | full
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | operator
+    status: Mapped[str] = mapped_column(String(16))  # running | completed | failed
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    checked: Mapped[str] = mapped_column(Text, default="{}")  # JSON: counts and ranges
+    found: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(500))
+
+
+class Discrepancy(Base):
+    """Something that does not add up, open until it is cleared or resolved.
+
+    `fingerprint` (kind and subject) keeps one open row per problem however
+    many runs see it.
+    """
+
+    __tablename__ = "reconciliation_discrepancies"
+    __table_args__ = (
+        Index("ix_discrepancies_status_kind", "status", "kind"),
+        Index(
+            "uq_discrepancies_open_fingerprint",
+            "fingerprint",
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+            sqlite_where=text("status = 'open'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))  # open | cleared | resolved
+    transfer_id: Mapped[str | None] = mapped_column(String(36))
+    account_id: Mapped[str | None] = mapped_column(String(36))
+    entry_id: Mapped[str | None] = mapped_column(String(36))
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    first_run_id: Mapped[str] = mapped_column(String(36))
+    last_run_id: Mapped[str] = mapped_column(String(36))
+    found_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(String(500))
+
+
+class ReconciliationCursor(Base):
+    """Where the incremental checks go on from (and the lease on running)."""
+
+    __tablename__ = "reconciliation_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 inbox = inbox_table(metadata)

@@ -1,8 +1,17 @@
-"""AccountsService: accounts, balances and the ledger over RPC."""
+"""AccountsService: accounts, balances and the ledger over RPC; and the reconciler."""
 
-from services.accounts import consumers, handlers, schemas
-from shared import contracts
+import logging
+from datetime import timedelta
+
+import eventlet
+from nameko.rpc import RpcProxy
+from nameko.timer import timer
+
+from services.accounts import consumers, handlers, reconciliation, schemas
+from services.accounts.metrics import ReconciliationMetrics
+from shared import config, contracts
 from shared.database import Database
+from shared.errors import Conflict, Unavailable
 from shared.event_handlers import saga_step
 from shared.outbox import OutboxRelay
 from shared.rpc import rpc
@@ -10,12 +19,58 @@ from shared.schemas import load
 from shared.service import ServiceBase
 from shared.sqltypes import utcnow
 
+log = logging.getLogger(__name__)
+
+# A run may be scheduled this often; a full pass at most this often.
+RECONCILIATION_INTERVAL = config.env_int("RECONCILIATION_INTERVAL_SECONDS", 300, 0)
+RECONCILIATION_FULL_EVERY = timedelta(
+    seconds=config.env_int("RECONCILIATION_FULL_EVERY_SECONDS", 86400, 60)
+)
+
+
+class _Peers:
+    """The reconciler's questions to transactions and payments, each bounded in time
+    (nameko 2's RpcProxy would wait forever for a service that is down)."""
+
+    def __init__(self, transactions, payments, timeout: int):
+        self._transactions, self._payments, self._timeout = transactions, payments, timeout
+
+    def _ask(self, proxy, method: str, *args):
+        try:
+            with eventlet.Timeout(self._timeout):
+                return getattr(proxy, method)(*args)
+        except eventlet.Timeout:
+            raise Unavailable(
+                "peer_timeout", f"{method} got no answer within {self._timeout} s"
+            ) from None
+
+    def ended_transfers(self, after, limit, settled_seconds):
+        return self._ask(self._transactions, "ended_transfers", after, limit, settled_seconds)
+
+    def transfer_states(self, transfer_ids):
+        return self._ask(self._transactions, "transfer_states", transfer_ids)
+
+    def stuck_transfers(self, grace_seconds, limit):
+        return self._ask(self._transactions, "stuck_transfers", grace_seconds, limit)
+
+    def operations_for_transfers(self, transfer_ids):
+        return self._ask(self._payments, "operations_for_transfers", transfer_ids)
+
+    def reconcile_provider(self, since, until):
+        return self._ask(self._payments, "reconcile_provider", since, until)
+
+    def provider_totals(self, day, currency):
+        return self._ask(self._payments, "provider_totals", day, currency)
+
 
 class AccountsService(ServiceBase):
     name = "accounts"
 
     db = Database()
     outbox = OutboxRelay()
+    transactions = RpcProxy("transactions")
+    payments = RpcProxy("payments")
+    reconciliation_metrics = ReconciliationMetrics()
 
     @rpc
     def open_account(self, owner_id, currency, name=None):
@@ -66,6 +121,66 @@ class AccountsService(ServiceBase):
         """transactions asks this at a transfer's deadline: may it fail now?"""
         args = load(schemas.TransferRef, {"transfer_id": transfer_id})
         return handlers.expire_transfer(self.db, str(args["transfer_id"]), now=utcnow())
+
+    # -- reconciliation ----------------------------------------------------------
+
+    def _reconciler(self) -> reconciliation.Reconciler:
+        timeout = config.env_int("RECONCILIATION_RPC_TIMEOUT", 60, 1)
+        peers = _Peers(self.transactions, self.payments, timeout)
+        return reconciliation.Reconciler(self.db, peers, reconciliation.Settings.from_env())
+
+    @timer(interval=RECONCILIATION_INTERVAL or 3600)
+    def reconcile(self):
+        """The scheduled run: incremental, or a full pass when one is due."""
+        if not RECONCILIATION_INTERVAL:
+            return
+        now = utcnow()
+        full = reconciliation.full_pass_due(self.db, now, RECONCILIATION_FULL_EVERY)
+        try:
+            self._reconciler().run(now=now, full=full)
+        except Conflict:
+            log.info("reconciliation skipped: another run is in progress")
+        except Exception:  # a failed run is stored; the next one tries again
+            log.exception("scheduled reconciliation failed")
+
+    @rpc
+    def run_reconciliation(self, full=False):
+        args = load(schemas.RunReconciliationArgs, {"full": full})
+        return self._reconciler().run(now=utcnow(), full=args["full"], trigger="operator")
+
+    @rpc
+    def reconciliation_overview(self, status="open", kind=None, limit=200):
+        args = load(schemas.DiscrepancyQuery, {"status": status, "kind": kind, "limit": limit})
+        status = None if args["status"] == "all" else args["status"]
+        return {
+            "runs": reconciliation.list_runs(self.db),
+            "discrepancies": reconciliation.list_discrepancies(
+                self.db, status, args["kind"], args["limit"]
+            ),
+        }
+
+    @rpc
+    def get_reconciliation_run(self, run_id):
+        args = load(schemas.RunRef, {"run_id": run_id})
+        return reconciliation.get_run(self.db, str(args["run_id"]))
+
+    @rpc
+    def resolve_discrepancy(self, discrepancy_id, resolved_by, note):
+        args = load(
+            schemas.ResolveArgs,
+            {"discrepancy_id": discrepancy_id, "resolved_by": resolved_by, "note": note},
+        )
+        return reconciliation.resolve(
+            self.db, str(args["discrepancy_id"]), args["resolved_by"], args["note"], utcnow()
+        )
+
+    @rpc
+    def daily_report(self, day):
+        args = load(schemas.DayArgs, {"day": day})
+        timeout = config.env_int("RECONCILIATION_RPC_TIMEOUT", 60, 1)
+        return reconciliation.daily_report(
+            self.db, _Peers(None, self.payments, timeout), args["day"]
+        )
 
     # -- the transfer saga: the events accounts acts on ---------------------------
 

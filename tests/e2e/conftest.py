@@ -137,6 +137,11 @@ def api(environment_factory, tmp_path_factory):
         # Short enough for a test to watch a stuck transfer fail.
         "TRANSFER_DEADLINE_SECONDS": "30",
         "ANALYTICS_METRICS_PORT": str(_free_port()),
+        "ACCOUNTS_METRICS_PORT": str(_free_port()),
+        # Reconciliation runs when a test asks, and sees what just happened.
+        "RECONCILIATION_INTERVAL_SECONDS": "0",
+        "RECONCILIATION_LAG_SECONDS": "0",
+        "RECONCILIATION_PROVIDER_LAG_SECONDS": "0",
         "SMTP_PORT": str(smtp_port),
         "NOTIFICATIONS_SANDBOX_MAIL_DIR": str(data_dir / "mail"),
         "NOTIFICATIONS_SMS_URL": f"http://127.0.0.1:{messages_port}/sms",
