@@ -98,7 +98,7 @@ INCREMENTAL, FULL = "incremental", "full"
 
 _POSTINGS, _TRANSFERS, _PROVIDER, _LEASE = "postings", "transfers", "provider", "lease"
 _PROVIDER_WINDOW = timedelta(days=7)  # the most payments compares in one call
-_BATCH = 1000  # transfers asked about per RPC
+_BATCH = 2000  # transfers asked about per RPC (the most the peers take)
 
 
 class Peers(Protocol):
@@ -160,14 +160,21 @@ _LAST_POSTING_BEFORE = text("SELECT max(id) FROM postings WHERE created_at < :be
     bindparam("before", type_=UtcDateTime)
 )
 
-_UNBALANCED = text(
-    """
-    SELECT p.entry_id, p.currency, sum(p.amount) AS total
-    FROM postings p
-    WHERE p.entry_id IN (SELECT entry_id FROM postings WHERE id > :lo AND id <= :hi)
-    GROUP BY p.entry_id, p.currency
-    HAVING sum(p.amount) <> 0
-    """
+_ENTRIES_POSTED = text("SELECT DISTINCT entry_id FROM postings WHERE id > :lo AND id <= :hi")
+
+# By the entries' ids (the entry_id index), not a join the planner could
+# answer by reading every posting once per window.
+_UNBALANCED = (
+    select(_postings.c.entry_id, _postings.c.currency, func.sum(_postings.c.amount).label("total"))
+    .where(_postings.c.entry_id.in_(bindparam("entries", expanding=True)))
+    .group_by(_postings.c.entry_id, _postings.c.currency)
+    .having(func.sum(_postings.c.amount) != 0)
+)
+
+_ALL_UNBALANCED = (
+    select(_postings.c.entry_id, _postings.c.currency, func.sum(_postings.c.amount).label("total"))
+    .group_by(_postings.c.entry_id, _postings.c.currency)
+    .having(func.sum(_postings.c.amount) != 0)
 )
 
 # Each posting against its account's previous one (the (account_id, id) index).
@@ -222,12 +229,13 @@ _ACTIVE_HOLDS = select(
     _holds.c.id, _holds.c.transfer_id, _holds.c.account_id, _holds.c.amount, _holds.c.currency
 ).where(_holds.c.status == HoldStatus.ACTIVE, _holds.c.created_at < bindparam("before"))
 
-_ENTRIES_IN = text(
-    """
-    SELECT DISTINCT e.transfer_id
-    FROM postings p JOIN journal_entries e ON e.id = p.entry_id
-    WHERE p.id > :lo AND p.id <= :hi AND e.transfer_id IS NOT NULL
-    """
+_TRANSFERS_OF_ENTRIES = (
+    select(_entries.c.transfer_id)
+    .distinct()
+    .where(
+        _entries.c.id.in_(bindparam("entries", expanding=True)),
+        _entries.c.transfer_id.is_not(None),
+    )
 )
 
 _ENTRIES_OF = (
@@ -244,16 +252,45 @@ _ENTRIES_OF = (
 )
 
 
-def check_postings(connection: Connection, lo: int, hi: int) -> list[Finding]:
-    """Entries, the balance chain and touched balances for postings (lo, hi]."""
-    findings = [
+def entries_posted(connection: Connection, lo: int, hi: int) -> list[str]:
+    """The journal entries with a posting in (lo, hi]."""
+    return [row[0] for row in connection.execute(_ENTRIES_POSTED, {"lo": lo, "hi": hi})]
+
+
+def transfers_of(connection: Connection, entry_ids: list[str]) -> list[str]:
+    """The transfers those entries belong to."""
+    found: set[str] = set()
+    for batch in _batches(entry_ids):
+        found.update(
+            row[0] for row in connection.execute(_TRANSFERS_OF_ENTRIES, {"entries": batch})
+        )
+    return sorted(found)
+
+
+def _unbalanced(rows) -> list[Finding]:
+    return [
         Finding(
             ENTRY_UNBALANCED,
             entry_id=row.entry_id,
             ref=row.currency,
             detail={"currency": row.currency, "sum": int(row.total)},
         )
-        for row in connection.execute(_UNBALANCED, {"lo": lo, "hi": hi})
+        for row in rows
+    ]
+
+
+def check_entries(connection: Connection) -> list[Finding]:
+    """Full pass: every journal entry's postings, per currency."""
+    return _unbalanced(connection.execute(_ALL_UNBALANCED))
+
+
+def check_postings(connection: Connection, lo: int, hi: int, entry_ids: list[str]) -> list[Finding]:
+    """The given entries (those with a posting in the window), the balance chain
+    and touched balances for postings (lo, hi]."""
+    findings = [
+        finding
+        for batch in _batches(entry_ids)
+        for finding in _unbalanced(connection.execute(_UNBALANCED, {"entries": batch}))
     ]
     for row in connection.execute(_CHAIN, {"lo": lo, "hi": hi}):
         expected = (row.previous or 0) + row.amount
@@ -529,13 +566,13 @@ class Reconciler:
         hi = connection.execute(_LAST_POSTING_BEFORE, {"before": before}).scalar() or 0
         cursor = None if run.full else self._cursor(connection, _POSTINGS)
         lo = start = cursor.position if cursor else 0
+        if run.full:  # every entry at once: one pass over the postings
+            run.findings += check_entries(connection)
         while lo < hi:
             upto = min(lo + self.settings.chunk, hi)
-            run.findings += check_postings(connection, lo, upto)
-            posted = sorted(
-                row[0] for row in connection.execute(_ENTRIES_IN, {"lo": lo, "hi": upto})
-            )
-            self._check_posted_transfers(connection, run, posted)
+            entry_ids = entries_posted(connection, lo, upto)
+            run.findings += check_postings(connection, lo, upto, [] if run.full else entry_ids)
+            self._check_posted_transfers(connection, run, transfers_of(connection, entry_ids))
             lo = upto
         if run.full:
             run.findings += check_balance_sums(connection)
@@ -546,7 +583,8 @@ class Reconciler:
         """Entries posted in the window: their transfers must have completed or be in flight."""
         for batch in _batches(posted):
             states = self.peers.transfer_states(batch)
-            entries = _entries_by_transfer(connection, batch)
+            failed = [t for t in batch if states.get(t, {}).get("status") == "failed"]
+            entries = _entries_by_transfer(connection, failed)
             for transfer_id in batch:
                 state = states.get(transfer_id)
                 if state is None:

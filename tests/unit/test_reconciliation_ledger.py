@@ -32,9 +32,11 @@ def _deposit(uow, account_id, amount):
 def _ledger_findings(uow, full=False):
     with uow.read() as connection:
         hi = connection.execute(text("SELECT max(id) FROM postings")).scalar()
-        found = reconciliation.check_postings(connection, 0, hi)
+        entries = reconciliation.entries_posted(connection, 0, hi)
+        found = reconciliation.check_postings(connection, 0, hi, entries)
         found += reconciliation.check_balances(connection)
         if full:
+            found += reconciliation.check_entries(connection)
             found += reconciliation.check_balance_sums(connection)
     return found
 
