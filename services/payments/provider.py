@@ -225,40 +225,30 @@ class HttpProvider:
 
     def _read_attempt(self, path: str, params, headers: dict, missing_ok: bool) -> dict | None:
         with self._circuit.guarded():
-            try:
-                response = self._session.get(
-                    self._base_url + path, params=params, headers=headers, timeout=self._timeout
-                )
-            except requests.Timeout as exc:
-                raise _Transient("provider_timeout", f"{path}: {exc}") from exc
-            except requests.RequestException as exc:
-                raise _Transient("provider_unreachable", f"{path}: {exc}") from exc
-        status = response.status_code
-        if status == 404 and missing_ok:
-            return None
-        if status >= 500 or status == 429:
-            raise _Transient("provider_error", f"{path}: HTTP {status}")
-        if status in (401, 403):
-            raise ProviderUnavailable("provider_auth_failed", f"{path}: HTTP {status}")
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if status != 200 or not isinstance(body, dict):
-            raise ProviderUnavailable("provider_bad_response", f"{path}: HTTP {status}")
+            response = self._request("GET", path, params=params, headers=headers)
+            if response.status_code == 404 and missing_ok:
+                return None
+            body = _body(path, response)
+        if response.status_code != 200:
+            raise ProviderUnavailable(
+                "provider_bad_response", f"{path}: HTTP {response.status_code}"
+            )
         return body
 
     def _attempt(self, path: str, data: str, headers: dict) -> ProviderResult:
         with self._circuit.guarded():
-            try:
-                response = self._session.post(
-                    self._base_url + path, data=data, headers=headers, timeout=self._timeout
-                )
-            except requests.Timeout as exc:
-                raise _Transient("provider_timeout", f"{path}: {exc}") from exc
-            except requests.RequestException as exc:  # refused, reset, DNS, TLS
-                raise _Transient("provider_unreachable", f"{path}: {exc}") from exc
-            return _result(path, response)
+            return _result(path, self._request("POST", path, data=data, headers=headers))
+
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """One HTTP exchange; no answer at all is transient."""
+        try:
+            return self._session.request(
+                method, self._base_url + path, timeout=self._timeout, **kwargs
+            )
+        except requests.Timeout as exc:
+            raise _Transient("provider_timeout", f"{path}: {exc}") from exc
+        except requests.RequestException as exc:  # refused, reset, DNS, TLS
+            raise _Transient("provider_unreachable", f"{path}: {exc}") from exc
 
     def _log_retry(self, path: str, idempotency_key: str):
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -278,7 +268,8 @@ class HttpProvider:
         return before_sleep
 
 
-def _result(path: str, response: requests.Response) -> ProviderResult:
+def _body(path: str, response: requests.Response) -> dict:
+    """The JSON object of an answer the provider gave, or why there is none to use."""
     status = response.status_code
     if status >= 500 or status == 429:
         raise _Transient("provider_error", f"{path}: HTTP {status}")
@@ -292,6 +283,12 @@ def _result(path: str, response: requests.Response) -> ProviderResult:
         body = None
     if not isinstance(body, dict):
         raise ProviderUnavailable("provider_bad_response", f"{path}: HTTP {status}, not JSON")
+    return body
+
+
+def _result(path: str, response: requests.Response) -> ProviderResult:
+    status = response.status_code
+    body = _body(path, response)
     if status in _REFUSED:
         error = body.get("error") or {}
         reason = body.get("failure_code") or error.get("code") or "refused"

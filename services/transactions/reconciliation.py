@@ -54,17 +54,9 @@ _STUCK = (
 
 
 def _view(row) -> dict:
-    return {
-        "transfer_id": row.transfer_id,
-        "kind": row.kind,
-        "status": row.status,
-        "failure_reason": row.failure_reason,
-        "amount": row.amount,
-        "currency": row.currency,
-        "from_account_id": row.from_account_id,
-        "to_account_id": row.to_account_id,
-        "deadline": row.deadline.isoformat() if row.deadline else None,
-    }
+    view = {column.key: getattr(row, column.key) for column in _COLUMNS}
+    view["deadline"] = row.deadline.isoformat() if row.deadline else None
+    return view
 
 
 def ended_transfers(uow: UnitOfWork, after: int, limit: int, settled_before: datetime) -> dict:
