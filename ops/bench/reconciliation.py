@@ -10,8 +10,10 @@ adds payments' operation for each card deposit (what payments would have
 written), and then measures, each with its wall time and the CPU of this
 process and of PostgreSQL (from /proc):
 
-- a full pass (every posting, every balance against its postings, every
-  ended transfer);
+- the first run, a full pass: every posting, every balance against its
+  postings, every ended transfer (and, with no cursor yet, the walk of
+  transfer outcomes from the start);
+- a full pass again, as the daily one runs;
 - an incremental run with nothing new since;
 - an incremental run after --new more transfers.
 
@@ -66,8 +68,14 @@ class DirectPeers:
         before = datetime.now(UTC) - timedelta(seconds=settled_seconds)
         return transactions_reconciliation.ended_transfers(self.transactions, after, limit, before)
 
+    def ended_transfers_by_id(self, after, limit):
+        return transactions_reconciliation.ended_transfers_by_id(self.transactions, after, limit)
+
     def transfer_states(self, transfer_ids):
         return transactions_reconciliation.transfer_states(self.transactions, transfer_ids)
+
+    def operations_between(self, after, upto):
+        return payments_reconciliation.operations_between(self.payments, after, upto)
 
     def stuck_transfers(self, grace_seconds, limit):
         before = datetime.now(UTC) - timedelta(seconds=grace_seconds)
@@ -183,6 +191,7 @@ def measure_size(size: int, new: int, keep: bool = False) -> list[dict]:
             _skip_provider(session)
         note(f"{size} transfers in the ledger:")
         results = [
+            {**_measure(reconciler, True, "first run (a full pass)"), "size": size},
             {**_measure(reconciler, True, "full pass"), "size": size},
             {**_measure(reconciler, False, "incremental, nothing new"), "size": size},
         ]

@@ -47,8 +47,14 @@ class _Peers:
     def ended_transfers(self, after, limit, settled_seconds):
         return self._ask(self._transactions, "ended_transfers", after, limit, settled_seconds)
 
+    def ended_transfers_by_id(self, after, limit):
+        return self._ask(self._transactions, "ended_transfers_by_id", after, limit)
+
     def transfer_states(self, transfer_ids):
         return self._ask(self._transactions, "transfer_states", transfer_ids)
+
+    def operations_between(self, after, upto):
+        return self._ask(self._payments, "operations_between", after, upto)
 
     def stuck_transfers(self, grace_seconds, limit):
         return self._ask(self._transactions, "stuck_transfers", grace_seconds, limit)

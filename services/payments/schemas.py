@@ -60,6 +60,11 @@ class TransferIds(Schema):
     transfer_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=2000))
 
 
+class IdRange(Schema):
+    after = fields.String(required=True, validate=validate.Length(max=36))
+    upto = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=36))
+
+
 class WindowArgs(Schema):
     """A window of at most a week, in aware ISO-8601 datetimes."""
 

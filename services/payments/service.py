@@ -155,6 +155,11 @@ class PaymentsService(ServiceBase):
         )
 
     @rpc
+    def operations_between(self, after, upto=None):
+        args = load(schemas.IdRange, {"after": after, "upto": upto})
+        return reconciliation.operations_between(self.db, args["after"], args["upto"])
+
+    @rpc
     def reconcile_provider(self, since, until):
         args = load(schemas.WindowArgs, {"since": since, "until": until})
         with _provider_errors():

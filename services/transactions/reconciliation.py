@@ -43,6 +43,18 @@ _ENDED = (
     .limit(bindparam("limit"))
 )
 
+# A full pass walks every ended transfer in id order (the primary key), so
+# accounts and payments can answer for the same id range with a range scan.
+_ENDED_BY_ID = (
+    select(*_COLUMNS)
+    .where(
+        _views.c.status.in_((domain.COMPLETED, domain.FAILED)),
+        _views.c.transfer_id > bindparam("after"),
+    )
+    .order_by(_views.c.transfer_id)
+    .limit(bindparam("limit"))
+)
+
 _STATES = select(*_COLUMNS).where(_views.c.transfer_id.in_(bindparam("ids", expanding=True)))
 
 _STUCK = (
@@ -70,6 +82,13 @@ def ended_transfers(uow: UnitOfWork, after: int, limit: int, settled_before: dat
         "next_after": rows[-1].position if rows else after,
         "more": len(rows) == limit,
     }
+
+
+def ended_transfers_by_id(uow: UnitOfWork, after: str, limit: int) -> dict:
+    """Every ended transfer with an id above `after`, in id order (a full pass)."""
+    with uow.read() as connection:
+        rows = connection.execute(_ENDED_BY_ID, {"after": after, "limit": limit}).all()
+    return {"transfers": [_view(row) for row in rows], "more": len(rows) == limit}
 
 
 def transfer_states(uow: UnitOfWork, transfer_ids: list[str]) -> dict:

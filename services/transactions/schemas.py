@@ -55,6 +55,11 @@ class EndedTransfersArgs(Schema):
     )
 
 
+class EndedByIdArgs(Schema):
+    after = fields.String(load_default="", validate=validate.Length(max=36))
+    limit = fields.Integer(load_default=500, strict=True, validate=validate.Range(min=1, max=2000))
+
+
 class TransferIds(Schema):
     transfer_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=2000))
 

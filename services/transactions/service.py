@@ -113,6 +113,11 @@ class TransactionsService(ServiceBase):
         return reconciliation.ended_transfers(self.db, args["after"], args["limit"], settled_before)
 
     @rpc
+    def ended_transfers_by_id(self, after="", limit=500):
+        args = load(schemas.EndedByIdArgs, {"after": after, "limit": limit})
+        return reconciliation.ended_transfers_by_id(self.db, args["after"], args["limit"])
+
+    @rpc
     def transfer_states(self, transfer_ids):
         args = load(schemas.TransferIds, {"transfer_ids": transfer_ids})
         return reconciliation.transfer_states(self.db, [str(i) for i in args["transfer_ids"]])
