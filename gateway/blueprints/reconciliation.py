@@ -92,6 +92,8 @@ class Overview(Schema):
 class RunRequest(Strict):
     full = fields.Boolean(
         load_default=False,
+        truthy={True},  # a JSON boolean, not "yes" or 1
+        falsy={False},
         metadata={"description": "Check everything from the start, not only what is new."},
     )
 

@@ -266,3 +266,24 @@ def test_reconciliation_is_for_admins_only(api):
     response = api.get("/v1/admin/reconciliation", token=customer.token)
     assert response.status_code == 403
     assert api.get("/v1/admin/reconciliation").status_code == 401
+
+
+def test_bad_requests_get_a_clear_error_and_run_nothing(api, admin):
+    runs_before = api.get("/v1/admin/reconciliation", token=admin).json()["runs"]
+
+    bad_day = api.get("/v1/admin/reconciliation/report", token=admin, params={"day": "2026-13-45"})
+    bad_full = api.post("/v1/admin/reconciliation/runs", token=admin, json={"full": "yes"})
+    bad_kind = api.get("/v1/admin/reconciliation", token=admin, params={"kind": "nonsense"})
+    no_note = api.post(
+        f"/v1/admin/reconciliation/discrepancies/{uuid.uuid4()}/resolve", token=admin, json={}
+    )
+    unknown = api.post(
+        f"/v1/admin/reconciliation/discrepancies/{uuid.uuid4()}/resolve",
+        token=admin,
+        json={"note": "x"},
+    )
+
+    for response in (bad_day, bad_full, bad_kind, no_note):
+        assert response.status_code == 422, response.text
+    assert unknown.status_code == 404 and unknown.json()["code"] == "discrepancy_not_found"
+    assert api.get("/v1/admin/reconciliation", token=admin).json()["runs"] == runs_before
