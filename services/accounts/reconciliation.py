@@ -503,6 +503,7 @@ class _Run:
     findings: list[Finding] = field(default_factory=list)
     checked: dict = field(default_factory=dict)
     cursors: dict = field(default_factory=dict)
+    renewed: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @contextmanager
@@ -584,6 +585,20 @@ class Reconciler:
                 )
             )
 
+    def _renew_lease(self, run: _Run) -> None:
+        """A long run (a full pass over a large ledger) keeps its lease: at most
+        once a minute, it moves the lease's end to a whole lease from now."""
+        now = datetime.now(UTC)
+        if now - run.renewed < timedelta(minutes=1):
+            return
+        run.renewed = now
+        with self.uow.transaction() as session:
+            session.execute(
+                update(_cursors)
+                .where(_cursors.c.name == _LEASE)
+                .values(at=now + self.settings.lease, updated_at=now)
+            )
+
     def _cursor(self, connection: Connection, name: str):
         return connection.execute(
             select(_cursors.c.position, _cursors.c.at).where(_cursors.c.name == name)
@@ -620,6 +635,7 @@ class Reconciler:
             if not run.full:  # a full pass sees every entry in _check_all_transfers
                 self._check_posted_transfers(connection, run, transfers_of(connection, entry_ids))
             lo = upto
+            self._renew_lease(run)
         if run.full:
             run.findings += check_balance_sums(connection)
         run.checked["postings"] = {"after": start, "upto": max(hi, start)}
@@ -666,6 +682,7 @@ class Reconciler:
             if upto is None:
                 break
             after = upto
+            self._renew_lease(run)
         run.checked["all_transfers"] = {"ended": count}
 
     def _check_transfers(self, connection: Connection, run: _Run) -> None:

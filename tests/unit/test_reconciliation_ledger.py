@@ -192,3 +192,21 @@ def test_an_operator_resolves_an_open_discrepancy_once(uow):
         reconciliation.resolve(uow, item["discrepancy_id"], "admin-1", "again", utcnow())
     with pytest.raises(reconciliation.NotFound):
         reconciliation.resolve(uow, str(uuid.uuid4()), "admin-1", "x", utcnow())
+
+
+def test_one_run_at_a_time_and_a_dead_run_is_marked_failed(uow):
+    reconciler = reconciliation.Reconciler(uow, peers=None)
+    now = utcnow()
+    first = _Run(str(uuid.uuid4()), False, now)
+    reconciler._start(first, "schedule")
+
+    with pytest.raises(reconciliation.Conflict):
+        reconciler._start(_Run(str(uuid.uuid4()), False, now), "operator")
+
+    # Its process died: once the lease has run out, the next run takes over.
+    later = _Run(str(uuid.uuid4()), False, now + reconciler.settings.lease + timedelta(seconds=1))
+    reconciler._start(later, "schedule")
+    runs = {run["run_id"]: run for run in reconciliation.list_runs(uow)}
+    assert runs[first.run_id]["status"] == "failed"
+    assert runs[first.run_id]["error"].startswith("abandoned")
+    assert runs[later.run_id]["status"] == "running"
