@@ -23,7 +23,6 @@ PROVIDER_OPERATION_UNKNOWN = "provider_operation_unknown"
 # The provider stamps an object when it makes it, we when we ask: a call's
 # length apart, and on either side of a window's edge.
 SLACK = timedelta(minutes=5)
-MAX_WINDOW = timedelta(days=7)
 KINDS = (OperationKind.CHARGE, OperationKind.PAYOUT)
 
 _ops = ProviderOperation.__table__
@@ -195,9 +194,10 @@ def reconcile_provider(
     ]
     keys = [obj.get("idempotency_key") for obj in inside if obj.get("idempotency_key")]
     known = set()
-    if keys:
-        with uow.read() as connection:
-            known = {row.idempotency_key for row in connection.execute(_BY_KEY, {"keys": keys})}
+    with uow.read() as connection:
+        for start in range(0, len(keys), 1000):
+            batch = {"keys": keys[start : start + 1000]}
+            known.update(row.idempotency_key for row in connection.execute(_BY_KEY, batch))
     found += unknown_objects(inside, known)
     in_flight = sum(1 for o in ours if o["status"] == OperationStatus.IN_FLIGHT)
     return {
