@@ -1,6 +1,5 @@
 """accounts' use cases. Every query is scoped to the owner asking."""
 
-import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,8 +18,9 @@ from services.accounts.domain import (
 from services.accounts.models import Account, Balance, JournalEntry, Posting
 from shared import contracts, transfer_checks
 from shared.database import UnitOfWork
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.errors import Conflict, NotFound
 from shared.outbox import stage
+from shared.schemas import position_cursor
 from shared.transfer_checks import AccountFacts
 
 _accounts = Account.__table__
@@ -140,7 +140,7 @@ def list_transactions(
     uow: UnitOfWork, owner_id: str, account_id: str, limit: int, cursor: str | None
 ) -> dict:
     """The account's postings, newest first, with keyset pagination."""
-    before = _decode_cursor(cursor)
+    before = position_cursor(cursor)
     postings, entries = Posting.__table__, JournalEntry.__table__
     query = (
         select(
@@ -182,22 +182,6 @@ def list_transactions(
     ]
     next_cursor = str(page[-1].id) if len(rows) > limit else None
     return {"items": items, "next_cursor": next_cursor}
-
-
-# A posting or event position: at most 18 digits fits any 64-bit integer column.
-_CURSOR = re.compile(r"^[0-9]{1,18}$")
-
-
-def _decode_cursor(cursor: str | None) -> int | None:
-    if cursor in (None, ""):
-        return None
-    if not _CURSOR.match(cursor):
-        raise InvalidInput(
-            "invalid_cursor",
-            "The cursor is not valid.",
-            {"cursor": ["Not a cursor returned by this endpoint."]},
-        )
-    return int(cursor)
 
 
 def check_transfer(

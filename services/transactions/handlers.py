@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -22,8 +21,9 @@ from services.transactions.domain import (
 from services.transactions.models import AccountHistory, TransferRequest, TransferView
 from shared import contracts, correlation, transfer_checks
 from shared.database import UnitOfWork, connection_of, insert_ignoring_duplicates
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.errors import Conflict, NotFound
 from shared.outbox import stage
+from shared.schemas import position_cursor
 
 _requests = TransferRequest.__table__
 _view = TransferView.__table__
@@ -258,7 +258,7 @@ def list_transfers(
     merged, so a page costs the same however many transfers the customer
     has; an account's are read from its history in the same way.
     """
-    before = _decode_cursor(cursor)
+    before = position_cursor(cursor)
 
     def page_of(query, position):
         """Newest first by `position`, the second column of the party's index."""
@@ -298,22 +298,6 @@ def list_transfers(
         "items": [_view_of(row) for row in page],
         "next_cursor": str(page[-1].position) if len(rows) > limit else None,
     }
-
-
-# A posting or event position: at most 18 digits fits any 64-bit integer column.
-_CURSOR = re.compile(r"^[0-9]{1,18}$")
-
-
-def _decode_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    if not _CURSOR.match(cursor):
-        raise InvalidInput(
-            "invalid_cursor",
-            "The cursor is not valid.",
-            {"cursor": ["Not a cursor returned by this endpoint."]},
-        )
-    return int(cursor)
 
 
 def rebuild_projections(uow: UnitOfWork) -> int:
