@@ -392,10 +392,8 @@ def judge_transfer(transfer: Mapping, entries: list, operations: list | None) ->
     """
     transfer_id, status = transfer["transfer_id"], transfer["status"]
     by_entry: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    kinds = {}
-    for entry_id, kind, account_id, amount, currency in entries:
+    for entry_id, _kind, account_id, amount, currency in entries:
         by_entry[entry_id][account_id] += amount
-        kinds[entry_id] = kind
         if currency != transfer["currency"]:
             by_entry[entry_id][f"currency:{currency}"] += 1
     net: dict[str, int] = defaultdict(int)
@@ -630,9 +628,11 @@ class Reconciler:
             run.findings += check_entries(connection)
         while lo < hi:
             upto = min(lo + self.settings.chunk, hi)
-            entry_ids = entries_posted(connection, lo, upto)
-            run.findings += check_postings(connection, lo, upto, [] if run.full else entry_ids)
-            if not run.full:  # a full pass sees every entry in _check_all_transfers
+            if run.full:  # entries: check_entries above, and _check_all_transfers
+                run.findings += check_postings(connection, lo, upto, [])
+            else:
+                entry_ids = entries_posted(connection, lo, upto)
+                run.findings += check_postings(connection, lo, upto, entry_ids)
                 self._check_posted_transfers(connection, run, transfers_of(connection, entry_ids))
             lo = upto
             self._renew_lease(run)
