@@ -121,12 +121,14 @@ def overview(query):
 @blp.route("/v1/admin/reconciliation/runs", methods=["POST"])
 @admin_only
 @blp.arguments(RunRequest())
-@blp.response(201, RunWithDiscrepancies)
+@blp.response(202, RunWithDiscrepancies)
 @blp.doc(security=BEARER)
 def run(body):
-    """Run a reconciliation now and answer with its result (409 while one runs)."""
+    """Start a reconciliation now: 202 with the run, still running (409 while
+    another runs); follow it at /v1/admin/reconciliation/runs/{run_id}."""
     with platform().rpc.client() as rpc:
-        return rpc.accounts.run_reconciliation(full=body["full"])
+        started = rpc.accounts.start_reconciliation(full=body["full"])
+    return started, 202, {"Location": f"/v1/admin/reconciliation/runs/{started['run_id']}"}
 
 
 @blp.route("/v1/admin/reconciliation/runs/<uuid:run_id>", methods=["GET"])

@@ -535,8 +535,16 @@ class Reconciler:
 
     def run(self, *, now: datetime, full: bool = False, trigger: str = "schedule") -> dict:
         """One run, start to end; its stored view. Conflict if another is running."""
+        return self.complete(self.begin(now=now, full=full, trigger=trigger))
+
+    def begin(self, *, now: datetime, full: bool, trigger: str) -> _Run:
+        """Take the lease and record the run as running (Conflict if another is)."""
         run = _Run(str(uuid.uuid4()), full, now)
         self._start(run, trigger)
+        return run
+
+    def complete(self, run: _Run) -> dict:
+        """Check, store the findings, move the cursors; a failure is stored too."""
         try:
             self._check(run)
         except Exception as exc:

@@ -4,6 +4,7 @@ import logging
 from datetime import timedelta
 
 import eventlet
+from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
@@ -69,6 +70,14 @@ class _Peers:
         return self._ask(self._payments, "provider_totals", day, currency)
 
 
+class Background(DependencyProvider):
+    """Work an RPC starts and answers before it ends: the container runs it and
+    stops it with the service."""
+
+    def get_dependency(self, worker_ctx):
+        return self.container.spawn_managed_thread
+
+
 class AccountsService(ServiceBase):
     name = "accounts"
 
@@ -77,6 +86,7 @@ class AccountsService(ServiceBase):
     transactions = RpcProxy("transactions")
     payments = RpcProxy("payments")
     reconciliation_metrics = ReconciliationMetrics()
+    background = Background()
 
     @rpc
     def open_account(self, owner_id, currency, name=None):
@@ -151,8 +161,26 @@ class AccountsService(ServiceBase):
 
     @rpc
     def run_reconciliation(self, full=False):
+        """Run one now and answer when it has ended (nameko shell, scripts)."""
         args = load(schemas.RunReconciliationArgs, {"full": full})
         return self._reconciler().run(now=utcnow(), full=args["full"], trigger="operator")
+
+    @rpc
+    def start_reconciliation(self, full=False):
+        """Start one now and answer at once, with the run still running (the
+        admin API: a full pass over a large ledger outlasts any HTTP request)."""
+        args = load(schemas.RunReconciliationArgs, {"full": full})
+        reconciler = self._reconciler()
+        run = reconciler.begin(now=utcnow(), full=args["full"], trigger="operator")
+
+        def complete():
+            try:
+                reconciler.complete(run)
+            except Exception:  # stored as a failed run; the container must live on
+                log.exception("reconciliation run failed", extra={"run_id": run.run_id})
+
+        self.background(complete, "reconciliation")
+        return reconciliation.get_run(self.db, run.run_id)
 
     @rpc
     def reconciliation_overview(self, status="open", kind=None, limit=200):

@@ -6,6 +6,7 @@ the admin API, checks what it reports, then puts things back and resolves
 what it opened, so the next test starts from a clean state.
 """
 
+import time
 import uuid
 from contextlib import closing
 
@@ -31,9 +32,16 @@ def _sql(api, service, statement, params=()):
 
 
 def _run(api, admin, full=True):
+    """Start a run and wait for its end (the API answers while it runs)."""
     response = api.post("/v1/admin/reconciliation/runs", token=admin, json={"full": full})
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     run = response.json()
+    assert run["scope"] == ("full" if full else "incremental")
+    assert response.headers["Location"] == f"/v1/admin/reconciliation/runs/{run['run_id']}"
+    deadline = time.monotonic() + 60
+    while run["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = api.get(response.headers["Location"], token=admin).json()
     assert run["status"] == "completed", run
     return run
 
