@@ -241,18 +241,15 @@ _TRANSFERS_OF_ENTRIES = (
     )
 )
 
-_ENTRIES_OF = (
-    select(
-        _entries.c.transfer_id,
-        _entries.c.id,
-        _entries.c.kind,
-        _postings.c.account_id,
-        _postings.c.amount,
-        _postings.c.currency,
-    )
-    .join(_postings, _postings.c.entry_id == _entries.c.id)
-    .where(_entries.c.transfer_id.in_(bindparam("ids", expanding=True)))
-)
+_ENTRY_ROWS = select(
+    _entries.c.transfer_id,
+    _entries.c.id,
+    _entries.c.kind,
+    _postings.c.account_id,
+    _postings.c.amount,
+    _postings.c.currency,
+).join(_postings, _postings.c.entry_id == _entries.c.id)
+_ENTRIES_OF = _ENTRY_ROWS.where(_entries.c.transfer_id.in_(bindparam("ids", expanding=True)))
 
 
 def entries_posted(connection: Connection, lo: int, hi: int) -> list[str]:
@@ -282,14 +279,6 @@ def _unbalanced(rows) -> list[Finding]:
     ]
 
 
-_ENTRY_ROWS = select(
-    _entries.c.transfer_id,
-    _entries.c.id,
-    _entries.c.kind,
-    _postings.c.account_id,
-    _postings.c.amount,
-    _postings.c.currency,
-).join(_postings, _postings.c.entry_id == _entries.c.id)
 _ENTRIES_AFTER = _ENTRY_ROWS.where(_entries.c.transfer_id > bindparam("after"))
 _ENTRIES_UPTO = _ENTRIES_AFTER.where(_entries.c.transfer_id <= bindparam("upto"))
 
@@ -468,21 +457,24 @@ def _judge_payment(transfer: Mapping, operations: list) -> list[Finding]:
     ]
 
 
-def _entries_between(connection: Connection, after: str, upto: str | None) -> dict[str, list]:
-    """Entries (with their postings) of the transfers with ids in (after, upto]."""
-    query = _ENTRIES_AFTER if upto is None else _ENTRIES_UPTO
-    out: dict[str, list] = defaultdict(list)
-    for row in connection.execute(query, {"after": after, "upto": upto}):
-        out[row.transfer_id].append((row.id, row.kind, row.account_id, row.amount, row.currency))
-    return out
-
-
-def _entries_by_transfer(connection: Connection, transfer_ids: list[str]) -> dict[str, list]:
-    rows = connection.execute(_ENTRIES_OF, {"ids": transfer_ids}).all() if transfer_ids else []
+def _by_transfer(rows) -> dict[str, list]:
+    """Entry rows grouped by transfer, as judge_transfer takes them."""
     out: dict[str, list] = defaultdict(list)
     for row in rows:
         out[row.transfer_id].append((row.id, row.kind, row.account_id, row.amount, row.currency))
     return out
+
+
+def _entries_between(connection: Connection, after: str, upto: str | None) -> dict[str, list]:
+    """Entries (with their postings) of the transfers with ids in (after, upto]."""
+    query = _ENTRIES_AFTER if upto is None else _ENTRIES_UPTO
+    return _by_transfer(connection.execute(query, {"after": after, "upto": upto}))
+
+
+def _entries_by_transfer(connection: Connection, transfer_ids: list[str]) -> dict[str, list]:
+    if not transfer_ids:
+        return defaultdict(list)
+    return _by_transfer(connection.execute(_ENTRIES_OF, {"ids": transfer_ids}))
 
 
 def _batches(items: list, size: int = _BATCH) -> Iterator[list]:
