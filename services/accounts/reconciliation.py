@@ -47,8 +47,6 @@ from sqlalchemy.engine import Connection
 from services.accounts.domain import AccountKind, HoldStatus
 from services.accounts.ledger import CARD_CLEARING, PAYOUT_CLEARING, system_account_id
 from services.accounts.models import (
-    Account,
-    Balance,
     Discrepancy,
     Hold,
     JournalEntry,
@@ -152,9 +150,7 @@ class Finding:
 
 _postings = Posting.__table__
 _entries = JournalEntry.__table__
-_balances = Balance.__table__
 _holds = Hold.__table__
-_accounts = Account.__table__
 _runs = ReconciliationRun.__table__
 _discrepancies = Discrepancy.__table__
 _cursors = ReconciliationCursor.__table__
@@ -165,20 +161,14 @@ _LAST_POSTING_BEFORE = text("SELECT max(id) FROM postings WHERE created_at < :be
 
 _ENTRIES_POSTED = text("SELECT DISTINCT entry_id FROM postings WHERE id > :lo AND id <= :hi")
 
-# By the entries' ids (the entry_id index), not a join the planner could
-# answer by reading every posting once per window.
-_UNBALANCED = (
-    select(_postings.c.entry_id, _postings.c.currency, func.sum(_postings.c.amount).label("total"))
-    .where(_postings.c.entry_id.in_(bindparam("entries", expanding=True)))
-    .group_by(_postings.c.entry_id, _postings.c.currency)
-    .having(func.sum(_postings.c.amount) != 0)
-)
-
 _ALL_UNBALANCED = (
     select(_postings.c.entry_id, _postings.c.currency, func.sum(_postings.c.amount).label("total"))
     .group_by(_postings.c.entry_id, _postings.c.currency)
     .having(func.sum(_postings.c.amount) != 0)
 )
+# By the entries' ids (the entry_id index), not a join the planner could
+# answer by reading every posting once per window.
+_UNBALANCED = _ALL_UNBALANCED.where(_postings.c.entry_id.in_(bindparam("entries", expanding=True)))
 
 # Each posting against its account's previous one (the (account_id, id) index).
 _CHAIN = text(
@@ -1004,8 +994,6 @@ def full_pass_due(uow: UnitOfWork, now: datetime, every: timedelta) -> bool:
 _CUSTOMER_POSTINGS_SINCE = text(
     """
     SELECT p.currency, e.kind, sum(p.amount) AS total,
-           sum(CASE WHEN p.amount > 0 THEN p.amount ELSE 0 END) AS credited,
-           count(DISTINCT e.id) AS entries,
            sum(CASE WHEN p.created_at < :end THEN p.amount ELSE 0 END) AS in_day,
            sum(CASE WHEN p.created_at < :end AND p.amount > 0 THEN p.amount ELSE 0 END)
                AS credited_in_day,

@@ -140,10 +140,12 @@ class AccountsService(ServiceBase):
 
     # -- reconciliation ----------------------------------------------------------
 
-    def _reconciler(self) -> reconciliation.Reconciler:
+    def _peers(self) -> _Peers:
         timeout = config.env_int("RECONCILIATION_RPC_TIMEOUT", 60, 1)
-        peers = _Peers(self.transactions, self.payments, timeout)
-        return reconciliation.Reconciler(self.db, peers, reconciliation.Settings.from_env())
+        return _Peers(self.transactions, self.payments, timeout)
+
+    def _reconciler(self) -> reconciliation.Reconciler:
+        return reconciliation.Reconciler(self.db, self._peers(), reconciliation.Settings.from_env())
 
     @timer(interval=RECONCILIATION_INTERVAL or 3600)
     def reconcile(self):
@@ -211,10 +213,7 @@ class AccountsService(ServiceBase):
     @rpc
     def daily_report(self, day):
         args = load(schemas.DayArgs, {"day": day})
-        timeout = config.env_int("RECONCILIATION_RPC_TIMEOUT", 60, 1)
-        return reconciliation.daily_report(
-            self.db, _Peers(None, self.payments, timeout), args["day"]
-        )
+        return reconciliation.daily_report(self.db, self._peers(), args["day"])
 
     # -- the transfer saga: the events accounts acts on ---------------------------
 

@@ -47,12 +47,8 @@ _BY_KEY = select(*_COLUMNS).where(_ops.c.idempotency_key.in_(bindparam("keys", e
 _FOR_TRANSFERS = select(*_COLUMNS).where(
     _ops.c.kind.in_(KINDS), _ops.c.transfer_id.in_(bindparam("ids", expanding=True))
 )
-_BETWEEN = select(*_COLUMNS).where(
-    _ops.c.kind.in_(KINDS),
-    _ops.c.transfer_id > bindparam("after"),
-    _ops.c.transfer_id <= bindparam("upto"),
-)
 _AFTER = select(*_COLUMNS).where(_ops.c.kind.in_(KINDS), _ops.c.transfer_id > bindparam("after"))
+_BETWEEN = _AFTER.where(_ops.c.transfer_id <= bindparam("upto"))
 _TOTALS = (
     select(_ops.c.kind, func.count(), func.coalesce(func.sum(_ops.c.amount), 0))
     .where(
@@ -84,7 +80,10 @@ def operations_for_transfers(uow: UnitOfWork, transfer_ids: list[str]) -> dict:
     if not transfer_ids:
         return {}
     with uow.read() as connection:
-        rows = connection.execute(_FOR_TRANSFERS, {"ids": transfer_ids}).all()
+        return _by_transfer(connection.execute(_FOR_TRANSFERS, {"ids": transfer_ids}))
+
+
+def _by_transfer(rows) -> dict[str, list]:
     found: dict[str, list] = {}
     for row in rows:
         found.setdefault(row.transfer_id, []).append(_operation(row))
@@ -94,15 +93,9 @@ def operations_for_transfers(uow: UnitOfWork, transfer_ids: list[str]) -> dict:
 def operations_between(uow: UnitOfWork, after: str, upto: str | None) -> dict:
     """Operations of the transfers with ids in (after, upto] (no upper end: None),
     for a full pass walking transfers in id order."""
+    query = _AFTER if upto is None else _BETWEEN
     with uow.read() as connection:
-        if upto is None:
-            rows = connection.execute(_AFTER, {"after": after}).all()
-        else:
-            rows = connection.execute(_BETWEEN, {"after": after, "upto": upto}).all()
-    found: dict[str, list] = {}
-    for row in rows:
-        found.setdefault(row.transfer_id, []).append(_operation(row))
-    return found
+        return _by_transfer(connection.execute(query, {"after": after, "upto": upto}))
 
 
 def compare(ours: Iterable[Mapping], theirs: Iterable[Mapping]) -> list:

@@ -323,9 +323,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         """A page of the objects of a kind, in creation order (Stripe-like)."""
         query = urllib.parse.parse_qs(self.path.partition("?")[2])
         one = {name: values[-1] for name, values in query.items()}
-        gte = _query_int(one, "created_gte", 0)
-        lt = _query_int(one, "created_lt", 0)
-        limit = _query_int(one, "limit", 1) if "limit" in one else 100
+        gte = _query_int(one, "created_gte", 0, default=0)
+        lt = _query_int(one, "created_lt", 0, default=None)
+        limit = _query_int(one, "limit", 1, default=100)
         if limit > 100:
             raise _Refusal(400, "invalid_request", "limit must be between 1 and 100.")
         key, after = one.get("idempotency_key"), one.get("starting_after")
@@ -339,8 +339,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         matching = [
             o
             for o in objects
-            if ("created_gte" not in one or o["created"] >= gte)
-            and ("created_lt" not in one or o["created"] < lt)
+            if o["created"] >= gte
+            and (lt is None or o["created"] < lt)
             and (key is None or o["idempotency_key"] == key)
         ]
         return {"object": "list", "data": matching[:limit], "has_more": len(matching) > limit}
@@ -442,10 +442,10 @@ def _int(value, name: str, minimum: int) -> int:
     return value
 
 
-def _query_int(query: dict, name: str, minimum: int) -> int:
+def _query_int(query: dict, name: str, minimum: int, default: int | None) -> int | None:
     raw = query.get(name)
     if raw is None:
-        return 0
+        return default
     try:
         return _int(int(raw), name, minimum)
     except ValueError:
