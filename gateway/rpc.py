@@ -39,9 +39,9 @@ from kombu.exceptions import OperationalError
 from nameko.exceptions import RpcTimeout, UnknownService, deserialize
 from nameko.rpc import get_rpc_exchange
 
-import shared.rpc  # noqa: F401  (registers our error types for deserialisation)
 from shared import correlation
 from shared.errors import Unavailable
+from shared.rpc import register_error_types
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class _Service:
 
 class RpcPool:
     def __init__(self, amqp_uri: str, timeout: float = 10.0, size: int = 8):
+        register_error_types()
         self._amqp_uri = amqp_uri
         self._timeout = timeout
         self._size = size

@@ -9,7 +9,7 @@ same to the code above. Neither may block the eventlet hub for long:
   waits are green under monkey patching, so workers queue for the file
   instead of spinning in SQLite's busy handler inside C.
 
-Work happens in `with db.transaction() as session:` blocks that commit when
+Work happens in `with db.commit_on_exit() as session:` blocks that commit when
 the block ends and roll back when it raises. The commit happens inside the
 entrypoint, before an RPC reply is sent, so a failed commit is reported to
 the caller instead of being lost after a success reply.
@@ -363,7 +363,12 @@ class UnitOfWork:
             yield connection
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def commit_on_exit(self) -> Iterator[Session]:
+        """A session whose transaction COMMITS when the block ends normally
+        (rolls back only if it raises), unlike the usual rollback-unless-
+        committed: a use case is one block, and forgetting a commit() call
+        would silently drop a posting. See the module docstring for why the
+        commit sits inside the entrypoint."""
         session = self._session_factory()
         try:
             session.info[_CONNECTION] = session.connection()

@@ -5,7 +5,7 @@ dead-letter queue, a redelivery after a crash can all repeat an event). A
 consumer therefore records each event it handles in its own database, in
 the same transaction as the effect:
 
-    with self.db.transaction() as session:
+    with self.db.commit_on_exit() as session:
         if not inbox.claim(session, envelope, "transactions.on_funds_reserved"):
             return  # seen before: the effect is already committed
         ...  # the effect, and any outbox events it records
@@ -101,7 +101,7 @@ def handle_once(
     event for `handler`, and make the effect (which stages its outcome
     events in the outbox). Returns the effect's result, or None when the
     event was handled before."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         if lock is not None:
             advisory_lock(session, lock)
         if not claim(session, envelope, handler):

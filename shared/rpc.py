@@ -1,8 +1,11 @@
 """RPC plumbing shared by services and the gateway.
 
-Importing this module teaches nameko to rebuild our error categories on the
-caller's side (instead of a generic RemoteError), so the gateway can map
-them to HTTP through shared.errors.HTTP_STATUS.
+Every RPC client here is built through this module (`RpcProxy` for a
+service's collaborators, `cluster_rpc` for scripts and tests, the gateway's
+pool in gateway/rpc.py), and building one registers our error categories
+with nameko (`register_error_types`), so the caller gets a typed error
+instead of a generic RemoteError and the gateway can map it to HTTP
+through shared.errors.HTTP_STATUS.
 
 Replies are published without publisher confirms. A confirm would prove
 only that the broker took the reply; it cannot make a lost reply reach the
@@ -27,11 +30,33 @@ from nameko.constants import (
 from nameko.exceptions import UnserializableValueError, deserialize_to_instance, serialize
 from nameko.rpc import Rpc as NamekoRpc
 from nameko.rpc import RpcConsumer, get_rpc_exchange
+from nameko.rpc import RpcProxy as NamekoRpcProxy
+from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared.errors import ERROR_CATEGORIES, ServiceError
 
-for _category in ERROR_CATEGORIES:
-    deserialize_to_instance(_category)
+
+def register_error_types() -> None:
+    """Teach nameko to rebuild our error categories on the caller's side.
+    Idempotent; every way this project builds an RPC client calls it."""
+    for category in ERROR_CATEGORIES:
+        deserialize_to_instance(category)
+
+
+class RpcProxy(NamekoRpcProxy):
+    """A service's client of another service (nameko's RpcProxy dependency),
+    which reads our errors back as their own types."""
+
+    def setup(self):
+        register_error_types()
+        super().setup()
+
+
+def cluster_rpc(config: dict, **kwargs) -> ClusterRpcProxy:
+    """A standalone client of every service, for scripts and tests:
+    `with cluster_rpc({"AMQP_URI": uri}, timeout=10) as rpc: rpc.accounts...`."""
+    register_error_types()
+    return ClusterRpcProxy(config, **kwargs)
 
 
 class ReplyPublisher:

@@ -29,6 +29,6 @@ class ServiceBase:
     @rpc
     def health(self) -> dict:
         """Answers when the service can reach its broker (this call) and database."""
-        with self.db.transaction() as session:
+        with self.db.commit_on_exit() as session:
             session.execute(text("SELECT 1"))
         return {"service": self.name, "status": "ok"}

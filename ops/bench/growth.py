@@ -84,8 +84,8 @@ def listing(url: str, credentials, path: str, depth: int, rounds: int, pagers: i
 def rebuild(amqp_uri: str) -> dict:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-        from nameko.standalone.rpc import ClusterRpcProxy
-    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=3600) as rpc:
+        from shared.rpc import cluster_rpc
+    with cluster_rpc({"AMQP_URI": amqp_uri}, timeout=3600) as rpc:
         started = time.monotonic()
         replayed = rpc.transactions.rebuild_projections()["events_replayed"]
         elapsed = time.monotonic() - started

@@ -828,9 +828,9 @@ def make_admin(url: str, amqp_uri: str) -> Client:
     with warnings.catch_warnings():
         # nameko imports eventlet, which announces its own deprecation.
         warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-        from nameko.standalone.rpc import ClusterRpcProxy
+        from shared.rpc import cluster_rpc
     user = register(url)
-    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as rpc:
+    with cluster_rpc({"AMQP_URI": amqp_uri}, timeout=30) as rpc:
         rpc.auth.grant_role(user.user_id, "admin")
     tokens = user.log_in()
     # Renewed by logging in again, so that a new token carries the role too.

@@ -72,7 +72,7 @@ def open_account(
     currency = check_currency(currency)
     name = account_name(name, currency)
     account_id = str(uuid.uuid4())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         count = session.scalar(
             select(func.count()).select_from(Account).where(Account.owner_id == owner_id)
         )
@@ -196,7 +196,7 @@ def check_transfer(
     (shared.transfer_checks). Returns the receiving account's owner and the
     facts of both accounts, which the caller may keep (see that module)."""
     ids = [i for i in (from_account_id, to_account_id) if i]
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         found = {
             row.id: AccountFacts(row.id, row.owner_id, row.kind, row.currency, row.status)
             for row in session.execute(
@@ -219,6 +219,6 @@ def check_transfer(
 
 def expire_transfer(uow: UnitOfWork, transfer_id: str, now: datetime) -> dict:
     """Asked by transactions when a transfer passes its deadline (see ledger.expire)."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         ledger.lock_transfer(session, transfer_id)
         return {"expired": ledger.expire(session, transfer_id, now)}

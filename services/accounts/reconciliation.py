@@ -538,7 +538,7 @@ class Reconciler:
     # The lease keeps two processes (or a timer and an operator) from running at once.
     def _start(self, run: _Run, trigger: str) -> None:
         until = run.now + self.settings.lease
-        with self.uow.transaction() as session:
+        with self.uow.commit_on_exit() as session:
             insert_ignoring_duplicates(
                 session,
                 _cursors,
@@ -580,7 +580,7 @@ class Reconciler:
         if now - run.renewed < timedelta(minutes=1):
             return
         run.renewed = now
-        with self.uow.transaction() as session:
+        with self.uow.commit_on_exit() as session:
             session.execute(
                 update(_cursors)
                 .where(_cursors.c.name == _LEASE)
@@ -746,7 +746,7 @@ class Reconciler:
     def _end(self, run: _Run, error: str | None = None) -> None:
         """Store the findings and move the cursors (only when the run completed)."""
         finished = datetime.now(UTC)
-        with self.uow.transaction() as session:
+        with self.uow.commit_on_exit() as session:
             connection = session.connection()
             new = 0
             if error is None:
@@ -935,7 +935,7 @@ def list_discrepancies(
 
 def resolve(uow: UnitOfWork, discrepancy_id: str, by: str, note: str, now: datetime) -> dict:
     """An operator closes an open discrepancy, saying what was done about it."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         connection = session.connection()
         done = connection.execute(
             update(_discrepancies)

@@ -164,7 +164,7 @@ def record_event(
         users = set()
     else:
         raise MalformedEvent(f"event type {event_type!r}")
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         if not claim(session, envelope, handler):
             return False
         _lock_users(session, users)
@@ -339,7 +339,7 @@ def rebuild(uow: UnitOfWork, settings: domain.AnomalySettings) -> dict:
     exceeds the lock timeout), so nothing is projected twice or missed.
     """
     events = 0
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("LOCK TABLE analytics_events IN EXCLUSIVE MODE"))
         for model in PROJECTIONS:
@@ -383,7 +383,7 @@ def _totals(inflow: int, outflow: int, count: int) -> dict:
 
 def summary(uow: UnitOfWork, user_id: str, month: str) -> dict:
     """The user's month per currency, amounts in minor units."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         totals = session.scalars(
             select(MonthlyTotal)
             .where(MonthlyTotal.user_id == user_id, MonthlyTotal.month == month)
@@ -412,7 +412,7 @@ def insights(
     month = domain.month_of(today)
     last = domain.previous_month(month)
     first = domain.shift_month(month, -(settings.recurring_lookback_months - 1))
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         spending_rows = session.execute(
             select(
                 MonthlyCategory.month, MonthlyCategory.currency, func.sum(MonthlyCategory.outflow)
@@ -455,7 +455,7 @@ def insights(
 
 def anomalies(uow: UnitOfWork, user_id: str, limit: int = 50) -> list[dict]:
     """The user's flagged outflows, newest first."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rows = session.scalars(
             select(FlaggedTransfer)
             .where(FlaggedTransfer.user_id == user_id)

@@ -66,7 +66,7 @@ def register(uow: UnitOfWork, email: str, password: str, full_name: str, now: da
     password_hash = passwords.hash_password(password)
     user_id = _new_id()
     try:
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             if session.scalar(select(User.id).where(User.email == email)):
                 raise _email_taken()
             session.add(
@@ -106,17 +106,17 @@ def login(
         email = normalise_email(email)
     except InvalidInput:
         email = None
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         user_id = session.scalar(select(User.id).where(User.email == email)) if email else None
     if user_id is None:
         # Verify anyway: an unknown email costs what a wrong password costs.
         passwords.verify_password(None, password)
         raise _invalid_credentials()
     failures = _reserve_attempt(uow, settings.lockout, user_id, now)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         password_hash = session.scalar(select(User.password_hash).where(User.id == user_id))
     if not passwords.verify_password(password_hash, password):
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             locked_until = _after_failure(
                 session, settings.lockout, user_id, failures, now, factor="password"
             )
@@ -124,7 +124,7 @@ def login(
             raise _locked(locked_until)
         raise _invalid_credentials()
 
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         mfa_enabled = session.scalar(select(User.mfa_enabled).where(User.id == user_id))
         # A password alone ends the login only without MFA: then the count of
         # failures starts again. With MFA, only this attempt's reservation is
@@ -156,7 +156,7 @@ def _reserve_attempt(uow: UnitOfWork, policy: LockoutPolicy, user_id: str, now: 
     more than `max_failures` passwords checked; once the limit is reached,
     further attempts are refused without checking anything.
     """
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         failures = session.execute(
             update(User)
             .where(User.id == user_id, _not_locked(now), User.failed_logins < policy.max_failures)
@@ -295,7 +295,7 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
 
 
 def enroll_mfa(uow: UnitOfWork, user_id: str) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         user = _get_user(session, user_id)
         if user.mfa_enabled:
             raise Conflict("mfa_already_enabled", "MFA is already enabled for this user.")
@@ -306,7 +306,7 @@ def enroll_mfa(uow: UnitOfWork, user_id: str) -> dict:
 
 
 def confirm_mfa(uow: UnitOfWork, user_id: str, code: str, now: datetime) -> None:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         user = _get_user(session, user_id)
         if user.mfa_enabled:
             raise Conflict("mfa_already_enabled", "MFA is already enabled for this user.")
@@ -330,7 +330,7 @@ def verify_mfa(
 ) -> dict:
     refused = Unauthenticated("invalid_mfa", "The MFA token or code is wrong or expired.")
     locked_until = None
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         challenge = session.scalar(
             select(MfaChallenge)
             .where(MfaChallenge.token_hash == token_digest(mfa_token))
@@ -391,7 +391,7 @@ def verify_mfa(
 def refresh(
     uow: UnitOfWork, keys: KeyRing, settings: AuthSettings, refresh_token: str, now: datetime
 ) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         token = session.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == token_digest(refresh_token))
         )
@@ -443,7 +443,7 @@ def _revoke(session: Session, auth_session: AuthSession, reason: str, now: datet
 
 
 def logout(uow: UnitOfWork, user_id: str, session_id: str, now: datetime) -> None:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         auth_session = session.get(AuthSession, session_id)
         if auth_session is None or auth_session.user_id != user_id:
             raise NotFound("session_not_found", "No such session.")
@@ -453,7 +453,7 @@ def logout(uow: UnitOfWork, user_id: str, session_id: str, now: datetime) -> Non
 def revoked_sessions(uow: UnitOfWork, settings: AuthSettings, now: datetime) -> list[dict]:
     """Sessions revoked recently enough that their access tokens may still live."""
     horizon = now - settings.tokens.access_ttl
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rows = session.execute(
             select(AuthSession.id, AuthSession.revoked_at).where(AuthSession.revoked_at >= horizon)
         ).all()
@@ -471,7 +471,7 @@ def _get_user(session: Session, user_id: str) -> User:
 
 
 def me(uow: UnitOfWork, user_id: str, session_id: str, now: datetime) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         auth_session = session.get(AuthSession, session_id)
         if (
             auth_session is None
@@ -497,7 +497,7 @@ def grant_role(uow: UnitOfWork, user_id: str, role: str) -> list[str]:
             f"Role must be one of {sorted(ROLES)}.",
             {"role": [f"Must be one of {sorted(ROLES)}."]},
         )
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         _get_user(session, user_id)
         if session.get(UserRole, (user_id, role)) is None:
             session.add(UserRole(user_id=user_id, role=role))

@@ -28,32 +28,24 @@ SENT = "sent"
 FAILED = "failed"  # given up: the provider refused it, or every try failed
 STATUSES = (PENDING, SENDING, SENT, FAILED)
 
-# Templates, one per kind of news.
-WELCOME = "welcome"
-DEPOSIT_RECEIVED = "deposit_received"
-TRANSFER_SENT = "transfer_sent"
-TRANSFER_RECEIVED = "transfer_received"
-TRANSFER_FAILED = "transfer_failed"
-PAYOUT_SENT = "payout_sent"
-RISK_REVIEW = "risk_review"
-NEW_LOGIN = "new_login"
-MFA_ENABLED = "mfa_enabled"
-TEMPLATES = (
-    WELCOME,
-    DEPOSIT_RECEIVED,
-    TRANSFER_SENT,
-    TRANSFER_RECEIVED,
-    TRANSFER_FAILED,
-    PAYOUT_SENT,
-    RISK_REVIEW,
-    NEW_LOGIN,
-    MFA_ENABLED,
-)
 
-# risk.events: a transfer held for a human's review (risk does not emit it
-# yet: reviews are the next step); payload {transfer_id, owner_id, amount,
-# currency, reasons, transfer}.
-TRANSFER_REVIEW_REQUESTED = contracts.TRANSFER_REVIEW_REQUESTED
+class Template:
+    """Template names, one per kind of news (stored with each notification).
+    Not event types: a `transfer_failed` event becomes a TRANSFER_FAILED
+    notification, a `transfer_completed` one any of three others."""
+
+    WELCOME = "welcome"
+    DEPOSIT_RECEIVED = "deposit_received"
+    TRANSFER_SENT = "transfer_sent"
+    TRANSFER_RECEIVED = "transfer_received"
+    TRANSFER_FAILED = "transfer_failed"
+    PAYOUT_SENT = "payout_sent"
+    RISK_REVIEW = "risk_review"
+    NEW_LOGIN = "new_login"
+    MFA_ENABLED = "mfa_enabled"
+
+
+TEMPLATES = tuple(value for name, value in vars(Template).items() if name.isupper())
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 MAX_PUSH_TOKEN = 4096
@@ -241,35 +233,35 @@ def plan(event_type: str, payload: Mapping, occurred_at: str | None = None) -> l
     at = {"at": occurred_at}
     if event_type == contracts.USER_REGISTERED:
         context = {"email": payload.get("email"), **at}
-        return [Planned(_user(payload, "user_id"), WELCOME, context)]
+        return [Planned(_user(payload, "user_id"), Template.WELCOME, context)]
     if event_type == contracts.LOGIN_SUCCEEDED:
         context = {"mfa": bool(payload.get("mfa")), **at}
-        return [Planned(_user(payload, "user_id"), NEW_LOGIN, context)]
+        return [Planned(_user(payload, "user_id"), Template.NEW_LOGIN, context)]
     if event_type == contracts.MFA_ENABLED:
-        return [Planned(_user(payload, "user_id"), MFA_ENABLED, dict(at))]
+        return [Planned(_user(payload, "user_id"), Template.MFA_ENABLED, dict(at))]
     if event_type == contracts.TRANSFER_COMPLETED:
         owner = _user(payload, "owner_id")
         context = {**_transfer_context(payload), **at}
         kind = context["kind"]
         if kind == contracts.KIND_DEPOSIT:
-            return [Planned(owner, DEPOSIT_RECEIVED, context)]
+            return [Planned(owner, Template.DEPOSIT_RECEIVED, context)]
         if kind == contracts.KIND_PAYOUT:
-            return [Planned(owner, PAYOUT_SENT, context)]
+            return [Planned(owner, Template.PAYOUT_SENT, context)]
         if kind == contracts.KIND_INTERNAL:
-            planned = [Planned(owner, TRANSFER_SENT, context)]
+            planned = [Planned(owner, Template.TRANSFER_SENT, context)]
             receiver = _user(payload, "to_owner_id", required=False)
             # One notification per customer, event and channel: moving money
             # between one's own accounts is told once, as sent.
             if receiver is not None and receiver != owner:
-                planned.append(Planned(receiver, TRANSFER_RECEIVED, context))
+                planned.append(Planned(receiver, Template.TRANSFER_RECEIVED, context))
             return planned
         raise MalformedEvent(f"unknown transfer kind {kind!r}")
     if event_type == contracts.TRANSFER_FAILED:
         context = {**_transfer_context(payload), **at}
         context["reason"] = payload.get("reason")
         context["reason_text"] = failure_text(payload.get("reason"))
-        return [Planned(_user(payload, "owner_id"), TRANSFER_FAILED, context)]
-    if event_type == TRANSFER_REVIEW_REQUESTED:
+        return [Planned(_user(payload, "owner_id"), Template.TRANSFER_FAILED, context)]
+    if event_type == contracts.TRANSFER_REVIEW_REQUESTED:
         transfer = payload.get("transfer") if isinstance(payload.get("transfer"), Mapping) else {}
         merged = {**transfer, **payload}
         owner = _user(merged, "owner_id")
@@ -277,5 +269,5 @@ def plan(event_type: str, payload: Mapping, occurred_at: str | None = None) -> l
             context = {**_transfer_context(merged), **at}
         except MalformedEvent:
             context = {"transfer_id": merged.get("transfer_id"), "amount": None, **at}
-        return [Planned(owner, RISK_REVIEW, context)]
+        return [Planned(owner, Template.RISK_REVIEW, context)]
     return []

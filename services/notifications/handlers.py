@@ -86,7 +86,7 @@ def handle_event(
     delivery = delivery or Delivery()
     payload = envelope.get("payload")
     planned = domain.plan(event_type, payload, envelope.get("occurred_at"))
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         taken = None
         if claim(session, envelope, handler_name(event_type)):
             if event_type == contracts.USER_REGISTERED:
@@ -221,7 +221,7 @@ def deliver(
 ) -> dict:
     """Send an event's unsent notifications; raise DeliveryIncomplete if some remain."""
     delivery = delivery or Delivery()
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rows = session.execute(
             select(Notification.id, Notification.status)
             .where(Notification.event_id == event_id)
@@ -270,7 +270,7 @@ def _send(
         else:
             finished.append((row.id, domain.SENT, {"reference": reference}))
             outcome["sent"] += 1
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         for notification_id, status, details in finished:
             _finish(session, notification_id, status, now, **details)
         outcome["pending"] += sum(_still_unsent(session, n) for n in held_elsewhere)
@@ -286,7 +286,7 @@ def _send(
 
 def _take(uow: UnitOfWork, notification_id: str, now: datetime, lease: timedelta):
     """Lease one row for sending; None if another worker has it or it is done."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         taken = session.execute(
             update(Notification)
             .where(Notification.id == notification_id, _to_send(now))
@@ -375,7 +375,7 @@ def _view(row: Notification) -> dict:
 
 def list_notifications(uow: UnitOfWork, user_id: str, limit: int = 50) -> list[dict]:
     """A customer's notifications, newest first."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rows = session.scalars(
             select(Notification)
             .where(Notification.user_id == user_id)
@@ -387,7 +387,7 @@ def list_notifications(uow: UnitOfWork, user_id: str, limit: int = 50) -> list[d
 
 def get_notification(uow: UnitOfWork, notification_id: str) -> dict | None:
     """One notification with its content and delivery details (operators)."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         row = session.get(Notification, notification_id)
         if row is None:
             return None
@@ -412,13 +412,13 @@ def _preferences(row: Preference | None) -> domain.Preferences:
 
 
 def get_preferences(uow: UnitOfWork, user_id: str) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         return _preferences(session.get(Preference, user_id)).as_dict()
 
 
 def set_preferences(uow: UnitOfWork, user_id: str, changes: Mapping, now: datetime) -> dict:
     """Apply a change (absent keys stay, null clears phone or push_token)."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         row = session.get(Preference, user_id, with_for_update=True)
         try:
             updated = domain.merge_preferences(_preferences(row), changes)

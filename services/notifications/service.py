@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from nameko.extensions import DependencyProvider
 
-from services.notifications import domain, handlers, schemas
+from services.notifications import handlers, schemas
 from services.notifications.providers import Channels
 from services.notifications.settings import NotificationSettings
 from services.notifications.steps import notification_step
@@ -87,9 +87,9 @@ class NotificationsService(ServiceBase):
     def on_transfer_failed(self, envelope, delivery=None):
         self._handle(contracts.TRANSFER_FAILED, envelope, delivery)
 
-    @notification_step(contracts.RISK, domain.TRANSFER_REVIEW_REQUESTED)
+    @notification_step(contracts.RISK, contracts.TRANSFER_REVIEW_REQUESTED)
     def on_transfer_review_requested(self, envelope, delivery=None):
-        self._handle(domain.TRANSFER_REVIEW_REQUESTED, envelope, delivery)
+        self._handle(contracts.TRANSFER_REVIEW_REQUESTED, envelope, delivery)
 
     # -- RPC ---------------------------------------------------------------------
 

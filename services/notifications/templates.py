@@ -30,7 +30,7 @@ _FOOTER = """
 change them in the app (Settings > Notifications)."""
 
 _SOURCES: dict[str, dict[str, str]] = {
-    domain.WELCOME: {
+    domain.Template.WELCOME: {
         "subject": "Welcome to {{ brand }}, {{ name }}",
         "body": """Hi {{ name }},
 
@@ -38,7 +38,7 @@ welcome to {{ brand }}! Your profile{% if email %} for {{ email }}{% endif %} is
 Open an account in the app to start receiving and sending money.""",
         "short": "Welcome to {{ brand }}, {{ name }}! Your profile is ready.",
     },
-    domain.NEW_LOGIN: {
+    domain.Template.NEW_LOGIN: {
         "subject": "New sign-in to your {{ brand }} account",
         "body": """Hi {{ name }},
 
@@ -52,7 +52,7 @@ now and turn on two-factor authentication.""",
             " Not you? Change your password now."
         ),
     },
-    domain.MFA_ENABLED: {
+    domain.Template.MFA_ENABLED: {
         "subject": "Two-factor authentication is on",
         "body": """Hi {{ name }},
 
@@ -63,7 +63,7 @@ authenticator app.
 If you did not turn it on, contact us right away.""",
         "short": "Two-factor authentication is now on for your {{ brand }} account.",
     },
-    domain.DEPOSIT_RECEIVED: {
+    domain.Template.DEPOSIT_RECEIVED: {
         "subject": "Deposit received: {{ amount | money(currency) }}",
         "body": """Hi {{ name }},
 
@@ -72,7 +72,7 @@ Reference: {{ reference }}{% endif %}
 Transfer: {{ transfer_id }}""",
         "short": "{{ brand }}: your deposit of {{ amount | money(currency) }} has arrived.",
     },
-    domain.TRANSFER_SENT: {
+    domain.Template.TRANSFER_SENT: {
         "subject": "You sent {{ amount | money(currency) }}",
         "body": """Hi {{ name }},
 
@@ -81,7 +81,7 @@ Reference: {{ reference }}{% endif %}
 Transfer: {{ transfer_id }}""",
         "short": "{{ brand }}: you sent {{ amount | money(currency) }}.",
     },
-    domain.TRANSFER_RECEIVED: {
+    domain.Template.TRANSFER_RECEIVED: {
         "subject": "You received {{ amount | money(currency) }}",
         "body": """Hi {{ name }},
 
@@ -90,7 +90,7 @@ Reference: {{ reference }}{% endif %}
 Transfer: {{ transfer_id }}""",
         "short": "{{ brand }}: you received {{ amount | money(currency) }}.",
     },
-    domain.TRANSFER_FAILED: {
+    domain.Template.TRANSFER_FAILED: {
         "subject": "Your {{ kind_label }} of {{ amount | money(currency) }} did not go through",
         "body": """Hi {{ name }},
 
@@ -103,7 +103,7 @@ Transfer: {{ transfer_id }}""",
             " did not go through: {{ reason_text }}."
         ),
     },
-    domain.PAYOUT_SENT: {
+    domain.Template.PAYOUT_SENT: {
         "subject": "Payout sent: {{ amount | money(currency) }}",
         "body": """Hi {{ name }},
 
@@ -117,7 +117,7 @@ Transfer: {{ transfer_id }}""",
             "{% if beneficiary_name %} to {{ beneficiary_name }}{% endif %} is on its way."
         ),
     },
-    domain.RISK_REVIEW: {
+    domain.Template.RISK_REVIEW: {
         "subject": "We are reviewing your transfer",
         "body": """Hi {{ name }},
 

@@ -86,7 +86,7 @@ def redrive_in_flight(
     definitive answer records the outcome and stages its event, and the saga
     moves on. Returns how many operations got a definitive answer.
     """
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         stale = session.execute(
             select(ProviderOperation.kind, ProviderOperation.transfer)
             .where(

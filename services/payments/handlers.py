@@ -105,7 +105,7 @@ def payout(
 
 
 def get_operation(uow: UnitOfWork, kind: str, transfer_id: str) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         operation = _find(session, OperationKind(kind), transfer_id)
         if operation is None:
             raise NotFound("operation_not_found", f"No {kind} for transfer {transfer_id}.")
@@ -127,7 +127,7 @@ def record_provider_event(
     answer, the event finishes the operation and stages its outcome event.
     """
     now = clock()
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         inserted = insert_ignoring_duplicates(
             session,
             ProviderEvent.__table__,
@@ -192,7 +192,7 @@ def _perform(
     except ProviderError as exc:
         _note_error(uow, operation["operation_id"], exc, clock())
         raise
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         row = session.get(ProviderOperation, operation["operation_id"], with_for_update=True)
         _finish(session, row, result, clock(), causation_id)
         session.refresh(row)
@@ -209,7 +209,7 @@ def _begin(
     transfer: Mapping | None = None,
 ) -> dict:
     fingerprint = request_fingerprint(request)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         insert_ignoring_duplicates(
             session,
             ProviderOperation.__table__,
@@ -292,7 +292,7 @@ def _finish(
 
 
 def _note_error(uow: UnitOfWork, operation_id: str, error: ProviderError, now: datetime) -> None:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         session.execute(
             update(ProviderOperation)
             .where(

@@ -182,14 +182,14 @@ def _rules_view(rules: domain.RuleSet, row: RuleSetVersion | None) -> dict:
 
 
 def get_rules(uow: UnitOfWork, cache: RuleCache, version: int | None = None) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rules = cache.current(session) if version is None else _stored_rules(session, version)
         row = session.get(RuleSetVersion, rules.version) if rules.version else None
         return _rules_view(rules, row)
 
 
 def list_rule_versions(uow: UnitOfWork, limit: int = 50) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rows = session.scalars(
             select(RuleSetVersion).order_by(RuleSetVersion.version.desc()).limit(limit)
         )
@@ -217,7 +217,7 @@ def put_rules(
     """Store a new version of the rules; it applies to the next assessment."""
     parsed = _parse_rules(document)
     try:
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             version = (session.scalar(select(func.max(RuleSetVersion.version))) or 0) + 1
             rules = parsed.with_version(version)
             row = RuleSetVersion(
@@ -268,14 +268,14 @@ def _customer_view(session: Session, rules: domain.RuleSet, user_id: str, now: d
 
 
 def get_customer(uow: UnitOfWork, cache: RuleCache, user_id: str, now: datetime) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         return _customer_view(session, cache.current(session), user_id, now)
 
 
 def set_customer_tier(
     uow: UnitOfWork, cache: RuleCache, user_id: str, tier: str, changed_by: str, now: datetime
 ) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rules = cache.current(session)
         if tier not in rules.tiers:
             known = ", ".join(sorted(rules.tiers))
@@ -502,7 +502,7 @@ def assess_transfer(
         return None
     transfer_id, account_id, amount, currency, owner_id = _checked(transfer)
     cache = cache or RuleCache()
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         if not claim(session, envelope, ASSESS_HANDLER):
             return None
         # The account's lock first, then the transfer's (withdraw_review's).
@@ -683,7 +683,7 @@ def decide_review(
     own transfer.
     """
     status = APPROVED if decision == contracts.APPROVE else REJECTED
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         review = _review_by_id(session, review_id)
         if decided_by in {review.owner_id, review.recipient_id} - {None}:
             raise Forbidden(
@@ -703,7 +703,7 @@ def decide_review(
 
 def expire_reviews(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
     """Reject the reviews nobody decided in time; returns how many."""
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         due = session.scalars(
             select(Review.seq)
             .where(Review.status == PENDING, Review.expires_at <= now)
@@ -715,7 +715,7 @@ def expire_reviews(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
     # on several rows (they could deadlock).
     expired = 0
     for seq in due:
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             review = session.get(Review, seq)
             expired += _close_review(session, review, EXPIRED, SYSTEM, "not decided in time", now)
     if expired:
@@ -726,7 +726,7 @@ def expire_reviews(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
 def withdraw_review(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     """The saga failed a held transfer (at its deadline, say): close its review."""
     payload = envelope["payload"]
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         if not claim(session, envelope, TRANSFER_FAILED_HANDLER):
             return
         transfer_id = payload.get("transfer_id")
@@ -784,7 +784,7 @@ def _review_view(session: Session, review: Review, assessment: Assessment | None
 
 
 def get_review(uow: UnitOfWork, review_id: str) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         review = _review_by_id(session, review_id)
         return _review_view(session, review)
 
@@ -803,7 +803,7 @@ def list_reviews(
         query = query.where(Review.status == status)
     if cursor is not None:
         query = query.where(Review.seq < cursor)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rows = session.execute(query).all()
         return {
             "items": [_review_view(session, review, assessment) for review, assessment in rows],
@@ -820,7 +820,7 @@ def record_account_opened(uow: UnitOfWork, envelope: dict, now: datetime) -> Non
     account_id = payload.get("account_id")
     if not is_id(account_id):
         raise ValueError(f"account_opened without a usable account_id: {account_id!r}")
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         if not claim(session, envelope, ACCOUNT_OPENED_HANDLER):
             return
         if session.get(AccountAge, account_id) is None:
@@ -842,7 +842,7 @@ def record_login_failed(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     if not is_id(user_id):
         raise ValueError(f"login_failed without a usable user_id: {user_id!r}")
     factor = payload.get("factor")
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         if not claim(session, envelope, LOGIN_FAILED_HANDLER):
             return
         session.add(
@@ -880,7 +880,7 @@ def _assessment_view(assessment: Assessment, review: Review | None) -> dict:
 
 
 def get_assessment(uow: UnitOfWork, transfer_id: str) -> dict:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         assessment = session.scalar(select(Assessment).where(Assessment.transfer_id == transfer_id))
         if assessment is None:
             raise NotFound("assessment_not_found", "No assessment for this transfer.")
@@ -910,7 +910,7 @@ def list_assessments(
         query = query.where(Assessment.decision == decision)
     if cursor is not None:
         query = query.where(Assessment.id < cursor)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         rows = session.execute(query).all()
         return {
             "items": [_assessment_view(assessment, review) for assessment, review in rows],

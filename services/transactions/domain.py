@@ -14,12 +14,18 @@ PENDING = "pending"
 COMPLETED = "completed"
 FAILED = "failed"
 
-# Events of the transfer stream (internal to transactions; past tense).
-TRANSFER_REQUESTED = "TransferRequested"
-STEP_RECORDED = "SagaStepRecorded"
-TRANSFER_COMPLETED = "TransferCompleted"
-TRANSFER_FAILED = "TransferFailed"
-DEADLINE_EXTENDED = "DeadlineExtended"
+
+class Recorded:
+    """Types of the transfer stream's own events, as the event store keeps
+    them (internal to transactions; CamelCase, past tense). Not the saga's
+    published events, which are shared.contracts' snake_case constants."""
+
+    REQUESTED = "TransferRequested"
+    STEP_RECORDED = "SagaStepRecorded"
+    COMPLETED = "TransferCompleted"
+    FAILED = "TransferFailed"
+    DEADLINE_EXTENDED = "DeadlineExtended"
+
 
 # A transfer held for risk review waits for an admin: its deadline moves to
 # the review's own, plus this grace for risk's verdict on an expired review
@@ -93,7 +99,7 @@ class Transfer:
         now: datetime,
     ) -> Event:
         return Event(
-            TRANSFER_REQUESTED,
+            Recorded.REQUESTED,
             {
                 "transfer_id": transfer_id,
                 "kind": kind,
@@ -123,20 +129,20 @@ class Transfer:
         at = now.isoformat()
         events = []
         if prior and not any(s["type"] == prior["type"] for s in self.steps):
-            events.append(Event(STEP_RECORDED, {"step": prior["type"], "at": prior["at"]}))
-        events.append(Event(STEP_RECORDED, {"step": step, "at": at}))
+            events.append(Event(Recorded.STEP_RECORDED, {"step": prior["type"], "at": prior["at"]}))
+        events.append(Event(Recorded.STEP_RECORDED, {"step": step, "at": at}))
         if self.status != PENDING:
             return events  # a late step after the end is kept for the record only
         if step == COMPLETING_STEP.get(self.kind):
-            events.append(Event(TRANSFER_COMPLETED, {"at": at}))
+            events.append(Event(Recorded.COMPLETED, {"at": at}))
         elif step == contracts.TRANSFER_REVIEW_REQUESTED:
             deadline = self._review_deadline(payload)
             if deadline is not None:
-                events.append(Event(DEADLINE_EXTENDED, {"deadline": deadline, "at": at}))
+                events.append(Event(Recorded.DEADLINE_EXTENDED, {"deadline": deadline, "at": at}))
         elif step in FAILING_STEP:
             reason = None if step in _RISK_VERDICTS else payload.get("reason")
             events.append(
-                Event(TRANSFER_FAILED, {"reason": reason or FAILING_STEP[step], "at": at})
+                Event(Recorded.FAILED, {"reason": reason or FAILING_STEP[step], "at": at})
             )
         return events
 
@@ -160,7 +166,7 @@ class Transfer:
         if self.status != PENDING:
             return []
         return [
-            Event(TRANSFER_FAILED, {"reason": contracts.REASON_TIMED_OUT, "at": now.isoformat()})
+            Event(Recorded.FAILED, {"reason": contracts.REASON_TIMED_OUT, "at": now.isoformat()})
         ]
 
     def can_time_out(self, now: datetime) -> bool:
@@ -184,7 +190,7 @@ class Transfer:
 
     def apply(self, event: Event) -> None:
         data = event.data
-        if event.type == TRANSFER_REQUESTED:
+        if event.type == Recorded.REQUESTED:
             for key in (
                 "transfer_id",
                 "kind",
@@ -201,16 +207,16 @@ class Transfer:
             ):
                 setattr(self, key, data[key])
             self.created_at = self.updated_at = data["at"]
-        elif event.type == STEP_RECORDED:
+        elif event.type == Recorded.STEP_RECORDED:
             self.steps.append({"type": data["step"], "at": data["at"]})
             self.updated_at = data["at"]
-        elif event.type == TRANSFER_COMPLETED:
+        elif event.type == Recorded.COMPLETED:
             self.status = COMPLETED
             self.updated_at = data["at"]
-        elif event.type == DEADLINE_EXTENDED:
+        elif event.type == Recorded.DEADLINE_EXTENDED:
             self.deadline = data["deadline"]
             self.updated_at = data["at"]
-        elif event.type == TRANSFER_FAILED:
+        elif event.type == Recorded.FAILED:
             self.status = FAILED
             self.failure_reason = data["reason"]
             self.updated_at = data["at"]

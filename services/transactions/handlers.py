@@ -11,13 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.transactions import event_store, projections, rebuild
 from services.transactions.directory import AccountDirectory
-from services.transactions.domain import (
-    PENDING,
-    TRANSFER_COMPLETED,
-    TRANSFER_FAILED,
-    Event,
-    Transfer,
-)
+from services.transactions.domain import PENDING, Event, Recorded, Transfer
 from services.transactions.models import AccountHistory, TransferRequest, TransferView
 from shared import contracts, correlation, transfer_checks
 from shared.database import UnitOfWork, connection_of, insert_ignoring_duplicates
@@ -28,7 +22,7 @@ from shared.schemas import position_cursor
 _requests = TransferRequest.__table__
 _view = TransferView.__table__
 _history = AccountHistory.__table__
-ENDINGS = {TRANSFER_COMPLETED, TRANSFER_FAILED}
+ENDINGS = {Recorded.COMPLETED, Recorded.FAILED}
 _FIRST_REQUEST = select(_requests.c.request_hash, _requests.c.transfer_id).where(
     _requests.c.owner_id == bindparam("owner"), _requests.c.idempotency_key == bindparam("key")
 )
@@ -95,7 +89,7 @@ def create_transfer(
     known = None if kind == contracts.KIND_DEPOSIT else directory.known(from_id, to_id)
     to_owner_id = None
     if known is None:
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             replay = _replayed(session, owner_id, idempotency_key, request_hash)
         if replay:
             return replay
@@ -103,7 +97,7 @@ def create_transfer(
         directory.learn(answer.get("accounts", ()))
         to_owner_id = answer.get("to_owner_id")
     transfer_id = str(uuid.uuid4())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         replay = _claim_key(session, owner_id, idempotency_key, request_hash, transfer_id, now)
         if replay:
             return replay
@@ -173,7 +167,7 @@ def expire_overdue(
     for it, and from then on refuses to reserve or post it. A transfer whose
     money already moved is left to its own events, however late they are.
     """
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         candidates = session.scalars(
             select(TransferView.transfer_id)
             .where(
@@ -186,13 +180,13 @@ def expire_overdue(
         ).all()
     expired = 0
     for transfer_id in candidates:
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             transfer = event_store.load(session, transfer_id)
         if not transfer.can_time_out(now) or not may_expire(transfer_id):
             continue  # outside any transaction: may_expire is an RPC
         # accounts has closed it: that answer is binding, even if a step
         # folded meanwhile moved the deadline (a review).
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             transfer = _fold(session, transfer_id, lambda t: t.expired_by_accounts(now), now, None)
         expired += transfer.failure_reason == contracts.REASON_TIMED_OUT
     return expired

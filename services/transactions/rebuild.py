@@ -175,7 +175,7 @@ class _Writer(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.uow.transaction() as session:
+            with self.uow.commit_on_exit() as session:
                 _no_statement_timeout(session)
                 self.replayed = _fill(session, self.copies, iter(self.batches.get, None))
         except BaseException as error:  # noqa: BLE001 (handed to the rebuilding thread)
@@ -203,7 +203,7 @@ def rebuild(uow: UnitOfWork) -> int:
     started = time.monotonic()
     sqlite = uow.dialect_name() == "sqlite"  # SQLite adds no key to a table it has made
     copies = tuple(_copy(table, keyed=sqlite) for table in PROJECTIONS)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         connection = connection_of(session)
         for copy in copies:
             copy.drop(connection, checkfirst=True)
@@ -221,7 +221,7 @@ def rebuild(uow: UnitOfWork) -> int:
         "read models replayed beside the live ones; catching up and swapping",
         extra={"events": replayed, "seconds": round(built - started, 1)},
     )
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         _no_statement_timeout(session)
         _hold_back_new_events(session)
         caught_up = _catch_up(session, copies)

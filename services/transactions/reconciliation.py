@@ -36,7 +36,7 @@ _ENDED = (
     .join(_views, _views.c.transfer_id == _events.c.stream_id)
     .where(
         _events.c.position > bindparam("after"),
-        _events.c.event_type.in_((domain.TRANSFER_COMPLETED, domain.TRANSFER_FAILED)),
+        _events.c.event_type.in_((domain.Recorded.COMPLETED, domain.Recorded.FAILED)),
         _events.c.recorded_at < bindparam("settled_before"),
     )
     .order_by(_events.c.position)

@@ -4,7 +4,6 @@ from datetime import timedelta
 
 import eventlet
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
 from services.transactions import consumers, handlers, reconciliation, schemas
@@ -14,7 +13,7 @@ from shared.database import Database
 from shared.errors import Unavailable
 from shared.event_handlers import saga_step
 from shared.outbox import OutboxRelay
-from shared.rpc import rpc
+from shared.rpc import RpcProxy, rpc
 from shared.schemas import load
 from shared.service import ServiceBase
 from shared.sqltypes import utcnow

@@ -4,7 +4,8 @@ import time
 import uuid
 
 import pytest
-from nameko.standalone.rpc import ClusterRpcProxy
+
+from shared.rpc import cluster_rpc
 
 PASSWORD = "correct horse battery staple"
 
@@ -50,7 +51,7 @@ def make_admin(api):
     Roles are granted by operators over RPC, never over HTTP; a token
     carries the roles of its login."""
     user = register(api)
-    with ClusterRpcProxy({"AMQP_URI": api.env["AMQP_URI"]}, timeout=10) as rpc:
+    with cluster_rpc({"AMQP_URI": api.env["AMQP_URI"]}, timeout=10) as rpc:
         rpc.auth.grant_role(user["user_id"], "admin")
     return user, login(api, user)["access_token"]
 

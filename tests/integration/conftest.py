@@ -91,8 +91,8 @@ def event_tap(config):
 @pytest.fixture
 def rpc(config):
     """Call a service the way other services and the gateway do."""
-    from nameko.standalone.rpc import ClusterRpcProxy
+    from shared.rpc import cluster_rpc
 
-    proxy = ClusterRpcProxy(config, timeout=20, context_data={"correlation_id": "it-test"})
+    proxy = cluster_rpc(config, timeout=20, context_data={"correlation_id": "it-test"})
     yield proxy.start()
     proxy.stop()

@@ -7,11 +7,11 @@ import eventlet
 import jwt
 import pyotp
 import pytest
-from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.auth.service import AuthService
 from shared import contracts
 from shared.errors import Conflict, InvalidInput, Locked, Unauthenticated
+from shared.rpc import cluster_rpc
 
 PASSWORD = "correct horse battery staple"
 
@@ -54,7 +54,7 @@ def test_concurrent_registrations_of_one_email_create_one_user(auth, config, sql
     email = new_email()
 
     def attempt(_):
-        with ClusterRpcProxy(config, timeout=20) as rpc:
+        with cluster_rpc(config, timeout=20) as rpc:
             try:
                 rpc.auth.register(email, PASSWORD, "Racer")
                 return "created"
@@ -168,12 +168,12 @@ def test_refresh_rotates_and_a_reused_token_revokes_the_whole_family(auth, rpc, 
 
 
 def test_of_concurrent_uses_of_one_refresh_token_exactly_one_wins_and_then_dies(auth, config):
-    with ClusterRpcProxy(config, timeout=20) as rpc:
+    with cluster_rpc(config, timeout=20) as rpc:
         _, email = registered(rpc)
         token = rpc.auth.login(email, PASSWORD)["refresh_token"]
 
     def use(_):
-        with ClusterRpcProxy(config, timeout=20) as rpc:
+        with cluster_rpc(config, timeout=20) as rpc:
             try:
                 return rpc.auth.refresh(token)
             except Unauthenticated as exc:
@@ -184,7 +184,7 @@ def test_of_concurrent_uses_of_one_refresh_token_exactly_one_wins_and_then_dies(
     assert len(winners) == 1
     assert outcomes.count("refresh_token_reused") == 3
     # The reuse revoked the family, the winner's fresh token included.
-    with ClusterRpcProxy(config, timeout=20) as rpc, pytest.raises(Unauthenticated):
+    with cluster_rpc(config, timeout=20) as rpc, pytest.raises(Unauthenticated):
         rpc.auth.refresh(winners[0]["refresh_token"])
 
 
@@ -193,7 +193,7 @@ def test_concurrent_wrong_passwords_get_at_most_five_checks(auth, config, rpc, e
     _, email = registered(rpc)
 
     def guess(n):
-        with ClusterRpcProxy(config, timeout=30) as client:
+        with cluster_rpc(config, timeout=30) as client:
             try:
                 client.auth.login(email, f"wrong guess number {n}")
             except (Unauthenticated, Locked) as exc:

@@ -70,7 +70,7 @@ def handle(service, envelope_, handler, hold=0.0):
     }
     CALLS.setdefault(envelope_["event_id"], []).append(call)
     try:
-        with service.db.transaction() as session:
+        with service.db.commit_on_exit() as session:
             call["claimed"] = claim(session, envelope_, handler)
             if not call["claimed"]:
                 return

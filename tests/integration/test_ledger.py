@@ -28,7 +28,7 @@ def open_account(uow, owner=None, currency="EUR"):
 
 
 def fund(uow, account, amount):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         entry = ledger.credit_deposit(
             session, str(uuid.uuid4()), account["account_id"], amount, account["currency"], utcnow()
         )
@@ -36,7 +36,7 @@ def fund(uow, account, amount):
 
 
 def balance_of(uow, account_id):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         row = session.get(Balance, account_id)
         return row.balance, row.held
 
@@ -44,11 +44,11 @@ def balance_of(uow, account_id):
 def test_a_deposit_is_credited_once_per_transfer_from_the_clearing_account(uow):
     account = open_account(uow)
     transfer_id = str(uuid.uuid4())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         first = ledger.credit_deposit(
             session, transfer_id, account["account_id"], 2500, "EUR", utcnow()
         )
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         again = ledger.credit_deposit(
             session, transfer_id, account["account_id"], 2500, "EUR", utcnow()
         )
@@ -64,9 +64,9 @@ def test_a_hold_reserves_once_and_refuses_more_than_is_available(uow):
     account = open_account(uow)
     fund(uow, account, 1000)
     transfer_id = str(uuid.uuid4())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         hold = ledger.place_hold(session, transfer_id, account["account_id"], 600, "EUR", utcnow())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         same = ledger.place_hold(session, transfer_id, account["account_id"], 600, "EUR", utcnow())
         refused = ledger.place_hold(
             session, str(uuid.uuid4()), account["account_id"], 401, "EUR", utcnow()
@@ -85,7 +85,7 @@ def test_concurrent_reservations_never_overdraw(uow):
     fund(uow, account, 1000)
 
     def reserve(_):
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             outcome = ledger.place_hold(
                 session, str(uuid.uuid4()), account["account_id"], 100, "EUR", utcnow()
             )
@@ -97,7 +97,7 @@ def test_concurrent_reservations_never_overdraw(uow):
 
 
 def post(uow, transfer_id, sender, receiver, amount, reference=None):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         return ledger.post_transfer(
             session,
             transfer_id,
@@ -116,7 +116,7 @@ def test_an_internal_transfer_is_one_balanced_entry_posted_once(uow):
     transfer_id = str(uuid.uuid4())
     entry = post(uow, transfer_id, sender, receiver, 300, "rent")
     again = post(uow, transfer_id, sender, receiver, 300, "rent")
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         total = session.scalar(
             select(func.sum(Posting.amount)).where(Posting.entry_id == entry.entry_id)
         )
@@ -130,7 +130,7 @@ def test_an_internal_transfer_is_one_balanced_entry_posted_once(uow):
 def test_an_internal_transfer_beyond_the_available_balance_is_refused_and_moves_nothing(uow):
     sender, receiver = open_account(uow), open_account(uow)
     fund(uow, sender, 1000)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         ledger.place_hold(session, str(uuid.uuid4()), sender["account_id"], 800, "EUR", utcnow())
     transfer_id = str(uuid.uuid4())
     refused = post(uow, transfer_id, sender, receiver, 201)
@@ -166,13 +166,13 @@ def test_a_payout_is_captured_or_released_exactly_once(uow):
     account = open_account(uow)
     fund(uow, account, 1000)
     paid, refused = str(uuid.uuid4()), str(uuid.uuid4())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         ledger.place_hold(session, paid, account["account_id"], 400, "EUR", utcnow())
         ledger.place_hold(session, refused, account["account_id"], 200, "EUR", utcnow())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         entry = ledger.capture_payout(session, paid, utcnow())
         released = ledger.release_hold(session, refused, utcnow())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         assert ledger.capture_payout(session, paid, utcnow()) == entry
         assert ledger.release_hold(session, refused, utcnow()) is None  # already released
         assert ledger.release_hold(session, paid, utcnow()) is None  # captured: not releasable
@@ -186,7 +186,7 @@ def test_money_is_conserved_across_customer_and_clearing_accounts(uow):
     now = utcnow()
     alice, bob = open_account(uow, currency="CHF"), open_account(uow, currency="CHF")
     moves = [str(uuid.uuid4()) for _ in range(4)]
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         ledger.credit_deposit(session, moves[0], alice["account_id"], 10_000, "CHF", now)
         ledger.post_transfer(
             session, moves[1], alice["account_id"], bob["account_id"], 2_500, "CHF", None, now
@@ -195,7 +195,7 @@ def test_money_is_conserved_across_customer_and_clearing_accounts(uow):
         ledger.capture_payout(session, moves[2], now)
         ledger.place_hold(session, moves[3], bob["account_id"], 500, "CHF", now)
         ledger.release_hold(session, moves[3], now)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         balances = dict(
             session.execute(
                 select(Balance.account_id, Balance.balance).where(Balance.currency == "CHF")

@@ -181,7 +181,7 @@ def test_a_registration_sends_a_welcome_email_and_lists_it(notifications, publis
     [item] = wait_for(
         lambda: [n for n in rpc.notifications.list_notifications(user_id) if n["status"] == "sent"]
     )
-    assert item["channel"] == "email" and item["template"] == domain.WELCOME
+    assert item["channel"] == "email" and item["template"] == domain.Template.WELCOME
     assert mail["message_id"] == f"<{item['notification_id']}@fintech.test>"
     assert item["event_type"] == contracts.USER_REGISTERED
     detail = rpc.notifications.get_notification(item["notification_id"])
@@ -211,9 +211,9 @@ def test_transfer_sent_and_received_go_to_both_parties(notifications, publish, s
     wait_for(lambda: {r[3] for r in rows(sql, event["event_id"])} == {"sent"})
     by_party = {(r[0], r[1]): r[2] for r in rows(sql, event["event_id"])}
     assert by_party == {
-        (sender, "email"): domain.TRANSFER_SENT,
-        (receiver, "email"): domain.TRANSFER_RECEIVED,
-        (receiver, "sms"): domain.TRANSFER_RECEIVED,
+        (sender, "email"): domain.Template.TRANSFER_SENT,
+        (receiver, "email"): domain.Template.TRANSFER_RECEIVED,
+        (receiver, "sms"): domain.Template.TRANSFER_RECEIVED,
     }
 
 
@@ -239,7 +239,7 @@ def test_every_kind_of_news_has_its_template(notifications, publish, sandbox, sq
         (contracts.AUTH, contracts.MFA_ENABLED, {"user_id": user}),
         (
             contracts.RISK,
-            domain.TRANSFER_REVIEW_REQUESTED,
+            contracts.TRANSFER_REVIEW_REQUESTED,
             {
                 "transfer_id": str(uuid.uuid4()),
                 "owner_id": user,
@@ -265,13 +265,13 @@ def test_every_kind_of_news_has_its_template(notifications, publish, sandbox, sq
     )
     assert sorted(t for (t,) in templates) == sorted(
         [
-            domain.WELCOME,
-            domain.DEPOSIT_RECEIVED,
-            domain.PAYOUT_SENT,
-            domain.TRANSFER_FAILED,
-            domain.NEW_LOGIN,
-            domain.MFA_ENABLED,
-            domain.RISK_REVIEW,
+            domain.Template.WELCOME,
+            domain.Template.DEPOSIT_RECEIVED,
+            domain.Template.PAYOUT_SENT,
+            domain.Template.TRANSFER_FAILED,
+            domain.Template.NEW_LOGIN,
+            domain.Template.MFA_ENABLED,
+            domain.Template.RISK_REVIEW,
         ]
     )
 
@@ -288,7 +288,12 @@ def test_a_duplicated_event_sends_once(notifications, publish, sandbox, sql):
     eventlet.sleep(1.0)  # the copies have been handled too
     assert len(sandbox.mails(address)) == 2
     [(_, channel, template, status, attempts, _, _)] = rows(sql, message["event_id"])
-    assert (channel, template, status, attempts) == ("email", domain.MFA_ENABLED, "sent", 1)
+    assert (channel, template, status, attempts) == (
+        "email",
+        domain.Template.MFA_ENABLED,
+        "sent",
+        1,
+    )
     assert sql(
         "notifications",
         "SELECT count(*) FROM inbox WHERE event_id = :e",
@@ -457,12 +462,18 @@ def test_notifications_are_listed_per_user_newest_first(notifications, publish, 
             else None
         )
     )
-    assert [n["template"] for n in listed] == [domain.NEW_LOGIN, domain.MFA_ENABLED, domain.WELCOME]
-    assert [n["template"] for n in rpc.notifications.list_notifications(ada, 2)] == [
-        domain.NEW_LOGIN,
-        domain.MFA_ENABLED,
+    assert [n["template"] for n in listed] == [
+        domain.Template.NEW_LOGIN,
+        domain.Template.MFA_ENABLED,
+        domain.Template.WELCOME,
     ]
-    assert [n["template"] for n in rpc.notifications.list_notifications(grace)] == [domain.WELCOME]
+    assert [n["template"] for n in rpc.notifications.list_notifications(ada, 2)] == [
+        domain.Template.NEW_LOGIN,
+        domain.Template.MFA_ENABLED,
+    ]
+    assert [n["template"] for n in rpc.notifications.list_notifications(grace)] == [
+        domain.Template.WELCOME
+    ]
     assert rpc.notifications.list_notifications(str(uuid.uuid4())) == []
     with pytest.raises(InvalidInput):
         rpc.notifications.list_notifications(ada, 0)

@@ -6,7 +6,6 @@ import uuid
 
 import eventlet
 import pytest
-from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import text
 
 from services.auth.service import AuthService
@@ -14,6 +13,7 @@ from shared import contracts
 from shared.database import Database, make_engine
 from shared.errors import Conflict
 from shared.outbox import record_event
+from shared.rpc import cluster_rpc
 from shared.rpc import rpc as rpc_entrypoint
 from shared.service import ServiceBase
 
@@ -98,19 +98,19 @@ class DbProbe(ServiceBase):
 
     @rpc_entrypoint
     def sleep(self, seconds):
-        with self.db.transaction() as session:
+        with self.db.commit_on_exit() as session:
             session.execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
         return True
 
     @rpc_entrypoint
     def insert_then_fail(self, marker):
-        with self.db.transaction() as session:
+        with self.db.commit_on_exit() as session:
             session.execute(text("INSERT INTO probe_rows (marker) VALUES (:m)"), {"m": marker})
             raise Conflict("deliberate", "rolled back")
 
     @rpc_entrypoint
     def insert(self, marker):
-        with self.db.transaction() as session:
+        with self.db.commit_on_exit() as session:
             session.execute(text("INSERT INTO probe_rows (marker) VALUES (:m)"), {"m": marker})
 
 
@@ -125,7 +125,7 @@ def dbprobe(container_factory, config, integration_env, monkeypatch, sql):
 
 def test_slow_queries_do_not_stall_other_workers(dbprobe, config):
     def call(_):
-        with ClusterRpcProxy(config, timeout=20) as rpc:
+        with cluster_rpc(config, timeout=20) as rpc:
             return rpc.dbprobe.sleep(1)
 
     started = time.monotonic()

@@ -160,7 +160,7 @@ def test_reconcile_provider_against_real_charges(sandbox, provider, uow):
     stray_key = f"stray-{uuid.uuid4()}"
     _charge(sandbox, 999, key=stray_key)
     altered = charged[0]["transfer_id"]
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         session.execute(
             text("UPDATE provider_operations SET amount = amount + 1 WHERE transfer_id = :t"),
             {"t": altered},

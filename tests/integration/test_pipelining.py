@@ -65,7 +65,7 @@ def ids(uow) -> list[int]:
 
 
 def test_deferred_writes_are_seen_by_later_reads_and_commit_together(uow):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         defer(session, rows.insert(), {"id": 1, "note": "100% it's"})
         defer(session, rows.insert().values(id=2, note="b"))
         count = session.execute(text("SELECT count(*) FROM pipelining_rows")).scalar()
@@ -79,9 +79,9 @@ def test_deferred_writes_are_seen_by_later_reads_and_commit_together(uow):
 
 
 def test_a_failing_deferred_write_rolls_the_whole_transaction_back(uow):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         defer(session, rows.insert(), {"id": 1, "note": "first"})
-    with pytest.raises(exc.IntegrityError), uow.transaction() as session:
+    with pytest.raises(exc.IntegrityError), uow.commit_on_exit() as session:
         session.execute(rows.insert(), {"id": 3, "note": "sent at once"})
         defer(session, rows.insert(), {"id": 4, "note": "deferred"})
         defer(session, rows.insert(), {"id": 1, "note": "duplicate"})
@@ -89,7 +89,7 @@ def test_a_failing_deferred_write_rolls_the_whole_transaction_back(uow):
 
 
 def test_a_savepoint_rolled_back_drops_the_writes_deferred_after_it(uow):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         defer(session, rows.insert(), {"id": 1, "note": "kept"})
         with pytest.raises(exc.IntegrityError), session.begin_nested():
             defer(session, rows.insert(), {"id": 2, "note": "dropped"})
@@ -99,7 +99,7 @@ def test_a_savepoint_rolled_back_drops_the_writes_deferred_after_it(uow):
 
 
 def test_an_error_in_the_block_leaves_nothing_and_a_clean_pooled_connection(uow, engine):
-    with pytest.raises(RuntimeError), uow.transaction() as session:
+    with pytest.raises(RuntimeError), uow.commit_on_exit() as session:
         session.execute(rows.insert(), {"id": 1, "note": "sent"})
         defer(session, rows.insert(), {"id": 2, "note": "queued"})
         raise RuntimeError("the handler failed")
@@ -120,7 +120,7 @@ def test_advisory_locks_taken_with_the_next_statement_still_serialise(uow):
     finished = []
 
     def step(name):
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             advisory_lock(session, "pipelining-test")
             session.execute(text("SELECT pg_sleep(0.3)"))
             finished.append(name)
@@ -151,7 +151,7 @@ def counting_uow(integration_env):
 
 
 def saga_step(uow, claim_id: int) -> None:
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         advisory_lock(session, "step")
         session.execute(rows.insert(), {"id": claim_id, "note": "claim"})
         session.execute(select(rows.c.note).where(rows.c.id == claim_id)).scalar_one()
@@ -173,7 +173,7 @@ def test_a_saga_step_costs_three_messages(counting_uow):
 def test_statements_are_prepared_once_per_connection_and_executed(counting_uow):
     for n in range(3):
         saga_step(counting_uow, 10 * (n + 1))
-    with counting_uow.transaction() as session:
+    with counting_uow.commit_on_exit() as session:
         prepared = (
             session.execute(
                 text("SELECT statement FROM pg_prepared_statements WHERE name LIKE 'fintech_%'")
@@ -189,6 +189,6 @@ def test_statements_are_prepared_once_per_connection_and_executed(counting_uow):
 def test_a_statement_postgresql_cannot_prepare_is_sent_as_it_is(counting_uow):
     # $1 alone has no type PostgreSQL could infer: PREPARE refuses it.
     for _ in range(3):
-        with counting_uow.transaction() as session:
+        with counting_uow.commit_on_exit() as session:
             value = session.execute(text("SELECT :value AS echoed"), {"value": "50%"}).scalar()
         assert value == "50%"

@@ -89,7 +89,7 @@ def test_steps_arriving_late_and_twice_are_folded_once_in_order(services, rpc, u
 
 def _funded(uow, amount=1000):
     account = accounts_handlers.open_account(uow, str(uuid.uuid4()), "EUR", None, utcnow())
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         ledger.credit_deposit(
             session, str(uuid.uuid4()), account["account_id"], amount, "EUR", utcnow()
         )
@@ -137,12 +137,12 @@ def _approve(uow, transfer):
 
 
 def _holds(uow, transfer_id):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         return session.scalars(select(Hold).where(Hold.transfer_id == transfer_id)).all()
 
 
 def _entries(uow, transfer_id):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         return session.scalars(
             select(JournalEntry.id).where(JournalEntry.transfer_id == transfer_id)
         ).all()
@@ -156,7 +156,7 @@ def test_an_approval_arriving_after_the_deadline_moves_nothing(uows):
         "expired": True
     }
     _approve(uow, transfer)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         balance = session.get(Balance, sender["account_id"])
     assert _entries(uow, transfer["transfer_id"]) == []
     assert (balance.balance, balance.held) == (1000, 0)

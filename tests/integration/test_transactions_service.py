@@ -7,19 +7,19 @@ from datetime import timedelta
 
 import eventlet
 import pytest
-from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from services.accounts.service import AccountsService
 from services.transactions import consumers, event_store, handlers, rebuild
-from services.transactions.domain import Event, Transfer
+from services.transactions.domain import Event, Recorded, Transfer
 from services.transactions.models import TransferView
 from services.transactions.service import TransactionsService
 from shared import contracts
 from shared.database import UnitOfWork, make_engine
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import envelope
+from shared.rpc import cluster_rpc
 from shared.sqltypes import utcnow
 
 
@@ -90,7 +90,7 @@ def test_concurrent_requests_with_one_key_create_one_transfer(services, config, 
     alice, a_acc, _, b_acc = two_accounts(rpc)
 
     def create(_):
-        with ClusterRpcProxy(config, timeout=20) as client:
+        with cluster_rpc(config, timeout=20) as client:
             return client.transactions.create_transfer(alice, "race", internal(a_acc, b_acc))
 
     results = list(eventlet.GreenPool(6).imap(create, range(6)))
@@ -176,10 +176,10 @@ def test_a_stale_writer_gets_a_concurrency_error(services, rpc, uow):
     transfer_id = rpc.transactions.create_transfer(alice, "k", internal(a_acc, b_acc))[
         "transfer_id"
     ]
-    step = Event("SagaStepRecorded", {"step": "x", "at": utcnow().isoformat()})
-    with uow.transaction() as session:
+    step = Event(Recorded.STEP_RECORDED, {"step": "x", "at": utcnow().isoformat()})
+    with uow.commit_on_exit() as session:
         event_store.append(session, transfer_id, 1, [step], None, utcnow())
-    with pytest.raises(event_store.ConcurrencyError), uow.transaction() as session:
+    with pytest.raises(event_store.ConcurrencyError), uow.commit_on_exit() as session:
         event_store.append(session, transfer_id, 1, [step], None, utcnow())
 
 
@@ -286,7 +286,7 @@ def test_rebuilding_the_projections_by_replay_equals_the_live_ones(services, rpc
     assert snapshot() == live
     # Every stream's snapshot is at its head: loading it gives the same state
     # as a full replay of its events.
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         streams = session.execute(text("SELECT stream_id FROM snapshots")).scalars().all()
         assert len(streams) >= 3
         for stream_id in streams:

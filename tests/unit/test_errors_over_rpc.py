@@ -5,7 +5,6 @@ import json
 import pytest
 from nameko.exceptions import deserialize, serialize
 
-import shared.rpc  # noqa: F401  (registers the categories)
 from shared.errors import (
     HTTP_STATUS,
     Conflict,
@@ -16,6 +15,10 @@ from shared.errors import (
     Unauthenticated,
     http_status,
 )
+from shared.rpc import register_error_types
+
+# What building any of our RPC clients does.
+register_error_types()
 
 
 @pytest.mark.parametrize("category", list(HTTP_STATUS))

@@ -106,7 +106,7 @@ def test_a_transfer_to_oneself_is_told_once():
         "currency": "EUR",
     }
     planned = domain.plan(contracts.TRANSFER_COMPLETED, payload)
-    assert [(p.user_id, p.template) for p in planned] == [(me, domain.TRANSFER_SENT)]
+    assert [(p.user_id, p.template) for p in planned] == [(me, domain.Template.TRANSFER_SENT)]
 
 
 def test_events_of_no_concern_plan_nothing_and_bad_ones_are_malformed():

@@ -53,7 +53,7 @@ def test_welcome_greets_by_name_and_names_the_email():
         contracts.USER_REGISTERED,
         {"user_id": OWNER, "email": "ada@example.com", "full_name": "Ada"},
     )
-    assert (user, template) == (OWNER, domain.WELCOME)
+    assert (user, template) == (OWNER, domain.Template.WELCOME)
     assert message.subject == "Welcome to Fintech, Ada"
     assert message.body.startswith("Hi Ada,")
     assert "ada@example.com" in message.body
@@ -61,13 +61,13 @@ def test_welcome_greets_by_name_and_names_the_email():
 
 
 def test_a_missing_name_is_there():
-    message = templates.render(domain.MFA_ENABLED, {"at": AT, "name": None})
+    message = templates.render(domain.Template.MFA_ENABLED, {"at": AT, "name": None})
     assert message.body.startswith("Hi there,")
 
 
 def test_deposit_amount_is_formatted_from_minor_units():
     [(_, template, message)] = rendered(contracts.TRANSFER_COMPLETED, transfer_payload("deposit"))
-    assert template == domain.DEPOSIT_RECEIVED
+    assert template == domain.Template.DEPOSIT_RECEIVED
     assert message.subject == "Deposit received: EUR 1,234.56"
     assert "Rent March" in message.body and "t-1" in message.body
     assert message.short == "Fintech: your deposit of EUR 1,234.56 has arrived."
@@ -87,8 +87,8 @@ def test_currencies_use_their_own_minor_digits(amount, currency, text):
 def test_an_internal_transfer_tells_the_sender_and_the_receiver():
     messages = rendered(contracts.TRANSFER_COMPLETED, transfer_payload("internal"))
     assert [(user, template) for user, template, _ in messages] == [
-        (OWNER, domain.TRANSFER_SENT),
-        (OTHER, domain.TRANSFER_RECEIVED),
+        (OWNER, domain.Template.TRANSFER_SENT),
+        (OTHER, domain.Template.TRANSFER_RECEIVED),
     ]
     assert messages[0][2].subject == "You sent EUR 1,234.56"
     assert messages[1][2].subject == "You received EUR 1,234.56"
@@ -96,7 +96,7 @@ def test_an_internal_transfer_tells_the_sender_and_the_receiver():
 
 def test_a_payout_names_the_beneficiary_and_the_iban_end_only():
     [(_, template, message)] = rendered(contracts.TRANSFER_COMPLETED, transfer_payload("payout"))
-    assert template == domain.PAYOUT_SENT
+    assert template == domain.Template.PAYOUT_SENT
     assert "to Ada Lovelace" in message.body
     assert "IBAN ending 3000" in message.body
     assert "DE89" not in message.body
@@ -105,7 +105,7 @@ def test_a_payout_names_the_beneficiary_and_the_iban_end_only():
 def test_a_failed_transfer_says_why_in_words():
     payload = transfer_payload("internal", reason=contracts.REASON_INSUFFICIENT_FUNDS)
     [(user, template, message)] = rendered(contracts.TRANSFER_FAILED, payload)
-    assert (user, template) == (OWNER, domain.TRANSFER_FAILED)
+    assert (user, template) == (OWNER, domain.Template.TRANSFER_FAILED)
     assert message.subject == "Your transfer of EUR 1,234.56 did not go through"
     assert "not enough funds" in message.body
     assert "not enough funds" in message.short
@@ -117,22 +117,22 @@ def test_new_login_and_mfa_mention_the_time():
     [(_, template, login)] = rendered(
         contracts.LOGIN_SUCCEEDED, {"user_id": OWNER, "session_id": "s", "mfa": True}
     )
-    assert template == domain.NEW_LOGIN
+    assert template == domain.Template.NEW_LOGIN
     assert "2026-03-01 09:30 UTC" in login.body
     assert "two-factor" in login.body
     assert "Not you?" in login.short
     [(_, template, mfa)] = rendered(contracts.MFA_ENABLED, {"user_id": OWNER})
-    assert template == domain.MFA_ENABLED
+    assert template == domain.Template.MFA_ENABLED
     assert mfa.subject == "Two-factor authentication is on"
 
 
 def test_risk_review_renders_with_or_without_an_amount():
     payload = {"transfer_id": "t-9", "owner_id": OWNER, "amount": 990000, "currency": "EUR"}
-    [(user, template, message)] = rendered(domain.TRANSFER_REVIEW_REQUESTED, payload)
-    assert (user, template) == (OWNER, domain.RISK_REVIEW)
+    [(user, template, message)] = rendered(contracts.TRANSFER_REVIEW_REQUESTED, payload)
+    assert (user, template) == (OWNER, domain.Template.RISK_REVIEW)
     assert "EUR 9,900.00" in message.body and "t-9" in message.body
     [(_, _, bare)] = rendered(
-        domain.TRANSFER_REVIEW_REQUESTED, {"transfer_id": "t-9", "owner_id": OWNER}
+        contracts.TRANSFER_REVIEW_REQUESTED, {"transfer_id": "t-9", "owner_id": OWNER}
     )
     assert (
         bare.short == "Fintech: we are reviewing your transfer. We will tell you when it is done."
@@ -140,7 +140,7 @@ def test_risk_review_renders_with_or_without_an_amount():
 
 
 def test_channels_get_their_own_parts():
-    message = templates.render(domain.MFA_ENABLED, {"at": AT, "name": "Ada"})
+    message = templates.render(domain.Template.MFA_ENABLED, {"at": AT, "name": "Ada"})
     assert message.for_channel(domain.EMAIL) == (message.subject, message.body)
     assert message.for_channel(domain.SMS) == (None, message.short)
     assert message.for_channel(domain.PUSH) == (message.subject, message.short)
@@ -149,6 +149,6 @@ def test_channels_get_their_own_parts():
 
 def test_a_template_naming_a_missing_value_fails_loudly():
     with pytest.raises(Exception, match="undefined"):
-        templates.render(domain.DEPOSIT_RECEIVED, {"name": "Ada"})
+        templates.render(domain.Template.DEPOSIT_RECEIVED, {"name": "Ada"})
     with pytest.raises(KeyError):
         templates.render("no_such_template", {})

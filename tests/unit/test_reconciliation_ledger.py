@@ -23,7 +23,7 @@ def _account(uow):
 
 
 def _deposit(uow, account_id, amount):
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         return ledger.credit_deposit(
             session, str(uuid.uuid4()), account_id, amount, "EUR", utcnow()
         )
@@ -45,7 +45,7 @@ def test_a_sound_ledger_has_nothing_to_report(uow):
     a, b = _account(uow), _account(uow)
     _deposit(uow, a, 1000)
     _deposit(uow, b, 250)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         outcome = ledger.post_transfer(session, str(uuid.uuid4()), a, b, 400, "EUR", None, utcnow())
     assert isinstance(outcome, ledger.Posted)
 
@@ -56,7 +56,7 @@ def test_an_altered_posting_breaks_its_entry_and_its_account_chain(uow):
     a = _account(uow)
     entry_id = _deposit(uow, a, 1000)
     _deposit(uow, a, 500)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         session.execute(
             text("UPDATE postings SET amount = amount + 7 WHERE entry_id = :e AND amount > 0"),
             {"e": entry_id},
@@ -73,7 +73,7 @@ def test_an_altered_posting_breaks_its_entry_and_its_account_chain(uow):
 def test_held_must_equal_the_active_holds_and_each_currency_sums_to_zero(uow):
     a = _account(uow)
     _deposit(uow, a, 1000)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         session.execute(text("UPDATE balances SET held = 30 WHERE account_id = :a"), {"a": a})
         session.execute(
             text("UPDATE balances SET balance = balance + 1 WHERE account_id = :a"), {"a": a}
@@ -152,7 +152,7 @@ def test_money_through_the_provider_needs_one_succeeded_operation_of_its_amount(
 
 def _stored(uow, findings, full=False):
     run = _Run(str(uuid.uuid4()), full, utcnow(), findings=findings)
-    with uow.transaction() as session:
+    with uow.commit_on_exit() as session:
         session.execute(
             text(
                 "INSERT INTO reconciliation_runs (id, scope, trigger, status, started_at, checked,"

@@ -67,7 +67,7 @@ def transfers(uow, count: int) -> list[str]:
             "reason": contracts.REASON_INSUFFICIENT_FUNDS,
             "prior_step": {"type": contracts.TRANSFER_APPROVED, "at": NOW.isoformat()},
         }
-        with uow.transaction() as session:
+        with uow.commit_on_exit() as session:
             handlers.fold_step(session, envelope(outcome, payload, correlation_id="t"), NOW)
     return made
 

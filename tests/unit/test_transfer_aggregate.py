@@ -4,13 +4,10 @@ import pytest
 
 from services.transactions.domain import (
     COMPLETED,
-    DEADLINE_EXTENDED,
     FAILED,
     PENDING,
     REVIEW_GRACE,
-    STEP_RECORDED,
-    TRANSFER_COMPLETED,
-    TRANSFER_FAILED,
+    Recorded,
     Transfer,
 )
 from shared import contracts
@@ -59,8 +56,11 @@ def test_a_requested_transfer_is_pending_at_version_one():
 )
 def test_each_kind_completes_on_its_own_final_step(kind, completing):
     transfer = requested(kind)
-    assert [e.type for e in advance(transfer, contracts.FUNDS_RESERVED)] == [STEP_RECORDED]
-    assert [e.type for e in advance(transfer, completing)] == [STEP_RECORDED, TRANSFER_COMPLETED]
+    assert [e.type for e in advance(transfer, contracts.FUNDS_RESERVED)] == [Recorded.STEP_RECORDED]
+    assert [e.type for e in advance(transfer, completing)] == [
+        Recorded.STEP_RECORDED,
+        Recorded.COMPLETED,
+    ]
     assert transfer.status == COMPLETED
     assert [s["type"] for s in transfer.steps] == [contracts.FUNDS_RESERVED, completing]
 
@@ -69,7 +69,11 @@ def test_the_step_that_led_to_one_is_shown_before_it_once():
     transfer = requested()
     approved = {"type": contracts.TRANSFER_APPROVED, "at": "2026-03-01T11:59:59+00:00"}
     events = advance(transfer, contracts.TRANSFER_POSTED, prior=approved)
-    assert [e.type for e in events] == [STEP_RECORDED, STEP_RECORDED, TRANSFER_COMPLETED]
+    assert [e.type for e in events] == [
+        Recorded.STEP_RECORDED,
+        Recorded.STEP_RECORDED,
+        Recorded.COMPLETED,
+    ]
     assert transfer.steps == [approved, {"type": contracts.TRANSFER_POSTED, "at": NOW.isoformat()}]
     advance(transfer, contracts.FUNDS_RELEASED, prior=approved)  # late, and already shown
     assert [s["type"] for s in transfer.steps].count(contracts.TRANSFER_APPROVED) == 1
@@ -88,7 +92,7 @@ def test_the_step_that_led_to_one_is_shown_before_it_once():
 )
 def test_failing_steps_fail_the_transfer_with_a_reason(step, payload, reason):
     transfer = requested()
-    assert advance(transfer, step, **payload)[-1].type == TRANSFER_FAILED
+    assert advance(transfer, step, **payload)[-1].type == Recorded.FAILED
     assert (transfer.status, transfer.failure_reason) == (FAILED, reason)
 
 
@@ -102,7 +106,7 @@ def test_steps_after_the_end_are_recorded_but_change_nothing():
     transfer = requested()
     advance(transfer, contracts.TRANSFER_REFUSED, reason="insufficient_funds")
     events = advance(transfer, contracts.TRANSFER_POSTED)
-    assert [e.type for e in events] == [STEP_RECORDED]
+    assert [e.type for e in events] == [Recorded.STEP_RECORDED]
     assert (transfer.status, transfer.failure_reason) == (FAILED, "insufficient_funds")
 
 
@@ -160,7 +164,7 @@ def test_once_accounts_expired_it_a_pending_transfer_fails_whatever_its_deadline
     )
     assert not transfer.can_time_out(NOW + timedelta(seconds=61))
     [failed] = transfer.expired_by_accounts(NOW + timedelta(seconds=61))
-    assert (failed.type, failed.data["reason"]) == (TRANSFER_FAILED, "timed_out")
+    assert (failed.type, failed.data["reason"]) == (Recorded.FAILED, "timed_out")
     transfer.apply(failed)
     assert transfer.expired_by_accounts(NOW) == []  # ended: nothing more
 
@@ -169,7 +173,7 @@ def test_a_review_moves_the_deadline_past_the_reviews_own_then_approval_continue
     transfer = requested()
     expires = NOW + timedelta(days=1)
     events = advance(transfer, contracts.TRANSFER_REVIEW_REQUESTED, expires_at=expires.isoformat())
-    assert [e.type for e in events] == [STEP_RECORDED, DEADLINE_EXTENDED]
+    assert [e.type for e in events] == [Recorded.STEP_RECORDED, Recorded.DEADLINE_EXTENDED]
     assert transfer.deadline == (expires + REVIEW_GRACE).isoformat()
     assert not transfer.can_time_out(NOW + timedelta(hours=23))
     assert transfer.can_time_out(expires + REVIEW_GRACE + timedelta(seconds=1))
@@ -182,9 +186,9 @@ def test_a_review_moves_the_deadline_past_the_reviews_own_then_approval_continue
 def test_a_review_never_shortens_the_deadline_and_a_bad_expiry_is_only_a_step():
     transfer = requested(deadline=NOW + timedelta(days=3))
     events = advance(transfer, contracts.TRANSFER_REVIEW_REQUESTED, expires_at=NOW.isoformat())
-    assert [e.type for e in events] == [STEP_RECORDED]
+    assert [e.type for e in events] == [Recorded.STEP_RECORDED]
     events = advance(transfer, contracts.TRANSFER_REVIEW_REQUESTED, expires_at="tomorrow")
-    assert [e.type for e in events] == [STEP_RECORDED]
+    assert [e.type for e in events] == [Recorded.STEP_RECORDED]
     assert transfer.deadline == (NOW + timedelta(days=3)).isoformat()
 
 
