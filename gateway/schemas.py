@@ -5,15 +5,13 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
-    post_load,
     validate,
-    validates,
     validates_schema,
 )
 
-from shared import iban
 from shared.errors import InvalidInput
 from shared.money import CURRENCY_DIGITS, Money
+from shared.schemas import Beneficiary
 
 
 class Strict(Schema):
@@ -172,26 +170,6 @@ class _MovesMoney(Strict):
 class CardSource(Strict):
     type = fields.String(required=True, validate=validate.OneOf(["card"]))
     token = fields.String(required=True, validate=validate.Length(min=1, max=128))
-
-
-class Beneficiary(Strict):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=140))
-    iban = fields.String(required=True, validate=validate.Length(max=42))
-
-    @validates("name")
-    def _not_blank(self, value, **kwargs):
-        if not value.strip():
-            raise ValidationError("Must not be blank.")
-
-    @validates("iban")
-    def _valid_iban(self, value, **kwargs):
-        if not iban.is_valid(value):
-            raise ValidationError("Not a valid IBAN.")
-
-    @post_load
-    def _normalise(self, data, **kwargs):
-        # Sent on as the provider expects it: no spaces, upper case.
-        return {"name": " ".join(data["name"].split()), "iban": iban.normalise(data["iban"])}
 
 
 class DepositRequest(_MovesMoney):

@@ -1,9 +1,11 @@
-"""Loading RPC arguments through marshmallow, failing as InvalidInput."""
+"""Loading RPC arguments through marshmallow, failing as InvalidInput, and
+the argument shapes that more than one service (or the gateway) accepts."""
 
 import re
 
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
+from shared import iban
 from shared.errors import InvalidInput
 
 _INSTANCES: dict[type[Schema], Schema] = {}
@@ -38,3 +40,28 @@ def position_cursor(cursor: str | None) -> int | None:
             {"cursor": ["Not a cursor returned by this endpoint."]},
         )
     return int(cursor)
+
+
+class Beneficiary(Schema):
+    """Who a payout pays: the one rule for it wherever it is accepted (the
+    gateway, transactions, payments). The IBAN must pass the mod-97 check;
+    both fields are loaded in the form compared and sent on (name's white
+    space folded, IBAN without spaces, upper case), so a re-sent payout
+    matches the first one."""
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=140))
+    iban = fields.String(required=True, validate=validate.Length(max=42))
+
+    @validates("name")
+    def _not_blank(self, value, **kwargs):
+        if not value.strip():
+            raise ValidationError("Must not be blank.")
+
+    @validates("iban")
+    def _valid_iban(self, value, **kwargs):
+        if not iban.is_valid(value):
+            raise ValidationError("Not a valid IBAN.")
+
+    @post_load
+    def _normalise(self, data, **kwargs):
+        return {"name": " ".join(data["name"].split()), "iban": iban.normalise(data["iban"])}

@@ -5,6 +5,7 @@ from datetime import timedelta
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.money import CURRENCY_DIGITS
+from shared.schemas import Beneficiary
 
 _CURRENCY = validate.OneOf(sorted(CURRENCY_DIGITS))
 PROVIDER_NAME = r"^[a-z][a-z0-9_]{0,31}$"
@@ -18,11 +19,6 @@ class _Operation(Schema):
 
 class ChargeArgs(_Operation):
     token = fields.String(required=True, validate=validate.Length(min=1, max=255))
-
-
-class Beneficiary(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=140))
-    iban = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
 class PayoutArgs(_Operation):

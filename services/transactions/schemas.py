@@ -3,6 +3,7 @@
 from marshmallow import Schema, fields, validate
 
 from shared import contracts
+from shared.schemas import Beneficiary
 
 KINDS = (contracts.KIND_DEPOSIT, contracts.KIND_INTERNAL, contracts.KIND_PAYOUT)
 
@@ -10,13 +11,6 @@ KINDS = (contracts.KIND_DEPOSIT, contracts.KIND_INTERNAL, contracts.KIND_PAYOUT)
 class Source(Schema):
     type = fields.String(required=True, validate=validate.OneOf(["card"]))
     token = fields.String(required=True, validate=validate.Length(min=1, max=128))
-
-
-class Beneficiary(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=140))
-    iban = fields.String(
-        required=True, validate=validate.Regexp(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
-    )
 
 
 class TransferRequestArgs(Schema):
