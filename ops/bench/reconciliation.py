@@ -18,7 +18,7 @@ process and of PostgreSQL (from /proc):
 - an incremental run after --new more transfers.
 
 The reconciler is the accounts service's own (services/accounts/
-reconciliation.py); its questions to transactions and payments go straight
+reconciliation/); its questions to transactions and payments go straight
 to their read functions on their databases instead of over RPC, so the
 numbers are the checks' cost, not the broker's. The provider comparison is
 left out (it lists the provider's objects in a window, whatever the ledger's
@@ -45,6 +45,7 @@ import procstat  # noqa: E402
 from history import History  # noqa: E402
 
 from services.accounts import reconciliation  # noqa: E402
+from services.accounts.reconciliation.runs import _move_cursor  # noqa: E402
 from services.payments import reconciliation as payments_reconciliation  # noqa: E402
 from services.transactions import reconciliation as transactions_reconciliation  # noqa: E402
 from shared.database import UnitOfWork, make_engine  # noqa: E402
@@ -175,7 +176,7 @@ def _measure(reconciler, full: bool, label: str) -> dict:
 def _skip_provider(session) -> None:
     """The provider cursor past the run's end: no window to compare."""
     now = datetime.now(UTC)
-    reconciliation._move_cursor(session, "provider", now + timedelta(days=1), now)
+    _move_cursor(session, "provider", now + timedelta(days=1), now)
 
 
 def measure_size(size: int, new: int, keep: bool = False) -> list[dict]:

@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy import text
 
 from services.accounts import handlers, ledger, reconciliation
-from services.accounts.reconciliation import Finding, _Run, _store
+from services.accounts.reconciliation.findings import Finding
+from services.accounts.reconciliation.runs import _Run, _store
 from shared import contracts
+from shared.errors import Conflict, NotFound
 from shared.sqltypes import utcnow
 
 
@@ -188,9 +190,9 @@ def test_an_operator_resolves_an_open_discrepancy_once(uow):
     done = reconciliation.resolve(uow, item["discrepancy_id"], "admin-1", "re-posted", utcnow())
 
     assert (done["status"], done["closed_by"], done["note"]) == ("resolved", "admin-1", "re-posted")
-    with pytest.raises(reconciliation.Conflict):
+    with pytest.raises(Conflict):
         reconciliation.resolve(uow, item["discrepancy_id"], "admin-1", "again", utcnow())
-    with pytest.raises(reconciliation.NotFound):
+    with pytest.raises(NotFound):
         reconciliation.resolve(uow, str(uuid.uuid4()), "admin-1", "x", utcnow())
 
 
@@ -200,7 +202,7 @@ def test_one_run_at_a_time_and_a_dead_run_is_marked_failed(uow):
     first = _Run(str(uuid.uuid4()), False, now)
     reconciler._start(first, "schedule")
 
-    with pytest.raises(reconciliation.Conflict):
+    with pytest.raises(Conflict):
         reconciler._start(_Run(str(uuid.uuid4()), False, now), "operator")
 
     # Its process died: once the lease has run out, the next run takes over.
