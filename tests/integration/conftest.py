@@ -89,6 +89,32 @@ def event_tap(config):
 
 
 @pytest.fixture
+def publish_event(config):
+    """publish_event(service, envelope): publish on the service's event
+    exchange as an outbox relay does (confirmed, routed by type and kind,
+    the correlation id in nameko's context header). Mandatory unless told:
+    a message no queue is bound for fails the test. Returns the envelope."""
+    from nameko.amqp.publish import Publisher
+    from nameko.standalone.events import get_event_exchange
+
+    from shared import contracts
+
+    publisher = Publisher(config["AMQP_URI"], use_confirms=True)
+
+    def publish(service, message, correlation_id=None, mandatory=True):
+        publisher.publish(
+            message,
+            exchange=get_event_exchange(service, config),
+            routing_key=contracts.routing_key_of(message["type"], message["payload"]),
+            extra_headers={"nameko.correlation_id": correlation_id or message["correlation_id"]},
+            mandatory=mandatory,
+        )
+        return message
+
+    return publish
+
+
+@pytest.fixture
 def rpc(config):
     """Call a service the way other services and the gateway do."""
     from shared.rpc import cluster_rpc

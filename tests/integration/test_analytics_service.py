@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from flask import g, request
-from nameko.amqp.publish import Publisher
-from nameko.standalone.events import get_event_exchange
 
 from gateway.app import create_app
 from gateway.tokens import Principal
@@ -27,6 +25,7 @@ from services.transactions.service import TransactionsService
 from shared import contracts
 from shared.errors import InvalidInput
 from shared.events import envelope
+from tests.integration.helpers import wait_for
 
 PROJECTIONS = {
     "projected_transfers": "transfer_id",
@@ -62,19 +61,8 @@ def analytics(start_analytics):
 
 
 @pytest.fixture
-def publish(config):
-    publisher = Publisher(config["AMQP_URI"], use_confirms=True)
-
-    def publish(message):
-        publisher.publish(
-            message,
-            exchange=get_event_exchange(contracts.TRANSACTIONS, config),
-            routing_key=message["type"],
-            extra_headers={"nameko.correlation_id": message["correlation_id"]},
-        )
-        return message
-
-    return publish
+def publish(publish_event):
+    return lambda message: publish_event(contracts.TRANSACTIONS, message)
 
 
 @pytest.fixture
@@ -83,17 +71,13 @@ def handled(sql):
 
     def wait(*messages, timeout=15.0):
         ids = {m["event_id"] for m in messages}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = sql(
-                "analytics",
-                "SELECT event_id FROM analytics_events WHERE event_id = ANY(:ids)",
-                ids=list(ids),
-            )
-            if {row[0] for row in found} == ids:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"analytics did not handle {len(ids)} event(s) in {timeout} s")
+        query = "SELECT event_id FROM analytics_events WHERE event_id = ANY(:ids)"
+        wait_for(
+            lambda: {row[0] for row in sql("analytics", query, ids=list(ids))} == ids,
+            timeout,
+            interval=0.05,
+            what=f"analytics handling {len(ids)} event(s)",
+        )
 
     return wait
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import eventlet
 import pytest
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Queue
 from nameko.extensions import DependencyProvider
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.engine import make_url
@@ -33,6 +33,7 @@ from shared.events import envelope
 from shared.inbox import claim, inbox_table
 from shared.service import ServiceBase
 from tests.conftest import RUN_ID, _admin_connection, _admin_db_url
+from tests.integration.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "inboxsrc"  # the (pretend) producing service: exchange "inboxsrc.events"
@@ -178,38 +179,13 @@ def broker(config):
 
 
 @pytest.fixture
-def publish(broker):
+def publish(publish_event):
     """Publish an envelope the way an outbox relay does (confirmed, with headers)."""
-    exchange = Exchange(f"{SOURCE}.events", type="topic", durable=True)
-    producer = Producer(broker.channel())
-
-    def send(message, correlation_id="it-inbox"):
-        producer.publish(
-            message,
-            exchange=exchange,
-            routing_key=message["type"],
-            headers={"nameko.correlation_id": correlation_id},
-            serializer="json",
-            delivery_mode=2,
-            declare=[exchange],
-            mandatory=True,  # a handler's queue must be bound: fail otherwise
-        )
-
-    return send
+    return lambda message, correlation_id=None: publish_event(SOURCE, message, correlation_id)
 
 
 def event(event_type, **payload):
     return envelope(event_type, payload, correlation_id="it-inbox")
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def finished(event_id):

@@ -9,12 +9,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import eventlet
 import pytest
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Queue
 
 from services.notifications import domain
 from services.notifications.service import NotificationsService
@@ -22,6 +21,7 @@ from shared import contracts
 from shared.dlq import ATTEMPTS, EXCEPTION_TYPE, dead_letter_queue_name
 from shared.errors import InvalidInput, NotFound
 from shared.events import envelope
+from tests.integration import helpers
 from tests.integration.test_notifications_providers import (
     PUSH_KEY,
     ROOT,
@@ -76,38 +76,18 @@ def broker(config):
 
 
 @pytest.fixture
-def publish(broker):
-    """Publish an envelope as an outbox relay does; returns it."""
-    channel = broker.channel()
-    producer = Producer(channel)
+def publish(publish_event):
+    """Publish an event as its source's outbox relay does; returns its envelope."""
 
     def send(source, event_type, payload=None, message=None):
         message = message or envelope(event_type, payload, correlation_id="it-notify")
-        exchange = Exchange(f"{source}.events", type="topic", durable=True)
-        producer.publish(
-            message,
-            exchange=exchange,
-            routing_key=event_type,
-            headers={"nameko.correlation_id": "it-notify"},
-            serializer="json",
-            delivery_mode=2,
-            declare=[exchange],
-            mandatory=True,  # the service's queue must be bound
-        )
-        return message
+        return publish_event(source, message)
 
-    yield send
-    channel.close()
+    return send
 
 
-def wait_for(predicate, timeout=15.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+def wait_for(predicate, timeout=15.0):
+    return helpers.wait_for(predicate, timeout, interval=0.05)
 
 
 def new_user(publish, sandbox, name="Ada Lovelace"):
