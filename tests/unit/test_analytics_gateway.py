@@ -1,31 +1,12 @@
 """/v1/analytics in the gateway, with the analytics service faked (no broker)."""
 
-from contextlib import contextmanager
-
 import pytest
-from flask import g, request
 
-from gateway.app import create_app
 from gateway.blueprints import analytics
-from gateway.tokens import Principal
 from shared.errors import InvalidInput
+from tests.unit.helpers import FakeServices, gateway_app
 
-DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1/"
 USER = "2f1c1a52-8d7e-4c41-9a3e-2b1f0c6f7a10"
-
-
-def analytics_app(config: dict):
-    """The gateway app with the analytics blueprint (registered here until app.py does),
-    and callers named by an X-Test-User header instead of a token."""
-    app = create_app(config)
-
-    @app.before_request
-    def _test_principal():
-        user = request.headers.get("X-Test-User")
-        if user:
-            g.principal = Principal(user_id=user, session_id="s", roles=())
-
-    return app
 
 
 class FakeAnalytics:
@@ -81,25 +62,14 @@ class FakeAnalytics:
         ]
 
 
-class FakePool:
-    def __init__(self):
-        self.analytics = FakeAnalytics()
-
-    @contextmanager
-    def client(self):
-        yield self
-
-
 @pytest.fixture
 def fake():
-    return FakePool()
+    return FakeServices(analytics=FakeAnalytics())
 
 
 @pytest.fixture
 def client(fake):
-    app = analytics_app({"AMQP_URI": DEAD_BROKER, "RPC_TIMEOUT": 1})
-    app.extensions["fintech"].rpc = fake
-    return app.test_client()
+    return gateway_app(rpc=fake, test_principal=True).test_client()
 
 
 AS_USER = {"X-Test-User": USER}

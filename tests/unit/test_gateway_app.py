@@ -2,23 +2,12 @@
 
 import pytest
 
-from gateway.app import create_app
-
-DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1/"
+from tests.unit.helpers import gateway_app
 
 
 @pytest.fixture
 def client():
-    app = create_app(
-        {
-            "AMQP_URI": DEAD_BROKER,
-            "RPC_TIMEOUT": 1,
-            "HEALTH_TIMEOUT": 1,
-            "RATELIMIT_AUTH": "3 per minute",
-            "RATELIMIT_STORAGE_URI": "memory://",
-        }
-    )
-    return app.test_client()
+    return gateway_app(HEALTH_TIMEOUT=1, RATELIMIT_AUTH="3 per minute").test_client()
 
 
 def test_credential_endpoints_are_rate_limited_with_retry_after(client):
@@ -74,7 +63,7 @@ def test_a_genuine_token_is_refused_with_503_while_revocations_cannot_be_checked
     monkeypatch.setattr(extensions, "REVOCATIONS_WAIT", 0.2)
     generate_key_file(tmp_path / "k.pem")
     keyring = KeyRing([load_key(tmp_path / "k.pem")])
-    app = create_app({"AMQP_URI": DEAD_BROKER, "RPC_TIMEOUT": 1})
+    app = gateway_app()
     app.extensions["fintech"].verifier._fetch_jwks = keyring.jwks
     import time
 

@@ -4,8 +4,8 @@ import threading
 import time
 
 from gateway import ratelimit
-from gateway.app import create_app
 from gateway.ratelimit import LockedMemoryStorage
+from tests.unit.helpers import gateway_app
 
 
 def test_a_window_counts_until_it_expires_then_starts_again():
@@ -44,13 +44,7 @@ def test_memory_storage_is_replaced_and_others_are_kept():
 def test_concurrent_requests_are_limited_exactly_and_never_fail():
     """limits' own memory storage answered 500s here (two threads starting one
     expiry timer); every request must get its answer, and exactly the limit pass."""
-    app = create_app(
-        {
-            "AMQP_URI": "amqp://guest:guest@127.0.0.1:1/",
-            "RATELIMIT_AUTH": "100 per minute",
-            "RATELIMIT_STORAGE_URI": "memory://",
-        }
-    )
+    app = gateway_app(RATELIMIT_AUTH="100 per minute")
     statuses: list[int] = []
     lock = threading.Lock()
 

@@ -1,15 +1,10 @@
 """/v1/admin/risk in the gateway, with the risk service faked (no broker)."""
 
-from contextlib import contextmanager
-
 import pytest
-from flask import g, request
 
-from gateway.app import create_app
-from gateway.tokens import Principal
 from shared.errors import Conflict, InvalidInput, NotFound
+from tests.unit.helpers import FakeServices, gateway_app
 
-DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1/"
 ADMIN_ID = "0b7e3c1a-5d2f-4a8e-9c61-3f2a1b0c9d8e"
 CUSTOMER_ID = "2f1c1a52-8d7e-4c41-9a3e-2b1f0c6f7a10"
 ACCOUNT_ID = "5a0d7f3e-2c1b-4e9a-8d6f-1b2c3d4e5f60"
@@ -18,21 +13,6 @@ TRANSFER_ID = "7d4b8f0e-1111-4c41-9a3e-2b1f0c6f7a10"
 
 AS_ADMIN = {"X-Test-User": ADMIN_ID, "X-Test-Roles": "admin"}
 AS_CUSTOMER = {"X-Test-User": CUSTOMER_ID, "X-Test-Roles": "customer"}
-
-
-def risk_admin_app(config: dict):
-    """The gateway app, with callers named by X-Test-User (and X-Test-Roles,
-    comma-separated) instead of a token."""
-    app = create_app(config)
-
-    @app.before_request
-    def _test_principal():
-        user = request.headers.get("X-Test-User")
-        if user:
-            roles = tuple(filter(None, request.headers.get("X-Test-Roles", "").split(",")))
-            g.principal = Principal(user_id=user, session_id="s", roles=roles)
-
-    return app
 
 
 def review(amount=1234, currency="EUR", **changes) -> dict:
@@ -169,25 +149,14 @@ class FakeRisk:
         return {**CUSTOMER, "tier": tier, "elevated": True}
 
 
-class FakePool:
-    def __init__(self):
-        self.risk = FakeRisk()
-
-    @contextmanager
-    def client(self):
-        yield self
-
-
 @pytest.fixture
 def fake():
-    return FakePool()
+    return FakeServices(risk=FakeRisk())
 
 
 @pytest.fixture
 def client(fake):
-    app = risk_admin_app({"AMQP_URI": DEAD_BROKER, "RPC_TIMEOUT": 1})
-    app.extensions["fintech"].rpc = fake
-    return app.test_client()
+    return gateway_app(rpc=fake, test_principal=True).test_client()
 
 
 # Every endpoint, with a body that would be valid for an admin.

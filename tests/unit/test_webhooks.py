@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from gateway.app import create_app
 from shared import webhooks
 from shared.errors import Unauthenticated
+from tests.unit.helpers import gateway_app
 
 SECRET = "whsec_unit"
 BODY = b'{"event_id":"evt_1","type":"charge.succeeded"}'
@@ -90,15 +90,7 @@ def test_an_empty_secret_never_verifies():
 
 @pytest.fixture
 def client():
-    app = create_app(
-        {
-            "AMQP_URI": "amqp://guest:guest@127.0.0.1:1/",
-            "RPC_TIMEOUT": 1,
-            "RATELIMIT_STORAGE_URI": "memory://",
-            "PAYMENTS_WEBHOOK_SECRET_SANDBOX": f"whsec_next,{SECRET}",
-        }
-    )
-    return app.test_client()
+    return gateway_app(PAYMENTS_WEBHOOK_SECRET_SANDBOX=f"whsec_next,{SECRET}").test_client()
 
 
 def _post(client, body: bytes, header: str | None, provider="sandbox"):
