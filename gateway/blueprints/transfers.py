@@ -7,6 +7,8 @@ GET answers once the transfer is no longer pending, or after N seconds
 (gateway.outcomes). Without the header nothing changes.
 """
 
+import functools
+
 from flask import jsonify, request
 from flask_smorest import Blueprint
 
@@ -80,22 +82,30 @@ def _start(kind: str, body: dict, **accounts) -> dict:
     return response
 
 
-@blp.route("/v1/deposits", methods=["POST"])
-@authenticated
-@blp.arguments(schemas.DepositRequest())
-@blp.response(202, schemas.TransferAccepted)
-@blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
-@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
+def _moves_money(path: str, request_schema: type[schemas.Schema]):
+    """Route a POST that starts a transfer: 202 with its id, or 201 with the
+    whole transfer when it ended within `Prefer: wait`."""
+    decorators = (
+        blp.route(path, methods=["POST"]),
+        authenticated,
+        blp.arguments(request_schema()),
+        blp.response(202, schemas.TransferAccepted),
+        blp.alt_response(
+            201, schema=schemas.TransferResponse, description="Ended within Prefer: wait"
+        ),
+        blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER]),
+    )
+    return lambda view: functools.reduce(
+        lambda v, decorate: decorate(v), reversed(decorators), view
+    )
+
+
+@_moves_money("/v1/deposits", schemas.DepositRequest)
 def deposit(body):
     return _start(contracts.KIND_DEPOSIT, body, to_account_id=body["account_id"])
 
 
-@blp.route("/v1/transfers", methods=["POST"])
-@authenticated
-@blp.arguments(schemas.TransferRequest())
-@blp.response(202, schemas.TransferAccepted)
-@blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
-@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
+@_moves_money("/v1/transfers", schemas.TransferRequest)
 def transfer(body):
     return _start(
         contracts.KIND_INTERNAL,
@@ -105,12 +115,7 @@ def transfer(body):
     )
 
 
-@blp.route("/v1/payouts", methods=["POST"])
-@authenticated
-@blp.arguments(schemas.PayoutRequest())
-@blp.response(202, schemas.TransferAccepted)
-@blp.alt_response(201, schema=schemas.TransferResponse, description="Ended within Prefer: wait")
-@blp.doc(security=BEARER, parameters=[_KEY_PARAMETER, _PREFER_PARAMETER])
+@_moves_money("/v1/payouts", schemas.PayoutRequest)
 def payout(body):
     return _start(contracts.KIND_PAYOUT, body, from_account_id=body["from_account_id"])
 

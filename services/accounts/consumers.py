@@ -36,6 +36,15 @@ def _step_of(envelope: dict) -> Step:
     return Step(envelope["type"], envelope["occurred_at"])
 
 
+def _refused(transfer, refusal: ledger.Refused, envelope: dict) -> contracts.TransferRefused:
+    return contracts.TransferRefused(
+        transfer_id=transfer.transfer_id,
+        transfer=transfer,
+        reason=refusal.reason,
+        prior_step=_step_of(envelope),
+    )
+
+
 def handle_transfer_approved(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     """Risk approved an internal transfer (post it) or a payout (hold its funds)."""
     approved = contracts.TransferApproved.from_payload(envelope["payload"])
@@ -74,12 +83,7 @@ def _post(session, approved: contracts.TransferApproved, envelope: dict, now: da
             prior_step=_step_of(envelope),
         )
         if isinstance(outcome, ledger.Posted)
-        else contracts.TransferRefused(
-            transfer_id=transfer.transfer_id,
-            transfer=transfer,
-            reason=outcome.reason,
-            prior_step=_step_of(envelope),
-        )
+        else _refused(transfer, outcome, envelope)
     )
     stage(session, event, causation_id=envelope["event_id"])
 
@@ -97,12 +101,7 @@ def _reserve(session, approved: contracts.TransferApproved, envelope: dict, now:
         now,
     )
     if isinstance(outcome, ledger.Refused):
-        event = contracts.TransferRefused(
-            transfer_id=transfer.transfer_id,
-            transfer=transfer,
-            reason=outcome.reason,
-            prior_step=_step_of(envelope),
-        )
+        event = _refused(transfer, outcome, envelope)
     else:
         event = contracts.FundsReserved(
             transfer_id=transfer.transfer_id,
@@ -137,12 +136,7 @@ def handle_card_charged(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
                 "deposit charged but not credited",
                 extra={"transfer_id": transfer.transfer_id, "reason": outcome.reason},
             )
-            event = contracts.TransferRefused(
-                transfer_id=transfer.transfer_id,
-                transfer=transfer,
-                reason=outcome.reason,
-                prior_step=_step_of(envelope),
-            )
+            event = _refused(transfer, outcome, envelope)
         else:
             ledger.close_once(session, transfer.transfer_id, ledger.POSTED, now)
             event = contracts.DepositCredited(
