@@ -8,12 +8,7 @@ from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.engine import Connection
 
 from services.accounts.models import (
-    Discrepancy,
-    Hold,
-    JournalEntry,
     Posting,
-    ReconciliationCursor,
-    ReconciliationRun,
 )
 from services.accounts.reconciliation.findings import (
     BALANCE_CHAIN_BROKEN,
@@ -27,15 +22,8 @@ from services.accounts.reconciliation.findings import (
 
 log = logging.getLogger(__name__)
 
-# -- the ledger ------------------------------------------------------------------
 
 _postings = Posting.__table__
-_entries = JournalEntry.__table__
-_holds = Hold.__table__
-_runs = ReconciliationRun.__table__
-_discrepancies = Discrepancy.__table__
-_cursors = ReconciliationCursor.__table__
-
 
 _ENTRIES_POSTED = text("SELECT DISTINCT entry_id FROM postings WHERE id > :lo AND id <= :hi")
 

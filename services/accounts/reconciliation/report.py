@@ -15,7 +15,6 @@ from shared.sqltypes import UtcDateTime
 
 log = logging.getLogger(__name__)
 
-# -- the daily report --------------------------------------------------------------
 
 _CUSTOMER_POSTINGS_SINCE = text(
     """

@@ -18,7 +18,6 @@ from services.accounts.domain import HoldStatus
 from services.accounts.models import (
     Discrepancy,
     Hold,
-    Posting,
     ReconciliationCursor,
     ReconciliationRun,
 )
@@ -63,7 +62,6 @@ from shared.sqltypes import UtcDateTime
 
 log = logging.getLogger(__name__)
 
-_postings = Posting.__table__
 _holds = Hold.__table__
 _runs = ReconciliationRun.__table__
 _discrepancies = Discrepancy.__table__
@@ -77,9 +75,6 @@ _LAST_POSTING_BEFORE = text("SELECT max(id) FROM postings WHERE created_at < :be
 _ACTIVE_HOLDS = select(
     _holds.c.id, _holds.c.transfer_id, _holds.c.account_id, _holds.c.amount, _holds.c.currency
 ).where(_holds.c.status == HoldStatus.ACTIVE, _holds.c.created_at < bindparam("before"))
-
-
-# -- a run -----------------------------------------------------------------------
 
 
 @dataclass

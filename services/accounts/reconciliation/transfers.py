@@ -62,9 +62,6 @@ _ENTRIES_AFTER = _ENTRY_ROWS.where(_entries.c.transfer_id > bindparam("after"))
 _ENTRIES_UPTO = _ENTRIES_AFTER.where(_entries.c.transfer_id <= bindparam("upto"))
 
 
-# -- transfers against the ledger ----------------------------------------------
-
-
 def _expected_lines(transfer: Mapping) -> dict[str, int]:
     """The net movement per account a completed transfer's entry makes."""
     amount, currency = transfer["amount"], transfer["currency"]

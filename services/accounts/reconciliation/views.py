@@ -30,9 +30,6 @@ _runs = ReconciliationRun.__table__
 _discrepancies = Discrepancy.__table__
 
 
-# -- what operators see ----------------------------------------------------------
-
-
 def _run_view(row) -> dict:
     return {
         "run_id": row.id,
