@@ -5,6 +5,7 @@ value stops the process at start with a message naming the variable.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
@@ -59,6 +60,12 @@ def is_production() -> bool:
 
 def amqp_uri() -> str:
     return env_str("AMQP_URI", DEFAULT_AMQP_URI)
+
+
+def inbox_retention() -> timedelta:
+    """How long consumers keep the ids of events they handled (shared.housekeeping);
+    the dead-letter CLI will not replay an event older than that unforced."""
+    return timedelta(days=env_int("INBOX_RETENTION_DAYS", 30, 1))
 
 
 def data_dir() -> Path:

@@ -1,7 +1,7 @@
 """Inspect and replay a service's parked events (its dead-letter queue).
 
     python -m shared.dlq list <service> [--json] [--limit N]
-    python -m shared.dlq replay <service> (--event-id ID | --all)
+    python -m shared.dlq replay <service> (--event-id ID | --all) [--force]
     python -m shared.dlq purge <service> --event-id ID
 
 Talks to the broker at AMQP_URI. Messages are parked in
@@ -12,8 +12,13 @@ The queue is read with basic.get without acknowledging: listing leaves
 every message in place. `replay` republishes a message to the handler
 queue it came from (header x-original-queue) with its attempt count reset,
 and removes it from the parking queue only after the broker confirmed the
-republish. `purge` deletes the messages of one event id; there is no
-"purge everything" on purpose (use the management UI if you must).
+republish. It leaves parked, and says so, an event older than the
+consumers' inbox retention (INBOX_RETENTION_DAYS, shared.housekeeping):
+its id may be gone from the inbox, so if a copy of it was handled once
+already, the replay would make its effect twice. --force replays it
+anyway, once a person has checked that its effect is not there. `purge`
+deletes the messages of one event id; there is no "purge everything" on
+purpose (use the management UI if you must).
 
 Exit status: 0 done; 1 nothing matched, the queue does not exist, or a
 replay failed (what was not confirmed stays parked); 2 bad arguments.
@@ -95,6 +100,7 @@ class Parked:
     attempts: int | None
     parked_at: str | None
     replayed_at: str | None
+    occurred_at: str | None = None  # the event's own time (its envelope's)
 
 
 def describe(headers: Mapping | None, body: bytes, content_type: str | None) -> Parked:
@@ -120,7 +126,23 @@ def describe(headers: Mapping | None, body: bytes, content_type: str | None) -> 
         attempts=int(attempts) if isinstance(attempts, int) else None,
         parked_at=headers.get(PARKED_AT),
         replayed_at=headers.get(REPLAYED_AT),
+        occurred_at=envelope.get("occurred_at")
+        if isinstance(envelope.get("occurred_at"), str)
+        else None,
     )
+
+
+def _older_than(parked: Parked, cutoff: datetime) -> bool:
+    """The event happened before `cutoff` (by its envelope, else by when it
+    was parked; a time that cannot be read counts as old)."""
+    stamp = parked.occurred_at or parked.parked_at
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return True
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment < cutoff
 
 
 def replay_headers(headers: Mapping | None, now: datetime) -> dict:
@@ -193,10 +215,14 @@ class ReplayOutcome:
     failed: list[tuple[Parked, str]]
 
 
-def replay(amqp_uri: str, service: str, event_id: str | None = None) -> ReplayOutcome:
-    """Replay one event's parked messages, or every parked message (event_id None)."""
+def replay(
+    amqp_uri: str, service: str, event_id: str | None = None, *, force: bool = False
+) -> ReplayOutcome:
+    """Replay one event's parked messages, or every parked message (event_id None);
+    one older than the inbox retention only when forced."""
     outcome = ReplayOutcome([], [])
     now = datetime.now(UTC)
+    retention = config.inbox_retention()
     with _parked(amqp_uri, service) as (held, publish):
         for message in held:
             parked = describe(message.headers, message.body, message.content_type)
@@ -204,6 +230,16 @@ def replay(amqp_uri: str, service: str, event_id: str | None = None) -> ReplayOu
                 continue
             if not parked.original_queue:
                 outcome.failed.append((parked, "no x-original-queue header"))
+                continue
+            if not force and _older_than(parked, now - retention):
+                outcome.failed.append(
+                    (
+                        parked,
+                        f"older than the inbox retention ({retention.days} days): a copy "
+                        "handled before would no longer be recognised; check its effect, "
+                        "then replay with --force",
+                    )
+                )
                 continue
             try:
                 publish(message, parked.original_queue, replay_headers(message.headers, now))
@@ -269,6 +305,11 @@ def _parser() -> argparse.ArgumentParser:
     which = again.add_mutually_exclusive_group(required=True)
     which.add_argument("--event-id", help="replay the messages of this event")
     which.add_argument("--all", action="store_true", help="replay every parked message")
+    again.add_argument(
+        "--force",
+        action="store_true",
+        help="also replay events older than the inbox retention (check their effect first)",
+    )
     drop = commands.add_parser("purge", help="delete the parked messages of one event")
     drop.add_argument("service")
     drop.add_argument("--event-id", required=True, help="the event to delete")
@@ -289,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{len(items)} parked in {dead_letter_queue_name(args.service)}")
             return 0
         if args.command == "replay":
-            outcome = replay(amqp_uri, args.service, None if args.all else args.event_id)
+            outcome = replay(
+                amqp_uri, args.service, None if args.all else args.event_id, force=args.force
+            )
             for item in outcome.replayed:
                 print(f"replayed {item.event_type} {item.event_id} -> {item.original_queue}")
             for item, reason in outcome.failed:

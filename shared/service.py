@@ -1,4 +1,5 @@
-"""What every service has: a correlation context, call traces, a health check."""
+"""What every service has: a correlation context, call traces, housekeeping
+of its outbox and inbox, a health check."""
 
 import socket
 
@@ -6,6 +7,7 @@ from nameko_tracer import Tracer
 from sqlalchemy import text
 
 from shared.context import CorrelationContext
+from shared.housekeeping import Housekeeping
 from shared.rpc import rpc
 
 
@@ -25,6 +27,8 @@ class ServiceBase:
     correlation_id = CorrelationContext()
     # One log line per entrypoint call (see shared.logs.TraceSummaryFilter).
     tracer = EntrypointTracer()
+    # Published outbox rows and old inbox ids deleted on a schedule.
+    housekeeping = Housekeeping()
 
     @rpc
     def health(self) -> dict:

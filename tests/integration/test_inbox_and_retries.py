@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from contextlib import closing
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -469,6 +469,33 @@ def test_a_replay_resets_the_attempts_and_purge_removes_one_event(
     assert result.returncode == 0, result.stderr
     wait_for(lambda: effect_count(probe_db, other["event_id"]) == 1)
     assert effect_count(probe_db, stubborn["event_id"]) == 0
+    assert ready_messages(broker, parking) == 0
+
+
+def test_an_event_older_than_the_inbox_retention_is_replayed_only_when_forced(
+    container_factory, config, probe_db, publish, broker
+):
+    """Its id may be gone from the inbox (shared.housekeeping): if a copy was
+    handled once, a replay would apply it twice. A person decides."""
+    container_factory(DoomedProbe, config).start()
+    service = "inbox_doomed"
+    parking = dead_letter_queue_name(service)
+    message = event("doomed_happened", n=4)
+    message["occurred_at"] = (datetime.now(UTC) - timedelta(days=31)).isoformat()
+    FAULTS[message["event_id"]] = -1
+    publish(message)
+    wait_for(lambda: ready_messages(broker, parking) == 1)
+    FAULTS[message["event_id"]] = 0
+
+    refused = dlq(config, "replay", service, "--event-id", message["event_id"])
+    assert refused.returncode == 1
+    assert "older than the inbox retention (30 days)" in refused.stderr
+    assert ready_messages(broker, parking) == 1
+    assert effect_count(probe_db, message["event_id"]) == 0
+
+    forced = dlq(config, "replay", service, "--event-id", message["event_id"], "--force")
+    assert forced.returncode == 0, forced.stderr
+    wait_for(lambda: effect_count(probe_db, message["event_id"]) == 1)
     assert ready_messages(broker, parking) == 0
 
 
