@@ -31,8 +31,8 @@ bench: venv
 	@echo "a million transfers behind it: .venv/bin/python ops/bench/growth.py (see its docstring)"
 	@$(PY) ops/bench/gateway_accounts.py
 
-validate-deploy:
-	@ops/scripts/validate-deploy.sh
+validate-deploy: venv
+	@$(PY) -m ops.deploycheck
 
 clean:
 	rm -rf var/ build/ *.egg-info

@@ -19,7 +19,7 @@ echo "==> lint (ruff)"
 "$VENV/bin/ruff" format --check .
 
 echo "==> deployment files (hadolint, compose/stack config, kustomize, schemas)"
-ops/scripts/validate-deploy.sh
+"$VENV/bin/python" -m ops.deploycheck
 
 echo "==> tests (unit, integration, end to end)"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -12,7 +12,7 @@
 #     sh /docker-entrypoint-initdb.d/create-databases.sh
 #
 # k8s/base/postgres/create-databases.sh is a copy of this file (kustomize
-# cannot load files outside its tree); ops/scripts/validate-deploy.sh checks
+# cannot load files outside its tree); `make validate-deploy` checks
 # that the two stay identical.
 set -eu
 

@@ -1,0 +1,123 @@
+"""Run every check, in order; exit 1 if any failed. See __init__.py."""
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .consistency import (
+    databases_one_per_migrated_service,
+    k8s_secrets_mounted,
+    notification_providers_wired,
+    payment_provider_wired,
+    services_deployed_probed_budgeted,
+    swarm_secrets_mounted,
+)
+from .entrypoint import (
+    entrypoint_dispatches_with_secrets,
+    notifications_sandbox_mails_and_takes_keys_from_files,
+    payments_sandbox_takes_key_from_file,
+)
+from .runner import Report
+from .tools import (
+    KUBERNETES_VERSION,
+    TOOLS,
+    docker_stack_accepts,
+    hadolint_passes,
+    image_runs_as_non_root,
+    init_script_copies_identical,
+    install_tools,
+    k8s_overlay,
+    k8s_schemas_valid,
+    shell_scripts,
+    shellcheck_passes,
+    swarm_stack,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Each platform is held to the same four topics (consistency.py).
+TOPICS = [
+    ("services consistent (deployed, probed, budgeted)", services_deployed_probed_budgeted),
+    ("databases consistent (one per service with migrations)", databases_one_per_migrated_service),
+    ("provider consistent (payments, gateway, sandbox, policies)", payment_provider_wired),
+    (
+        "notifier consistent (notifications, its sandbox, secrets, policies)",
+        notification_providers_wired,
+    ),
+]
+
+
+def topics(platform: str) -> list[tuple[str, Callable]]:
+    """The four topics' checks, named for this platform."""
+    return [(f"{platform}: {name}", check) for name, check in TOPICS]
+
+
+def main() -> int:
+    os.chdir(ROOT)
+    if sys.prefix == sys.base_prefix:
+        print("run it with the project's virtualenv: make validate-deploy", file=sys.stderr)
+        return 2
+    report = Report()
+    venv = os.path.relpath(sys.prefix)
+    report.check(f"tools installed in {venv} ({' '.join(TOOLS)})", install_tools)
+    if report.failures:
+        print("cannot validate without the tools", file=sys.stderr)
+        return 1
+
+    report.check("hadolint Dockerfile", hadolint_passes)
+    report.check("Dockerfile: the image runs as a non-root user", image_runs_as_non_root)
+    report.check(
+        "entrypoint.sh dispatch and {password} substitution", entrypoint_dispatches_with_secrets
+    )
+    report.check(
+        "entrypoint.sh sandbox + healthcheck sandbox (live, key from *_FILE)",
+        payments_sandbox_takes_key_from_file,
+    )
+    report.check(
+        "entrypoint.sh notifications-sandbox + healthcheck "
+        "(live: SMTP to Maildir, keys from *_FILE)",
+        notifications_sandbox_mails_and_takes_keys_from_files,
+    )
+    report.check(
+        "postgres init script: k8s copy identical to swarm's", init_script_copies_identical
+    )
+
+    swarm = report.check("docker-compose -f swarm/stack.yml config -q", swarm_stack)
+    swarm_checks = [
+        ("swarm: every /run/secrets path in the environment is mounted", swarm_secrets_mounted),
+        *topics("swarm"),
+    ]
+    report.check_all(swarm_checks, swarm, "docker-compose could not read swarm/stack.yml")
+    report.check("docker stack config -c swarm/stack.yml", docker_stack_accepts)
+
+    for overlay in ("dev", "prod"):
+        k8s = report.check(f"kubectl kustomize k8s/overlays/{overlay}", k8s_overlay, overlay)
+        k8s_checks = [
+            (
+                f"kubernetes-validate --strict -k {KUBERNETES_VERSION} ({overlay})",
+                k8s_schemas_valid,
+            ),
+            (f"k8s {overlay}: every *_FILE(S) path is a mounted secret item", k8s_secrets_mounted),
+            *topics(f"k8s {overlay}"),
+        ]
+        report.check_all(k8s_checks, k8s, f"kubectl could not render k8s/overlays/{overlay}")
+
+    # Warnings and errors fail the check; info/style notes are left to review
+    # (SHELLCHECK_SEVERITY=style to see them all).
+    severity = os.environ.get("SHELLCHECK_SEVERITY", "warning")
+    report.check(
+        f"shellcheck -S {severity} ({len(shell_scripts())} scripts in ops/ swarm/ k8s/)",
+        shellcheck_passes,
+        severity,
+    )
+
+    if report.failures:
+        print(f"validate-deploy: {report.failures} check(s) failed")
+        return 1
+    print("validate-deploy: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

