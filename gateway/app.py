@@ -5,6 +5,7 @@ import time
 
 from flask import Flask, g, request
 from flask_smorest import Api
+from flask_swagger_ui import get_swaggerui_blueprint
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import metrics, problems, ratelimit, settings
@@ -59,6 +60,7 @@ def create_app(config: dict | None = None) -> Flask:
     ):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
+    _init_api_explorer(app)
 
     # First registered: binds the correlation id before any other hook runs,
     # and (after_request runs in reverse) finishes the response last.
@@ -73,6 +75,23 @@ def create_app(config: dict | None = None) -> Flask:
             "RATE_LIMIT_STORAGE_URI=redis://... so every process shares them"
         )
     return app
+
+
+def _init_api_explorer(app: Flask) -> None:
+    """Swagger UI at /docs/, reading /openapi.json.
+
+    Its scripts and styles come from the installed flask-swagger-ui package,
+    not a CDN, so the page works with no internet. A plain Flask blueprint:
+    not an API operation, so it stays out of the OpenAPI document.
+    """
+    spec_url = app.config["OPENAPI_URL_PREFIX"].rstrip("/") + "/" + app.config["OPENAPI_JSON_PATH"]
+    explorer = get_swaggerui_blueprint(
+        app.config["API_EXPLORER_PATH"],
+        spec_url,
+        config={"app_name": app.config["API_TITLE"]},
+        blueprint_name="api_explorer",
+    )
+    app.register_blueprint(explorer)
 
 
 def _init_request_context(app: Flask) -> None:

@@ -32,5 +32,7 @@ def from_env() -> dict:
         "OPENAPI_VERSION": "3.0.3",
         "OPENAPI_URL_PREFIX": "/",
         "OPENAPI_JSON_PATH": "openapi.json",
+        # Swagger UI over that document (gateway/app.py).
+        "API_EXPLORER_PATH": "/docs",
         "JSON_SORT_KEYS": False,
     }

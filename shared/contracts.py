@@ -57,6 +57,25 @@ PAYOUT_FAILED = "payout_failed"
 TRANSFER_COMPLETED = "transfer_completed"
 TRANSFER_FAILED = "transfer_failed"
 
+# Who publishes each event, on its exchange `<service>.events`. Consumers name
+# the same service (`@saga_step(<publisher>, <event>)`); ops/scripts/
+# event_diagram.py checks that they agree and draws docs/ARCHITECTURE.md's diagram.
+PUBLISHERS = {
+    AUTH: (USER_REGISTERED, LOGIN_SUCCEEDED, LOGIN_FAILED, SESSION_REVOKED, MFA_ENABLED),
+    ACCOUNTS: (
+        ACCOUNT_OPENED,
+        TRANSFER_POSTED,
+        TRANSFER_REFUSED,
+        FUNDS_RESERVED,
+        FUNDS_RELEASED,
+        DEPOSIT_CREDITED,
+        PAYOUT_CAPTURED,
+    ),
+    TRANSACTIONS: (TRANSFER_REQUESTED, TRANSFER_COMPLETED, TRANSFER_FAILED),
+    RISK: (TRANSFER_APPROVED, TRANSFER_REJECTED, TRANSFER_REVIEW_REQUESTED),
+    PAYMENTS: (CARD_CHARGED, CARD_CHARGE_FAILED, PAYOUT_SUCCEEDED, PAYOUT_FAILED),
+}
+
 # Transfer kinds and failure reasons (API: failure_reason).
 KIND_DEPOSIT = "deposit"
 KIND_INTERNAL = "internal"

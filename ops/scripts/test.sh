@@ -10,6 +10,7 @@ export VENV=${VENV:-.venv}
 ops/scripts/bootstrap.sh
 ops/scripts/ensure-broker.sh
 ops/scripts/ensure-prometheus-tools.sh
+ops/scripts/ensure-chromium.sh || true  # without chromium the /docs browser test skips
 TEST_DATABASE_URL=$(ops/scripts/ensure-postgres.sh)
 export TEST_DATABASE_URL
 export TEST_AMQP_URI=${TEST_AMQP_URI:-${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/}}
