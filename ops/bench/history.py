@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.accounts import consumers as accounts_consumers  # noqa: E402
 from services.accounts import ledger  # noqa: E402
-from services.risk import handlers as risk_handlers  # noqa: E402
+from services.risk import consumers as risk_consumers  # noqa: E402
 from services.transactions import consumers as transactions_consumers  # noqa: E402
 from services.transactions import projections  # noqa: E402
 from services.transactions.domain import Transfer  # noqa: E402
@@ -169,7 +169,7 @@ class History:
         self.inboxes = {
             contracts.TRANSFER_REQUESTED: (
                 Table(risk, "inbox", inbox),
-                risk_handlers.ASSESS_HANDLER,
+                risk_consumers.ASSESS_HANDLER,
             ),
             contracts.TRANSFER_APPROVED: (
                 Table(acc, "inbox", inbox),

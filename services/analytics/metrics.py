@@ -25,8 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from services.analytics.handlers import COMPLETED, FAILED
 from services.analytics.models import FlaggedTransfer, TransferTotal
+from services.analytics.projections import COMPLETED, FAILED
 from shared.metrics import MetricsEndpoint, port_setting
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ anomalies(user_id, limit=50); for operators: rebuild().
 
 from nameko.extensions import DependencyProvider
 
-from services.analytics import handlers, schemas
+from services.analytics import consumers, projections, schemas, views
 from services.analytics.domain import AnomalySettings
 from services.analytics.metrics import BusinessMetrics
 from shared import contracts
@@ -43,32 +43,28 @@ class AnalyticsService(ServiceBase):
 
     @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_COMPLETED)
     def handle_transfer_completed(self, envelope):
-        handlers.record_event(
-            self.db, envelope, handlers.COMPLETED_HANDLER, now=utcnow(), settings=self.settings
-        )
+        consumers.handle_transfer_completed(self.db, envelope, now=utcnow(), settings=self.settings)
 
     @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED)
     def handle_transfer_failed(self, envelope):
-        handlers.record_event(
-            self.db, envelope, handlers.FAILED_HANDLER, now=utcnow(), settings=self.settings
-        )
+        consumers.handle_transfer_failed(self.db, envelope, now=utcnow(), settings=self.settings)
 
     @rpc
     def summary(self, user_id, month):
         args = load(schemas.SummaryArgs, {"user_id": user_id, "month": month})
-        return handlers.summary(self.db, str(args["user_id"]), args["month"])
+        return views.summary(self.db, str(args["user_id"]), args["month"])
 
     @rpc
     def insights(self, user_id, today=None):
         args = load(schemas.InsightsArgs, {"user_id": user_id, "today": today})
-        return handlers.insights(self.db, str(args["user_id"]), args["today"] or utcnow().date())
+        return views.insights(self.db, str(args["user_id"]), args["today"] or utcnow().date())
 
     @rpc
     def anomalies(self, user_id, limit=50):
         args = load(schemas.AnomaliesArgs, {"user_id": user_id, "limit": limit})
-        return handlers.anomalies(self.db, str(args["user_id"]), args["limit"])
+        return views.anomalies(self.db, str(args["user_id"]), args["limit"])
 
     @rpc
     def rebuild(self):
         """Drop the projections and replay every logged event (operators)."""
-        return handlers.rebuild(self.db, self.settings)
+        return projections.rebuild(self.db, self.settings)

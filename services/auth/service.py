@@ -1,6 +1,6 @@
 """AuthService: identities, sessions, tokens and MFA over RPC."""
 
-from services.auth import handlers, schemas
+from services.auth import mfa, schemas, sessions, users
 from services.auth.keys import SigningKeys
 from shared.database import Database
 from shared.outbox import OutboxRelay
@@ -16,46 +16,46 @@ class AuthService(ServiceBase):
     db = Database()
     keys = SigningKeys()
     outbox = OutboxRelay()
-    settings = handlers.AuthSettings()
+    settings = sessions.AuthSettings()
 
     @rpc
     def register(self, email, password, full_name):
         args = load(
             schemas.RegisterArgs, {"email": email, "password": password, "full_name": full_name}
         )
-        return handlers.register(self.db, now=utcnow(), **args)
+        return users.register(self.db, now=utcnow(), **args)
 
     @rpc
     def login(self, email, password):
         args = load(schemas.LoginArgs, {"email": email, "password": password})
-        return handlers.login(self.db, self.keys, self.settings, now=utcnow(), **args)
+        return sessions.login(self.db, self.keys, self.settings, now=utcnow(), **args)
 
     @rpc
     def verify_mfa(self, mfa_token, code):
         args = load(schemas.MfaVerifyArgs, {"mfa_token": mfa_token, "code": code})
-        return handlers.verify_mfa(self.db, self.keys, self.settings, now=utcnow(), **args)
+        return mfa.verify_mfa(self.db, self.keys, self.settings, now=utcnow(), **args)
 
     @rpc
     def enroll_mfa(self, user_id):
-        return handlers.enroll_mfa(self.db, user_id)
+        return mfa.enroll_mfa(self.db, user_id)
 
     @rpc
     def confirm_mfa(self, user_id, code):
         args = load(schemas.MfaConfirmArgs, {"code": code})
-        handlers.confirm_mfa(self.db, user_id, now=utcnow(), **args)
+        mfa.confirm_mfa(self.db, user_id, now=utcnow(), **args)
 
     @rpc
     def refresh(self, refresh_token):
         args = load(schemas.RefreshArgs, {"refresh_token": refresh_token})
-        return handlers.refresh(self.db, self.keys, self.settings, now=utcnow(), **args)
+        return sessions.refresh(self.db, self.keys, self.settings, now=utcnow(), **args)
 
     @rpc
     def logout(self, user_id, session_id):
-        handlers.logout(self.db, user_id, session_id, now=utcnow())
+        sessions.logout(self.db, user_id, session_id, now=utcnow())
 
     @rpc
     def me(self, user_id, session_id):
-        return handlers.me(self.db, user_id, session_id, now=utcnow())
+        return users.me(self.db, user_id, session_id, now=utcnow())
 
     @rpc
     def jwks(self):
@@ -63,9 +63,9 @@ class AuthService(ServiceBase):
 
     @rpc
     def revoked_sessions(self):
-        return handlers.revoked_sessions(self.db, self.settings, now=utcnow())
+        return sessions.revoked_sessions(self.db, self.settings, now=utcnow())
 
     @rpc
     def grant_role(self, user_id, role):
         """Operator command (nameko shell); not exposed over HTTP."""
-        return handlers.grant_role(self.db, user_id, role)
+        return users.grant_role(self.db, user_id, role)

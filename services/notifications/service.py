@@ -5,7 +5,7 @@ addresses; login_succeeded: new sign-in; mfa_enabled), transactions
 (transfer_completed: deposit received, transfer sent and received, payout
 sent; transfer_failed) and risk (transfer_review_requested: under review).
 Each event becomes one notification per customer and channel (see
-handlers); delivery failures are retried through the step's retry queues
+sending); delivery failures are retried through the step's retry queues
 and, after the last attempt, the event is parked in
 `notifications.dead-letters` (replay with `python -m shared.dlq replay
 notifications ...` sends what is still unsent).
@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from nameko.extensions import DependencyProvider
 
-from services.notifications import handlers, schemas
+from services.notifications import consumers, preferences, schemas, views
 from services.notifications.providers import Channels
 from services.notifications.settings import NotificationSettings
 from services.notifications.steps import notification_step
@@ -54,11 +54,10 @@ class NotificationsService(ServiceBase):
     db = Database()
     providers = Providers()
 
-    def _handle(self, event_type, envelope, delivery):
-        handlers.handle_event(
+    def _handle(self, consume, envelope, delivery):
+        consume(
             self.db,
             self.providers.channels,
-            event_type,
             envelope,
             delivery=delivery,
             now=utcnow(),
@@ -69,39 +68,39 @@ class NotificationsService(ServiceBase):
 
     @notification_step(contracts.AUTH, contracts.USER_REGISTERED)
     def on_user_registered(self, envelope, delivery=None):
-        self._handle(contracts.USER_REGISTERED, envelope, delivery)
+        self._handle(consumers.handle_user_registered, envelope, delivery)
 
     @notification_step(contracts.AUTH, contracts.LOGIN_SUCCEEDED)
     def on_login_succeeded(self, envelope, delivery=None):
-        self._handle(contracts.LOGIN_SUCCEEDED, envelope, delivery)
+        self._handle(consumers.handle_login_succeeded, envelope, delivery)
 
     @notification_step(contracts.AUTH, contracts.MFA_ENABLED)
     def on_mfa_enabled(self, envelope, delivery=None):
-        self._handle(contracts.MFA_ENABLED, envelope, delivery)
+        self._handle(consumers.handle_mfa_enabled, envelope, delivery)
 
     @notification_step(contracts.TRANSACTIONS, contracts.TRANSFER_COMPLETED)
     def on_transfer_completed(self, envelope, delivery=None):
-        self._handle(contracts.TRANSFER_COMPLETED, envelope, delivery)
+        self._handle(consumers.handle_transfer_completed, envelope, delivery)
 
     @notification_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED)
     def on_transfer_failed(self, envelope, delivery=None):
-        self._handle(contracts.TRANSFER_FAILED, envelope, delivery)
+        self._handle(consumers.handle_transfer_failed, envelope, delivery)
 
     @notification_step(contracts.RISK, contracts.TRANSFER_REVIEW_REQUESTED)
     def on_transfer_review_requested(self, envelope, delivery=None):
-        self._handle(contracts.TRANSFER_REVIEW_REQUESTED, envelope, delivery)
+        self._handle(consumers.handle_transfer_review_requested, envelope, delivery)
 
     # -- RPC ---------------------------------------------------------------------
 
     @rpc
     def list_notifications(self, user_id, limit=50):
         args = load(schemas.ListNotificationsArgs, {"user_id": user_id, "limit": limit})
-        return handlers.list_notifications(self.db, str(args["user_id"]), args["limit"])
+        return views.list_notifications(self.db, str(args["user_id"]), args["limit"])
 
     @rpc
     def get_notification(self, notification_id):
         args = load(schemas.NotificationRef, {"notification_id": notification_id})
-        found = handlers.get_notification(self.db, str(args["notification_id"]))
+        found = views.get_notification(self.db, str(args["notification_id"]))
         if found is None:
             raise NotFound("notification_not_found", "No such notification.")
         return found
@@ -109,9 +108,9 @@ class NotificationsService(ServiceBase):
     @rpc
     def get_preferences(self, user_id):
         args = load(schemas.UserRef, {"user_id": user_id})
-        return handlers.get_preferences(self.db, str(args["user_id"]))
+        return preferences.get_preferences(self.db, str(args["user_id"]))
 
     @rpc
     def set_preferences(self, user_id, prefs):
         args = load(schemas.SetPreferencesArgs, {"user_id": user_id, "prefs": prefs})
-        return handlers.set_preferences(self.db, str(args["user_id"]), args["prefs"], utcnow())
+        return preferences.set_preferences(self.db, str(args["user_id"]), args["prefs"], utcnow())

@@ -17,7 +17,7 @@ reviews and every assessment.
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
-from services.risk import handlers, schemas
+from services.risk import consumers, reviews, rulebook, schemas, views
 from shared import config, contracts
 from shared.database import Database
 from shared.event_handlers import saga_step
@@ -34,10 +34,10 @@ REVIEW_SWEEP_SECONDS = config.env_int("RISK_REVIEW_SWEEP_SECONDS", 15, minimum=1
 
 
 class Rules(DependencyProvider):
-    """The rules in force, cached per container (see handlers.RuleCache)."""
+    """The rules in force, cached per container (see rulebook.RuleCache)."""
 
     def setup(self):
-        self.cache = handlers.RuleCache()
+        self.cache = rulebook.RuleCache()
 
     def get_dependency(self, worker_ctx):
         return self.cache
@@ -58,30 +58,30 @@ class RiskService(ServiceBase):
 
     @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_REQUESTED, kinds=ASSESSED_KINDS)
     def handle_transfer_requested(self, envelope):
-        handlers.assess_transfer(self.db, envelope, now=utcnow(), cache=self.rules)
+        consumers.handle_transfer_requested(self.db, envelope, now=utcnow(), cache=self.rules)
 
     @saga_step(contracts.TRANSACTIONS, contracts.TRANSFER_FAILED, kinds=ASSESSED_KINDS)
     def handle_transfer_failed(self, envelope):
-        handlers.withdraw_review(self.db, envelope, now=utcnow())
+        consumers.handle_transfer_failed(self.db, envelope, now=utcnow())
 
     @saga_step(contracts.ACCOUNTS, contracts.ACCOUNT_OPENED)
     def handle_account_opened(self, envelope):
-        handlers.record_account_opened(self.db, envelope, now=utcnow())
+        consumers.handle_account_opened(self.db, envelope, now=utcnow())
 
     @saga_step(contracts.AUTH, contracts.LOGIN_FAILED)
     def handle_login_failed(self, envelope):
-        handlers.record_login_failed(self.db, envelope, now=utcnow())
+        consumers.handle_login_failed(self.db, envelope, now=utcnow())
 
     @timer(interval=REVIEW_SWEEP_SECONDS)
     def expire_reviews(self):
-        handlers.expire_reviews(self.db, utcnow())
+        reviews.expire_reviews(self.db, utcnow())
 
     # -- assessments -----------------------------------------------------------
 
     @rpc
     def get_assessment(self, transfer_id):
         args = load(schemas.AssessmentRef, {"transfer_id": transfer_id})
-        return handlers.get_assessment(self.db, str(args["transfer_id"]))
+        return views.get_assessment(self.db, str(args["transfer_id"]))
 
     @rpc
     def list_assessments(
@@ -97,7 +97,7 @@ class RiskService(ServiceBase):
                 "cursor": cursor,
             },
         )
-        return handlers.list_assessments(
+        return views.list_assessments(
             self.db,
             account_id=_uuid(args["account_id"]),
             owner_id=_uuid(args["owner_id"]),
@@ -111,12 +111,12 @@ class RiskService(ServiceBase):
     @rpc
     def list_reviews(self, status="pending", limit=50, cursor=None):
         args = load(schemas.ListReviewsArgs, {"status": status, "limit": limit, "cursor": cursor})
-        return handlers.list_reviews(self.db, args["status"], args["limit"], args["cursor"])
+        return views.list_reviews(self.db, args["status"], args["limit"], args["cursor"])
 
     @rpc
     def get_review(self, review_id):
         args = load(schemas.ReviewRef, {"review_id": review_id})
-        return handlers.get_review(self.db, str(args["review_id"]))
+        return views.get_review(self.db, str(args["review_id"]))
 
     @rpc
     def decide_review(self, review_id, decision, decided_by, note=None):
@@ -124,7 +124,7 @@ class RiskService(ServiceBase):
             schemas.DecideReviewArgs,
             {"review_id": review_id, "decision": decision, "decided_by": decided_by, "note": note},
         )
-        return handlers.decide_review(
+        return reviews.decide_review(
             self.db,
             str(args["review_id"]),
             args["decision"],
@@ -138,32 +138,32 @@ class RiskService(ServiceBase):
     @rpc
     def get_rules(self, version=None):
         args = load(schemas.RulesRef, {"version": version})
-        return handlers.get_rules(self.db, self.rules, args["version"])
+        return rulebook.get_rules(self.db, self.rules, args["version"])
 
     @rpc
     def list_rule_versions(self, limit=50):
         args = load(schemas.ListRuleVersionsArgs, {"limit": limit})
-        return handlers.list_rule_versions(self.db, args["limit"])
+        return rulebook.list_rule_versions(self.db, args["limit"])
 
     @rpc
     def put_rules(self, rules, changed_by, comment=None):
         args = load(
             schemas.PutRulesArgs, {"rules": rules, "changed_by": changed_by, "comment": comment}
         )
-        return handlers.put_rules(
+        return rulebook.put_rules(
             self.db, self.rules, args["rules"], args["changed_by"], args["comment"], utcnow()
         )
 
     @rpc
     def get_customer(self, user_id):
         args = load(schemas.CustomerRef, {"user_id": user_id})
-        return handlers.get_customer(self.db, self.rules, str(args["user_id"]), utcnow())
+        return rulebook.get_customer(self.db, self.rules, str(args["user_id"]), utcnow())
 
     @rpc
     def set_customer_tier(self, user_id, tier, changed_by):
         args = load(
             schemas.SetTierArgs, {"user_id": user_id, "tier": tier, "changed_by": changed_by}
         )
-        return handlers.set_customer_tier(
+        return rulebook.set_customer_tier(
             self.db, self.rules, str(args["user_id"]), args["tier"], args["changed_by"], utcnow()
         )

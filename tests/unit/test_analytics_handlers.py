@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import text
 
-from services.analytics import domain, handlers
+from services.analytics import consumers, domain, projections, views
 from services.analytics.metrics import ProjectionCollector, metrics_port
 from shared import contracts
 from shared.config import ConfigError
@@ -87,12 +87,12 @@ def failed(kind, owner, amount, reason, currency="EUR"):
 
 
 def consume(uow, message, now=datetime(2026, 11, 30, tzinfo=UTC)):
-    handler = (
-        handlers.COMPLETED_HANDLER
+    handle = (
+        consumers.handle_transfer_completed
         if message["type"] == contracts.TRANSFER_COMPLETED
-        else handlers.FAILED_HANDLER
+        else consumers.handle_transfer_failed
     )
-    return handlers.record_event(uow, message, handler, now=now, settings=SETTINGS)
+    return handle(uow, message, now=now, settings=SETTINGS)
 
 
 def test_a_month_per_currency_and_category(uow):
@@ -104,7 +104,7 @@ def test_a_month_per_currency_and_category(uow):
     consume(uow, completed(contracts.KIND_DEPOSIT, alice, 1_000, currency="USD"))
     consume(uow, completed(contracts.KIND_DEPOSIT, alice, 999, at="2026-10-31T23:59:59+00:00"))
 
-    result = handlers.summary(uow, alice, "2026-11")
+    result = views.summary(uow, alice, "2026-11")
     assert result == {
         "month": "2026-11",
         "currencies": {
@@ -131,10 +131,10 @@ def test_a_month_per_currency_and_category(uow):
             },
         },
     }
-    assert handlers.summary(uow, alice, "2026-10")["currencies"]["EUR"]["inflow"] == 999
-    bob_month = handlers.summary(uow, bob, "2026-11")["currencies"]["EUR"]
+    assert views.summary(uow, alice, "2026-10")["currencies"]["EUR"]["inflow"] == 999
+    bob_month = views.summary(uow, bob, "2026-11")["currencies"]["EUR"]
     assert (bob_month["inflow"], bob_month["outflow"], bob_month["count"]) == (89_550, 0, 2)
-    assert handlers.summary(uow, str(uuid.uuid4()), "2026-11") == {
+    assert views.summary(uow, str(uuid.uuid4()), "2026-11") == {
         "month": "2026-11",
         "currencies": {},
     }
@@ -148,7 +148,7 @@ def test_a_duplicate_delivery_counts_once(uow, engine):
     # The same outcome announced again under another event id: still once.
     again = {**message, "event_id": str(uuid.uuid4())}
     assert consume(uow, again) is True
-    totals = handlers.summary(uow, alice, "2026-11")["currencies"]["EUR"]
+    totals = views.summary(uow, alice, "2026-11")["currencies"]["EUR"]
     assert (totals["inflow"], totals["count"]) == (5_000, 1)
     assert rows(engine, "SELECT count(*) FROM analytics_events") == [(2,)]
 
@@ -165,7 +165,7 @@ def test_failures_are_counted_by_reason(uow, engine):
         ("failed", "deposit", "EUR", "card_declined", 1, 100),
         ("failed", "internal", "EUR", "insufficient_funds", 2, 1_200),
     ]  # fmt: skip
-    assert handlers.summary(uow, alice, "2026-11")["currencies"] == {}
+    assert views.summary(uow, alice, "2026-11")["currencies"] == {}
 
 
 def history(uow, user, amounts, month="2026-10", start_day=1):
@@ -185,7 +185,7 @@ def test_an_unusual_outflow_is_flagged(uow):
     history(uow, alice, [1_800, 2_000, 2_100, 1_900, 2_200, 2_000])
     big = completed(contracts.KIND_PAYOUT, alice, 50_000, iban="DE89370400440532013000")
     consume(uow, big)
-    [flagged] = handlers.anomalies(uow, alice)
+    [flagged] = views.anomalies(uow, alice)
     assert flagged["transfer_id"] == big["payload"]["transfer_id"]
     assert flagged["score"] == 240.0  # (50000 - 2000) / 200
     assert flagged["reason"].startswith("amount 25x your usual 20.00 EUR")
@@ -202,7 +202,7 @@ def test_no_anomaly_without_enough_history_nor_for_money_coming_in(uow):
     history(uow, alice, [2_000] * 4)
     consume(uow, completed(contracts.KIND_PAYOUT, alice, 50_000))
     consume(uow, completed(contracts.KIND_DEPOSIT, alice, 900_000))
-    assert handlers.anomalies(uow, alice) == []
+    assert views.anomalies(uow, alice) == []
 
 
 def test_insights_for_the_current_month(uow):
@@ -225,14 +225,14 @@ def test_insights_for_the_current_month(uow):
             at="2026-11-16T09:00:00+00:00",
         ),
     )  # fmt: skip
-    items = handlers.insights(uow, alice, date(2026, 11, 20))
+    items = views.insights(uow, alice, date(2026, 11, 20))
     by_kind = {item["kind"]: item for item in items}
     assert by_kind["spending_change"]["message"].startswith("Spending is up 40% on October")
     assert by_kind["largest_outflow"]["data"]["amount"] == "500.00"
     assert by_kind["recurring_payment"]["data"]["months"] == ["2026-09", "2026-10", "2026-11"]
     assert by_kind["recurring_payment"]["data"]["counterparty"] == f"account:{landlord}"
     # Nothing this month, nothing to say (December).
-    assert handlers.insights(uow, alice, date(2026, 12, 1))[0]["kind"] == "recurring_payment"
+    assert views.insights(uow, alice, date(2026, 12, 1))[0]["kind"] == "recurring_payment"
 
 
 def test_rebuild_equals_the_live_projections(uow, engine):
@@ -247,13 +247,13 @@ def test_rebuild_equals_the_live_projections(uow, engine):
     consume(uow, {**message, "event_id": str(uuid.uuid4())})  # announced twice
     live = snapshot(engine)
     assert live["anomalies"], "the crafted history should flag the TV"
-    assert handlers.rebuild(uow, SETTINGS) == {"events": 12, "transfers": 11}
+    assert projections.rebuild(uow, SETTINGS) == {"events": 12, "transfers": 11}
     assert snapshot(engine) == live
     # From nothing, too.
     with engine.begin() as conn:
         for table in PROJECTION_TABLES:
             conn.execute(text(f"DELETE FROM {table}"))
-    handlers.rebuild(uow, SETTINGS)
+    projections.rebuild(uow, SETTINGS)
     assert snapshot(engine) == live
 
 
@@ -274,7 +274,7 @@ def test_malformed_events_are_refused_and_leave_nothing(uow, engine, change):
     message = completed(contracts.KIND_DEPOSIT, str(uuid.uuid4()), 1_000)
     message["payload"].update(change)
     message["payload"]["transfer"].update(change)
-    with pytest.raises(handlers.MalformedEvent):
+    with pytest.raises(projections.MalformedEvent):
         consume(uow, message)
     assert rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
     assert rows(engine, "SELECT count(*) FROM analytics_events") == [(0,)]

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
-from services.risk import domain, handlers
+from services.risk import consumers, domain, reviews, rulebook, views
+from services.risk.assessment import MalformedTransfer
 from shared import contracts
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.events import envelope
@@ -52,7 +53,7 @@ def requested(payload):
 
 
 def assess(uow, payload, now=NOW, cache=None):
-    return handlers.assess_transfer(uow, requested(payload), now=now, cache=cache)
+    return consumers.handle_transfer_requested(uow, requested(payload), now=now, cache=cache)
 
 
 def outbox(engine):
@@ -77,7 +78,7 @@ def opened(account_id, occurred_at=None, owner=None):
 
 def young_account(uow, owner=None):
     account = str(uuid.uuid4())
-    handlers.record_account_opened(uow, opened(account, NOW - timedelta(hours=1), owner), now=NOW)
+    consumers.handle_account_opened(uow, opened(account, NOW - timedelta(hours=1), owner), now=NOW)
     return account
 
 
@@ -124,14 +125,14 @@ def carried(payload):
 def test_a_small_transfer_is_approved_stored_and_announced(uow, engine):
     payload = transfer(str(uuid.uuid4()))
     message = requested(payload)
-    view = handlers.assess_transfer(uow, message, now=NOW)
+    view = consumers.handle_transfer_requested(uow, message, now=NOW)
     assert (view["decision"], view["final_decision"]) == (contracts.APPROVE, contracts.APPROVE)
     assert view["reasons"] == [domain.NEW_BENEFICIARY] and view["score"] == 10
     assert view["owner_id"] == payload["owner_id"]
     assert view["beneficiary"] == f"account:{payload['to_account_id']}"
     assert (view["tier"], view["rules_version"], view["review_id"]) == ("standard", 0, None)
     assert view["signals"]["last_day"] == {"count": 0, "amount": "0.00"}
-    assert handlers.get_assessment(uow, payload["transfer_id"]) == view
+    assert views.get_assessment(uow, payload["transfer_id"]) == view
     [event] = outbox(engine)
     assert event["type"] == contracts.TRANSFER_APPROVED
     assert event["causation_id"] == message["event_id"]
@@ -156,8 +157,8 @@ def test_an_over_limit_payout_is_rejected_with_reasons(uow, engine):
 
 def test_a_duplicate_delivery_changes_nothing(uow, engine):
     message = requested(transfer(str(uuid.uuid4())))
-    assert handlers.assess_transfer(uow, message, now=NOW) is not None
-    assert handlers.assess_transfer(uow, message, now=NOW) is None
+    assert consumers.handle_transfer_requested(uow, message, now=NOW) is not None
+    assert consumers.handle_transfer_requested(uow, message, now=NOW) is None
     assert rows(engine, "SELECT count(*) FROM assessments") == [(1,)]
     assert len(outbox(engine)) == 1
 
@@ -167,10 +168,10 @@ def test_a_transfer_is_decided_once_even_if_requested_again(uow, engine):
     first = assess(uow, payload)
     assert first["decision"] == contracts.REJECT
     # A new event for the same transfer, under rules that would now allow it.
-    cache = handlers.RuleCache()
+    cache = rulebook.RuleCache()
     generous = domain.RuleSet().to_document()
     generous["tiers"]["standard"]["currencies"]["EUR"]["per_transfer"] = "100000.00"
-    handlers.put_rules(uow, cache, generous, ADMIN, None, NOW)
+    rulebook.put_rules(uow, cache, generous, ADMIN, None, NOW)
     again = assess(uow, payload, now=NOW + timedelta(days=2), cache=cache)
     assert again == first
     repeated = events(engine, VERDICTS, payload["transfer_id"])
@@ -236,7 +237,7 @@ def test_a_beneficiary_paid_before_is_known_and_own_accounts_are_never_new(uow):
     stranger = assess(uow, transfer(str(uuid.uuid4()), to=friend))
     assert domain.NEW_BENEFICIARY in stranger["reasons"]
     savings = str(uuid.uuid4())
-    handlers.record_account_opened(uow, opened(savings, NOW - timedelta(days=30), owner), now=NOW)
+    consumers.handle_account_opened(uow, opened(savings, NOW - timedelta(days=30), owner), now=NOW)
     assert assess(uow, transfer(source, owner=owner, to=savings))["reasons"] == []
 
 
@@ -287,8 +288,8 @@ def test_repeated_failed_logins_raise_the_customers_risk_for_a_while(uow, engine
     assess(uow, transfer(source, owner=owner, to=shop))
     first = login_failed(owner)
     for message in (first, first, login_failed(owner), login_failed(owner)):
-        handlers.record_login_failed(uow, message, now=NOW)  # the first one twice: a duplicate
-    profile = handlers.get_customer(uow, handlers.RuleCache(), owner, NOW)
+        consumers.handle_login_failed(uow, message, now=NOW)  # the first one twice: a duplicate
+    profile = rulebook.get_customer(uow, rulebook.RuleCache(), owner, NOW)
     assert (profile["failed_logins"], profile["elevated"]) == (3, True)
     assert profile["last_failed_login_at"] == NOW.isoformat()
     raised = assess(uow, transfer(source, owner=owner, to=shop))
@@ -302,7 +303,7 @@ def test_a_login_failure_without_a_user_is_an_error(uow):
     message = login_failed("x")
     message["payload"]["user_id"] = None
     with pytest.raises(ValueError, match="user_id"):
-        handlers.record_login_failed(uow, message, now=NOW)
+        consumers.handle_login_failed(uow, message, now=NOW)
 
 
 # -- reviews ----------------------------------------------------------------------------------
@@ -317,14 +318,14 @@ def test_review_holds_the_transfer_and_asks_for_a_decision(uow, engine):
     assert asked["payload"]["owner_id"] == payload["owner_id"]
     assert asked["payload"]["transfer"] == carried(payload)
     assert asked["payload"]["expires_at"] == (NOW + timedelta(days=1)).isoformat()
-    [pending] = handlers.list_reviews(uow)["items"]
+    [pending] = views.list_reviews(uow)["items"]
     assert pending["review_id"] == view["review_id"]
     assert (pending["status"], pending["amount"], pending["score"]) == ("pending", 60_000, 50)
 
 
 def test_an_admin_approves_and_the_saga_continues(uow, engine):
     payload, view = held(uow)
-    decided = handlers.decide_review(uow, view["review_id"], "approve", ADMIN, "known payee", NOW)
+    decided = reviews.decide_review(uow, view["review_id"], "approve", ADMIN, "known payee", NOW)
     assert (decided["status"], decided["decided_by"], decided["note"]) == (
         "approved",
         ADMIN,
@@ -334,53 +335,53 @@ def test_an_admin_approves_and_the_saga_continues(uow, engine):
     assert decision_of(final) == contracts.APPROVE
     assert final["payload"]["review_id"] == view["review_id"]
     assert final["payload"]["transfer"] == carried(payload)
-    assessment = handlers.get_assessment(uow, payload["transfer_id"])
+    assessment = views.get_assessment(uow, payload["transfer_id"])
     assert (assessment["decision"], assessment["final_decision"]) == ("review", "approve")
     # The same admin asking again gets the same answer; nothing more is sent.
-    assert handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW) == decided
+    assert reviews.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW) == decided
     assert len(events(engine, VERDICTS, payload["transfer_id"])) == 1
-    assert handlers.list_reviews(uow)["items"] == []
-    assert handlers.list_reviews(uow, "approved")["items"] == [decided]
+    assert views.list_reviews(uow)["items"] == []
+    assert views.list_reviews(uow, "approved")["items"] == [decided]
 
 
 def test_an_admin_rejects_and_a_second_decision_is_a_conflict(uow, engine):
     payload, view = held(uow)
-    handlers.decide_review(uow, view["review_id"], "reject", ADMIN, None, NOW)
+    reviews.decide_review(uow, view["review_id"], "reject", ADMIN, None, NOW)
     [final] = events(engine, VERDICTS, payload["transfer_id"])
     assert decision_of(final) == contracts.REJECT
     with pytest.raises(Conflict, match="review_closed"):
-        handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
+        reviews.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
     with pytest.raises(Conflict, match="review_closed"):
-        handlers.decide_review(uow, view["review_id"], "reject", str(uuid.uuid4()), None, NOW)
+        reviews.decide_review(uow, view["review_id"], "reject", str(uuid.uuid4()), None, NOW)
 
 
 def test_nobody_decides_on_their_own_transfer(uow, engine):
     _, view = held(uow, owner=ADMIN)
     with pytest.raises(Forbidden, match="own_transfer"):
-        handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
-    assert handlers.get_review(uow, view["review_id"])["status"] == "pending"
+        reviews.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
+    assert views.get_review(uow, view["review_id"])["status"] == "pending"
 
 
 def test_an_unknown_review_is_not_found(uow):
     with pytest.raises(NotFound):
-        handlers.decide_review(uow, str(uuid.uuid4()), "approve", ADMIN, None, NOW)
+        reviews.decide_review(uow, str(uuid.uuid4()), "approve", ADMIN, None, NOW)
     with pytest.raises(NotFound):
-        handlers.get_review(uow, str(uuid.uuid4()))
+        views.get_review(uow, str(uuid.uuid4()))
 
 
 def test_an_undecided_review_is_rejected_when_its_time_runs_out(uow, engine):
     payload, view = held(uow)
-    assert handlers.expire_reviews(uow, NOW + timedelta(hours=23)) == 0
+    assert reviews.expire_reviews(uow, NOW + timedelta(hours=23)) == 0
     later = NOW + timedelta(days=1)
     with pytest.raises(Conflict, match="review_expired"):
-        handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, later)
-    assert handlers.expire_reviews(uow, later) == 1
-    assert handlers.expire_reviews(uow, later) == 0
+        reviews.decide_review(uow, view["review_id"], "approve", ADMIN, None, later)
+    assert reviews.expire_reviews(uow, later) == 1
+    assert reviews.expire_reviews(uow, later) == 0
     [final] = events(engine, VERDICTS, payload["transfer_id"])
     assert decision_of(final) == contracts.REJECT
     assert final["payload"]["reasons"][-1] == domain.REVIEW_EXPIRED
-    review = handlers.get_review(uow, view["review_id"])
-    assert (review["status"], review["decided_by"]) == ("expired", handlers.SYSTEM)
+    review = views.get_review(uow, view["review_id"])
+    assert (review["status"], review["decided_by"]) == ("expired", reviews.SYSTEM)
     # Asked again for the same transfer, risk repeats the final word.
     assess(uow, payload)
     repeated = events(engine, VERDICTS, payload["transfer_id"])
@@ -394,14 +395,14 @@ def test_a_transfer_the_saga_failed_withdraws_its_review(uow, engine):
         {"transfer_id": payload["transfer_id"], "reason": "timed_out"},
         correlation_id="test",
     )
-    handlers.withdraw_review(uow, failed, NOW)
-    handlers.withdraw_review(uow, failed, NOW)
-    review = handlers.get_review(uow, view["review_id"])
+    consumers.handle_transfer_failed(uow, failed, NOW)
+    consumers.handle_transfer_failed(uow, failed, NOW)
+    review = views.get_review(uow, view["review_id"])
     assert (review["status"], review["note"]) == ("withdrawn", "transfer timed_out")
     assert events(engine, VERDICTS) == []
-    assert handlers.expire_reviews(uow, NOW + timedelta(days=2)) == 0
+    assert reviews.expire_reviews(uow, NOW + timedelta(days=2)) == 0
     with pytest.raises(Conflict):
-        handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
+        reviews.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
 
 
 def test_a_pending_review_is_not_announced_twice(uow, engine):
@@ -413,60 +414,60 @@ def test_a_pending_review_is_not_announced_twice(uow, engine):
 
 def test_reviews_are_paged_newest_first(uow):
     ids = [held(uow)[1]["review_id"] for _ in range(3)]
-    page = handlers.list_reviews(uow, "pending", limit=2)
+    page = views.list_reviews(uow, "pending", limit=2)
     assert [r["review_id"] for r in page["items"]] == ids[:0:-1]
-    rest = handlers.list_reviews(uow, "pending", limit=2, cursor=int(page["next_cursor"]))
+    rest = views.list_reviews(uow, "pending", limit=2, cursor=int(page["next_cursor"]))
     assert [r["review_id"] for r in rest["items"]] == ids[:1]
     assert rest["next_cursor"] is None
-    assert len(handlers.list_reviews(uow, "all")["items"]) == 3
+    assert len(views.list_reviews(uow, "all")["items"]) == 3
 
 
 # -- rules as data ------------------------------------------------------------------------
 
 
 def test_new_rules_apply_to_the_next_transfer_without_a_restart(uow):
-    cache = handlers.RuleCache()
+    cache = rulebook.RuleCache()
     account = str(uuid.uuid4())
     assert assess(uow, transfer(account, amount=500_000), cache=cache)["decision"] == "approve"
     stricter = domain.RuleSet().to_document()
     stricter["tiers"]["standard"]["currencies"]["EUR"]["per_transfer"] = "4000"
-    stored = handlers.put_rules(uow, cache, stricter, ADMIN, "tighten EUR", NOW)
+    stored = rulebook.put_rules(uow, cache, stricter, ADMIN, "tighten EUR", NOW)
     assert (stored["version"], stored["created_by"], stored["comment"]) == (1, ADMIN, "tighten EUR")
     assert stored["rules"]["tiers"]["standard"]["currencies"]["EUR"]["per_transfer"] == "4000.00"
     after = assess(uow, transfer(account, amount=500_000), cache=cache)
     assert after["decision"] == contracts.REJECT
     assert after["rules_version"] == 1
     # Another instance's cache sees the same version.
-    assert handlers.get_rules(uow, handlers.RuleCache())["version"] == 1
-    assert handlers.get_rules(uow, cache, version=0)["created_by"] == "built-in"
-    assert handlers.list_rule_versions(uow)["items"][0]["version"] == 1
+    assert rulebook.get_rules(uow, rulebook.RuleCache())["version"] == 1
+    assert rulebook.get_rules(uow, cache, version=0)["created_by"] == "built-in"
+    assert rulebook.list_rule_versions(uow)["items"][0]["version"] == 1
     with pytest.raises(NotFound):
-        handlers.get_rules(uow, cache, version=9)
+        rulebook.get_rules(uow, cache, version=9)
 
 
 def test_bad_rules_are_refused_with_the_field_named_and_nothing_stored(uow):
-    cache = handlers.RuleCache()
+    cache = rulebook.RuleCache()
     document = domain.RuleSet().to_document()
     document["tiers"]["standard"]["currencies"]["EUR"]["per_transfer"] = "1.001"
     document["tiers"]["standard"]["daily_count"] = 0
     with pytest.raises(InvalidInput) as error:
-        handlers.put_rules(uow, cache, document, ADMIN, None, NOW)
+        rulebook.put_rules(uow, cache, document, ADMIN, None, NOW)
     assert "rules.tiers.standard.daily_count" in error.value.errors
     document["tiers"]["standard"]["daily_count"] = 10
     with pytest.raises(InvalidInput) as error:
-        handlers.put_rules(uow, cache, document, ADMIN, None, NOW)
+        rulebook.put_rules(uow, cache, document, ADMIN, None, NOW)
     assert list(error.value.errors) == ["rules.tiers.standard.currencies.EUR.per_transfer"]
     with pytest.raises(InvalidInput) as error:
-        handlers.put_rules(uow, cache, {**document, "surprise": 1}, ADMIN, None, NOW)
+        rulebook.put_rules(uow, cache, {**document, "surprise": 1}, ADMIN, None, NOW)
     assert "rules.surprise" in error.value.errors
-    assert handlers.list_rule_versions(uow)["items"] == []
+    assert rulebook.list_rule_versions(uow)["items"] == []
 
 
 def test_a_customer_tier_must_exist_in_the_rules_and_changes_their_limits(uow):
-    cache = handlers.RuleCache()
+    cache = rulebook.RuleCache()
     owner = str(uuid.uuid4())
     with pytest.raises(InvalidInput, match="unknown_tier"):
-        handlers.set_customer_tier(uow, cache, owner, "premium", ADMIN, NOW)
+        rulebook.set_customer_tier(uow, cache, owner, "premium", ADMIN, NOW)
     document = domain.RuleSet().to_document()
     document["tiers"]["premium"] = {
         "hourly_count": 20,
@@ -479,12 +480,12 @@ def test_a_customer_tier_must_exist_in_the_rules_and_changes_their_limits(uow):
             }
         },
     }
-    handlers.put_rules(uow, cache, document, ADMIN, None, NOW)
+    rulebook.put_rules(uow, cache, document, ADMIN, None, NOW)
     amount = 2_000_000
     assert assess(uow, transfer(str(uuid.uuid4()), amount, owner=owner), cache=cache)[
         "decision"
     ] == (contracts.REJECT)
-    profile = handlers.set_customer_tier(uow, cache, owner, "premium", ADMIN, NOW)
+    profile = rulebook.set_customer_tier(uow, cache, owner, "premium", ADMIN, NOW)
     assert profile["tier"] == "premium"
     premium = assess(uow, transfer(str(uuid.uuid4()), amount, owner=owner), cache=cache)
     assert (premium["decision"], premium["tier"]) == (contracts.APPROVE, "premium")
@@ -495,8 +496,8 @@ def test_a_customer_tier_must_exist_in_the_rules_and_changes_their_limits(uow):
 
 def test_a_new_account_gets_the_lower_limit(uow, engine):
     young, old, unknown = (str(uuid.uuid4()) for _ in range(3))
-    handlers.record_account_opened(uow, opened(young, NOW - timedelta(hours=1)), now=NOW)
-    handlers.record_account_opened(uow, opened(old, NOW - timedelta(days=3)), now=NOW)
+    consumers.handle_account_opened(uow, opened(young, NOW - timedelta(hours=1)), now=NOW)
+    consumers.handle_account_opened(uow, opened(old, NOW - timedelta(days=3)), now=NOW)
     amount = 150_000  # above a new account's EUR 1,000.00
     rejected = assess(uow, transfer(young, amount=amount))
     assert rejected["decision"] == contracts.REJECT
@@ -508,9 +509,9 @@ def test_a_new_account_gets_the_lower_limit(uow, engine):
 def test_account_opened_is_recorded_once(uow, engine):
     account = str(uuid.uuid4())
     first = opened(account, NOW - timedelta(hours=1))
-    handlers.record_account_opened(uow, first, now=NOW)
-    handlers.record_account_opened(uow, first, now=NOW)  # duplicate delivery
-    handlers.record_account_opened(uow, opened(account, NOW), now=NOW)  # a second report
+    consumers.handle_account_opened(uow, first, now=NOW)
+    consumers.handle_account_opened(uow, first, now=NOW)  # duplicate delivery
+    consumers.handle_account_opened(uow, opened(account, NOW), now=NOW)  # a second report
     [(opened_at,)] = rows(engine, "SELECT opened_at FROM account_ages")
     assert opened_at.startswith("2026-03-01 11:00")
     assert rows(engine, "SELECT count(*) FROM inbox") == [(2,)]
@@ -520,7 +521,7 @@ def test_an_account_opened_without_a_usable_time_is_dated_now(uow, engine):
     account = str(uuid.uuid4())
     message = opened(account)
     message["occurred_at"] = "yesterday"
-    handlers.record_account_opened(uow, message, now=NOW)
+    consumers.handle_account_opened(uow, message, now=NOW)
     assert assess(uow, transfer(account, amount=150_000))["decision"] == contracts.REJECT
 
 
@@ -529,22 +530,22 @@ def test_assessments_are_queryable_by_account_customer_and_decision(uow):
     first = assess(uow, transfer(account, owner=owner))
     second = assess(uow, transfer(account, amount=2_000_000, owner=owner))
     assess(uow, transfer(str(uuid.uuid4())))
-    listed = handlers.list_assessments(uow, account_id=account)
+    listed = views.list_assessments(uow, account_id=account)
     assert [a["transfer_id"] for a in listed["items"]] == [
         second["transfer_id"],
         first["transfer_id"],
     ]
-    assert handlers.list_assessments(uow, owner_id=owner)["items"] == listed["items"]
-    rejected = handlers.list_assessments(uow, decision=contracts.REJECT)["items"]
+    assert views.list_assessments(uow, owner_id=owner)["items"] == listed["items"]
+    rejected = views.list_assessments(uow, decision=contracts.REJECT)["items"]
     assert [a["transfer_id"] for a in rejected] == [second["transfer_id"]]
-    page = handlers.list_assessments(uow, limit=2)
+    page = views.list_assessments(uow, limit=2)
     assert len(page["items"]) == 2 and page["next_cursor"]
-    rest = handlers.list_assessments(uow, limit=2, cursor=int(page["next_cursor"]))
+    rest = views.list_assessments(uow, limit=2, cursor=int(page["next_cursor"]))
     assert [a["transfer_id"] for a in rest["items"]] == [first["transfer_id"]]
     json.dumps(listed)
     assert listed["items"][0]["assessed_at"] == NOW.isoformat()
     with pytest.raises(NotFound):
-        handlers.get_assessment(uow, str(uuid.uuid4()))
+        views.get_assessment(uow, str(uuid.uuid4()))
 
 
 @pytest.mark.parametrize(
@@ -561,20 +562,20 @@ def test_assessments_are_queryable_by_account_customer_and_decision(uow):
 def test_a_malformed_transfer_is_an_error_not_a_decision(uow, engine, field, value):
     payload = transfer(str(uuid.uuid4()))
     payload[field] = value
-    with pytest.raises(handlers.MalformedTransfer):
+    with pytest.raises(MalformedTransfer):
         assess(uow, payload)
     assert rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
 
 
 def test_nobody_decides_on_a_transfer_paying_them(uow):
     admin_account = str(uuid.uuid4())
-    handlers.record_account_opened(uow, opened(admin_account, NOW - timedelta(days=9), ADMIN), NOW)
+    consumers.handle_account_opened(uow, opened(admin_account, NOW - timedelta(days=9), ADMIN), NOW)
     payload = transfer(young_account(uow), amount=60_000, to=admin_account)
     view = assess(uow, payload)
     assert view["decision"] == contracts.REVIEW
-    assert handlers.get_review(uow, view["review_id"])["recipient_id"] == ADMIN
+    assert views.get_review(uow, view["review_id"])["recipient_id"] == ADMIN
     with pytest.raises(Forbidden, match="own_transfer"):
-        handlers.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
+        reviews.decide_review(uow, view["review_id"], "approve", ADMIN, None, NOW)
 
 
 def test_a_transfer_failed_before_risk_saw_it_is_never_held(uow, engine):
@@ -584,14 +585,14 @@ def test_a_transfer_failed_before_risk_saw_it_is_never_held(uow, engine):
         {"transfer_id": payload["transfer_id"], "reason": "timed_out"},
         correlation_id="test",
     )
-    handlers.withdraw_review(uow, failed, NOW)  # the deadline passed while risk was away
+    consumers.handle_transfer_failed(uow, failed, NOW)  # the deadline passed while risk was away
     view = assess(uow, payload, now=NOW + timedelta(minutes=5))
     assert (view["decision"], view["final_decision"], view["review_id"]) == (
         contracts.REVIEW,
         contracts.REJECT,
         None,
     )
-    assert handlers.list_reviews(uow, "all")["items"] == []
+    assert views.list_reviews(uow, "all")["items"] == []
     assert outbox(engine) == []  # nobody is told of a review that cannot matter
 
 
@@ -600,7 +601,7 @@ def test_rows_from_before_final_decision_read_as_their_decision(uow, engine):
     assess(uow, transfer(source, owner=owner, to=shop))
     with engine.begin() as conn:
         conn.execute(text("UPDATE assessments SET final_decision = NULL"))
-    [old] = handlers.list_assessments(uow, owner_id=owner)["items"]
+    [old] = views.list_assessments(uow, owner_id=owner)["items"]
     assert old["final_decision"] == contracts.APPROVE
     # Still counted: the beneficiary is known, the account's velocity includes it.
     again = assess(uow, transfer(source, owner=owner, to=shop))
@@ -626,7 +627,7 @@ def test_rules_stored_by_an_earlier_release_stay_usable(uow, engine):
             ),
             {"doc": json.dumps(older), "at": NOW},
         )
-    rules = handlers.RuleCache().current(engine_session(engine))
+    rules = rulebook.RuleCache().current(engine_session(engine))
     assert rules.version == 1
     assert rules.limits(None, "EUR").per_transfer == 400_000  # the admin's value kept
     assert rules.limits(None, "JPY").per_transfer == 1_500_000  # the built-in default
@@ -634,9 +635,9 @@ def test_rules_stored_by_an_earlier_release_stay_usable(uow, engine):
 
 
 def test_unreadable_stored_rules_never_stop_assessments(uow, engine):
-    cache = handlers.RuleCache()
+    cache = rulebook.RuleCache()
     generous = domain.RuleSet().to_document()
-    handlers.put_rules(uow, cache, generous, ADMIN, None, NOW)
+    rulebook.put_rules(uow, cache, generous, ADMIN, None, NOW)
     broken = {**generous, "review_score": 95}  # above reject_score: refused on read
     with engine.begin() as conn:
         conn.execute(

@@ -1,4 +1,4 @@
-"""notifications' use cases: turn events into notifications, deliver them, answer queries.
+"""notifications' sending: turn an event into notifications and deliver them.
 
 An event is handled in two steps, and no transaction is open while a
 provider is called:
@@ -41,11 +41,11 @@ from sqlalchemy.orm import Session
 
 from services.notifications import domain, templates
 from services.notifications.models import Notification, Preference, Recipient
+from services.notifications.preferences import preferences_of
 from services.notifications.providers import Channels, ProviderRejected
 from services.notifications.steps import Delivery
 from shared import contracts
 from shared.database import UnitOfWork, connection_of, defer, insert_ignoring_duplicates
-from shared.errors import InvalidInput
 from shared.events import event_time
 from shared.inbox import claim
 from shared.sqltypes import UtcDateTime
@@ -63,14 +63,11 @@ class DeliveryIncomplete(RuntimeError):
     """Some of an event's notifications are not sent yet: retry the event."""
 
 
-def handler_name(event_type: str) -> str:
-    return f"notifications.on_{event_type}"
-
-
 def handle_event(
     uow: UnitOfWork,
     channels: Channels,
     event_type: str,
+    inbox_handler: str,
     envelope: Mapping,
     *,
     delivery: Delivery | None = None,
@@ -88,7 +85,7 @@ def handle_event(
     planned = domain.plan(event_type, payload, envelope.get("occurred_at"))
     with uow.commit_on_exit() as session:
         taken = None
-        if claim(session, envelope, handler_name(event_type)):
+        if claim(session, envelope, inbox_handler):
             if event_type == contracts.USER_REGISTERED:
                 _remember(session, payload, envelope, now)
             taken = [
@@ -141,7 +138,7 @@ def _recipient(session: Session, user_id: str) -> tuple[domain.Recipient, str | 
     row = connection_of(session).execute(_RECIPIENT, {"user_id": user_id}).one()
     return (
         domain.Recipient(
-            preferences=_preferences(row if row.has_preferences else None), email=row.address
+            preferences=preferences_of(row if row.has_preferences else None), email=row.address
         ),
         row.full_name,
     )
@@ -355,79 +352,3 @@ _FINISH = (
         ),
     )
 )
-
-
-# -- queries and preferences ----------------------------------------------------
-
-
-def _view(row: Notification) -> dict:
-    return {
-        "notification_id": row.id,
-        "channel": row.channel,
-        "template": row.template,
-        "status": row.status,
-        "created_at": row.created_at.isoformat(),
-        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
-        "event_type": row.event_type,
-        "attempts": row.attempts,
-    }
-
-
-def list_notifications(uow: UnitOfWork, user_id: str, limit: int = 50) -> list[dict]:
-    """A customer's notifications, newest first."""
-    with uow.commit_on_exit() as session:
-        rows = session.scalars(
-            select(Notification)
-            .where(Notification.user_id == user_id)
-            .order_by(Notification.created_at.desc(), Notification.id.desc())
-            .limit(limit)
-        )
-        return [_view(row) for row in rows]
-
-
-def get_notification(uow: UnitOfWork, notification_id: str) -> dict | None:
-    """One notification with its content and delivery details (operators)."""
-    with uow.commit_on_exit() as session:
-        row = session.get(Notification, notification_id)
-        if row is None:
-            return None
-        return {
-            **_view(row),
-            "event_id": row.event_id,
-            "user_id": row.user_id,
-            "subject": row.subject,
-            "body": row.body,
-            "last_error": row.last_error,
-            "retryable": row.retryable,
-            "provider_reference": row.provider_reference,
-        }
-
-
-def _preferences(row: Preference | None) -> domain.Preferences:
-    if row is None:
-        return domain.DEFAULT_PREFERENCES
-    return domain.Preferences(
-        email=row.email, sms=row.sms, push=row.push, phone=row.phone, push_token=row.push_token
-    )
-
-
-def get_preferences(uow: UnitOfWork, user_id: str) -> dict:
-    with uow.commit_on_exit() as session:
-        return _preferences(session.get(Preference, user_id)).as_dict()
-
-
-def set_preferences(uow: UnitOfWork, user_id: str, changes: Mapping, now: datetime) -> dict:
-    """Apply a change (absent keys stay, null clears phone or push_token)."""
-    with uow.commit_on_exit() as session:
-        row = session.get(Preference, user_id, with_for_update=True)
-        try:
-            updated = domain.merge_preferences(_preferences(row), changes)
-        except domain.PreferenceError as exc:
-            raise InvalidInput(exc.code, exc.message, {exc.field: [exc.message]}) from None
-        if row is None:
-            row = Preference(user_id=user_id)
-            session.add(row)
-        row.email, row.sms, row.push = updated.email, updated.sms, updated.push
-        row.phone, row.push_token = updated.phone, updated.push_token
-        row.updated_at = now
-    return updated.as_dict()

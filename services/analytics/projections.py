@@ -1,4 +1,4 @@
-"""analytics' use cases: consume transfer outcomes, answer queries, rebuild.
+"""analytics' projections: log each transfer outcome and project it; rebuild from the log.
 
 Consuming an event is one transaction: claim it in the inbox (a duplicate
 delivery does nothing), append the envelope to `analytics_events`, and
@@ -17,7 +17,7 @@ per process already serialises everything.)
 import json
 import logging
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
@@ -48,17 +48,11 @@ from shared.money import is_supported_currency
 
 log = logging.getLogger(__name__)
 
-SERVICE = "analytics"
-# Inbox handler names: "<service>.<entrypoint>".
-COMPLETED_HANDLER = "analytics.handle_transfer_completed"
-FAILED_HANDLER = "analytics.handle_transfer_failed"
-
 COMPLETED = "completed"
 FAILED = "failed"
 _OUTCOMES = {contracts.TRANSFER_COMPLETED: COMPLETED, contracts.TRANSFER_FAILED: FAILED}
 
 _REPLAY_BATCH = 500
-_MAX_OUTFLOWS = 5000  # outflows read for insights (the lookback window's newest)
 
 
 class MalformedEvent(ValueError):
@@ -146,7 +140,7 @@ def _lock_users(session: Session, user_ids: set[str]) -> None:
 def record_event(
     uow: UnitOfWork,
     envelope: dict,
-    handler: str,
+    inbox_handler: str,
     now: datetime,
     settings: domain.AnomalySettings,
     source: str = contracts.TRANSACTIONS,
@@ -165,7 +159,7 @@ def record_event(
     else:
         raise MalformedEvent(f"event type {event_type!r}")
     with uow.commit_on_exit() as session:
-        if not claim(session, envelope, handler):
+        if not claim(session, envelope, inbox_handler):
             return False
         _lock_users(session, users)
         occurred_at = event_time(envelope, now)  # decides its month
@@ -372,106 +366,3 @@ def rebuild(uow: UnitOfWork, settings: domain.AnomalySettings) -> dict:
         transfers = session.scalar(select(func.count()).select_from(ProjectedTransfer))
     log.info("projections rebuilt", extra={"events": events, "transfers": transfers})
     return {"events": events, "transfers": transfers}
-
-
-# -- queries ---------------------------------------------------------------------------
-
-
-def _totals(inflow: int, outflow: int, count: int) -> dict:
-    return {"inflow": inflow, "outflow": outflow, "net": inflow - outflow, "count": count}
-
-
-def summary(uow: UnitOfWork, user_id: str, month: str) -> dict:
-    """The user's month per currency, amounts in minor units."""
-    with uow.commit_on_exit() as session:
-        totals = session.scalars(
-            select(MonthlyTotal)
-            .where(MonthlyTotal.user_id == user_id, MonthlyTotal.month == month)
-            .order_by(MonthlyTotal.currency)
-        ).all()
-        categories = session.scalars(
-            select(MonthlyCategory)
-            .where(MonthlyCategory.user_id == user_id, MonthlyCategory.month == month)
-            .order_by(MonthlyCategory.currency, MonthlyCategory.category)
-        ).all()
-    currencies = {
-        row.currency: {**_totals(row.inflow, row.outflow, row.count), "by_category": {}}
-        for row in totals
-    }
-    for row in categories:
-        currencies[row.currency]["by_category"][row.category] = _totals(
-            row.inflow, row.outflow, row.count
-        )
-    return {"month": month, "currencies": currencies}
-
-
-def insights(
-    uow: UnitOfWork, user_id: str, today: date, settings: domain.InsightSettings | None = None
-) -> list[dict]:
-    settings = settings or domain.InsightSettings()
-    month = domain.month_of(today)
-    last = domain.previous_month(month)
-    first = domain.shift_month(month, -(settings.recurring_lookback_months - 1))
-    with uow.commit_on_exit() as session:
-        spending_rows = session.execute(
-            select(
-                MonthlyCategory.month, MonthlyCategory.currency, func.sum(MonthlyCategory.outflow)
-            )
-            .where(
-                MonthlyCategory.user_id == user_id,
-                MonthlyCategory.month.in_([month, last]),
-                MonthlyCategory.category != domain.OWN_TRANSFER,
-            )
-            .group_by(MonthlyCategory.month, MonthlyCategory.currency)
-        ).all()
-        flows = session.scalars(
-            select(UserFlow)
-            .where(
-                UserFlow.user_id == user_id,
-                UserFlow.direction == domain.OUT,
-                UserFlow.category != domain.OWN_TRANSFER,
-                UserFlow.month >= first,
-                UserFlow.month <= month,
-            )
-            .order_by(UserFlow.position.desc())
-            .limit(_MAX_OUTFLOWS)
-        ).all()
-    spending = {(m, currency): int(total or 0) for m, currency, total in spending_rows}
-    outflows = [
-        domain.Outflow(
-            transfer_id=flow.transfer_id,
-            month=flow.month,
-            amount=flow.amount,
-            currency=flow.currency,
-            category=flow.category,
-            reference=flow.reference,
-            counterparty=flow.counterparty,
-            position=flow.position,
-        )
-        for flow in reversed(flows)
-    ]
-    return [insight.as_dict() for insight in domain.insights(month, spending, outflows, settings)]
-
-
-def anomalies(uow: UnitOfWork, user_id: str, limit: int = 50) -> list[dict]:
-    """The user's flagged outflows, newest first."""
-    with uow.commit_on_exit() as session:
-        rows = session.scalars(
-            select(FlaggedTransfer)
-            .where(FlaggedTransfer.user_id == user_id)
-            .order_by(FlaggedTransfer.position.desc())
-            .limit(limit)
-        ).all()
-    return [
-        {
-            "transfer_id": row.transfer_id,
-            "score": row.score,
-            "reason": row.reason,
-            "amount": row.amount,
-            "currency": row.currency,
-            "usual_amount": row.usual_amount,
-            "month": row.month,
-            "occurred_at": row.occurred_at.isoformat(),
-        }
-        for row in rows
-    ]
