@@ -1,6 +1,7 @@
 """What every service's tables have in common."""
 
 from sqlalchemy import BigInteger, Integer, MetaData
+from sqlalchemy.orm import DeclarativeBase
 
 # Deterministic constraint and index names, so migrations can refer to them
 # on every backend.
@@ -19,3 +20,13 @@ BigId = BigInteger().with_variant(Integer, "sqlite")
 
 def service_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def service_base() -> type[DeclarativeBase]:
+    """A service's declarative base, with a MetaData of its own (what its
+    migrations compare against): `Base = service_base()` in its models."""
+
+    class Base(DeclarativeBase):
+        metadata = service_metadata()
+
+    return Base

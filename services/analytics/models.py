@@ -8,17 +8,14 @@ projection below is a function of it, replayed in `position` order
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, Float, Index, Integer, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.inbox import inbox_table
-from shared.models import BigId, service_metadata
+from shared.models import BigId, service_base
 from shared.sqltypes import UtcDateTime
 
-metadata = service_metadata()
-
-
-class Base(DeclarativeBase):
-    metadata = metadata
+Base = service_base()
+metadata = Base.metadata
 
 
 class AnalyticsEvent(Base):

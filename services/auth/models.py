@@ -3,17 +3,14 @@
 from datetime import datetime
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.models import service_metadata
+from shared.models import service_base
 from shared.outbox import outbox_table
 from shared.sqltypes import UtcDateTime
 
-metadata = service_metadata()
-
-
-class Base(DeclarativeBase):
-    metadata = metadata
+Base = service_base()
+metadata = Base.metadata
 
 
 class User(Base):

@@ -19,17 +19,14 @@ from sqlalchemy import (
     false,
     true,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.inbox import inbox_table
-from shared.models import service_metadata
+from shared.models import service_base
 from shared.sqltypes import UtcDateTime
 
-metadata = service_metadata()
-
-
-class Base(DeclarativeBase):
-    metadata = metadata
+Base = service_base()
+metadata = Base.metadata
 
 
 class Recipient(Base):

@@ -14,18 +14,15 @@
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.inbox import inbox_table
-from shared.models import BigId, service_metadata
+from shared.models import BigId, service_base
 from shared.outbox import outbox_table
 from shared.sqltypes import UtcDateTime
 
-metadata = service_metadata()
-
-
-class Base(DeclarativeBase):
-    metadata = metadata
+Base = service_base()
+metadata = Base.metadata
 
 
 class Assessment(Base):
