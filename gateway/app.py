@@ -41,7 +41,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config or {})
     app.config["RATELIMIT_STORAGE_URI"] = ratelimit.storage_uri(app.config["RATELIMIT_STORAGE_URI"])
     if app.config["TRUSTED_PROXIES"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     api = _Api(app, spec_kwargs={"servers": [{"url": "/"}]})
     api.spec.components.security_scheme(
@@ -106,6 +107,11 @@ def _init_request_context(app: Flask) -> None:
         response.headers[correlation.HEADER] = g.get("correlation_id") or correlation.new_id()
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
+        # Never framed (clickjacking), by old browsers' header and new ones'.
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+        if request.is_secure:  # over TLS, or a trusted proxy's X-Forwarded-Proto: https
+            response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
         # Flask-Limiter sends Retry-After on every response. It means
         # something only when the client is asked to come back later: a 429
         # (the limiter's own value) or a 503 (ours).

@@ -10,6 +10,15 @@ from shared.errors import InvalidInput
 
 _INSTANCES: dict[type[Schema], Schema] = {}
 
+# The largest value a BIGINT column holds: an id, cursor, version or amount
+# past it would reach the database and fail there (an OverflowError, a 500).
+BIGINT_MAX = 2**63 - 1
+
+
+def bigint(minimum: int = 1) -> validate.Range:
+    """An integer argument that fits the BIGINT columns it is compared with."""
+    return validate.Range(min=minimum, max=BIGINT_MAX)
+
 
 def load(schema: type[Schema] | Schema, data: dict) -> dict:
     """`data` through the schema (a class: one instance of it is kept, since

@@ -1,9 +1,9 @@
 """/v1/accounts: a customer's own accounts (another user's are 404)."""
 
 from flask import jsonify
-from flask_smorest import Blueprint
 
 from gateway import schemas
+from gateway.bodies import Blueprint
 from gateway.extensions import authenticated, platform, principal
 from gateway.shaping import shaped
 from shared.money import format_minor

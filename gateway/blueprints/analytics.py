@@ -6,9 +6,9 @@ in the API. Months are UTC calendar months.
 
 from datetime import UTC, datetime
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from gateway.bodies import Blueprint
 from gateway.extensions import authenticated, platform, principal
 from shared.money import format_minor, is_supported_currency
 

@@ -1,9 +1,9 @@
 """/v1/auth/*, /v1/me and the JWKS."""
 
 from flask import jsonify
-from flask_smorest import Blueprint
 
 from gateway import schemas
+from gateway.bodies import Blueprint
 from gateway.extensions import auth_rate_limit, authenticated, platform, principal
 
 blp = Blueprint("auth", __name__, description="Registration, login, tokens and MFA")

@@ -1,8 +1,8 @@
 """/v1/notifications: a customer's notifications and their channel preferences."""
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from gateway.bodies import Blueprint
 from gateway.extensions import authenticated, platform, principal
 
 blp = Blueprint("notifications", __name__, description="Notifications and preferences")

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from amqp.exceptions import AMQPError, NotFound
 from flask import current_app
-from flask_smorest import Blueprint
 from kombu import Connection
 from kombu.exceptions import OperationalError
 from marshmallow import Schema, fields
 from nameko.rpc import RPC_QUEUE_TEMPLATE
 
 from gateway.blueprints.health import check_services
+from gateway.bodies import Blueprint
 from gateway.extensions import require_role
 from shared import contracts
 from shared.errors import Unavailable

@@ -9,10 +9,10 @@ import csv
 import io
 
 from flask import Response
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from gateway.blueprints.risk_admin import BEARER, MAX_NOTE, admin_only
+from gateway.bodies import Blueprint
 from gateway.extensions import platform, principal
 from gateway.schemas import Strict
 

@@ -7,12 +7,13 @@ token, never the body) and shows money as decimal strings.
 
 import functools
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from gateway.bodies import Blueprint
 from gateway.extensions import platform, principal, require_role
 from gateway.schemas import Strict
 from shared.money import format_minor
+from shared.schemas import bigint
 
 blp = Blueprint(
     "risk_admin", __name__, description="Risk reviews, assessments, rules and customer tiers"
@@ -143,7 +144,7 @@ class RiskAssessmentListResponse(Schema):
 class RiskRulesQuery(Schema):
     version = fields.Integer(
         load_default=None,
-        validate=validate.Range(min=1),
+        validate=bigint(),
         metadata={"description": "The current version when absent."},
     )
 

@@ -10,9 +10,9 @@ GET answers once the transfer is no longer pending, or after N seconds
 import functools
 
 from flask import jsonify, request
-from flask_smorest import Blueprint
 
 from gateway import schemas
+from gateway.bodies import Blueprint
 from gateway.extensions import authenticated, platform, principal
 from gateway.outcomes import preferred_wait, transfer_view
 from gateway.shaping import shaped

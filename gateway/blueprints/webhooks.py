@@ -8,15 +8,15 @@ handed to payments, which keeps it once per event id, so a provider that
 delivers twice is answered 200 twice and recorded once.
 """
 
-import json
 import os
 import re
 import time
 
 from flask import current_app, request
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from gateway import bodies
+from gateway.bodies import Blueprint
 from gateway.extensions import platform
 from shared import webhooks
 from shared.errors import BadRequest, NotFound, Unauthenticated
@@ -67,7 +67,7 @@ def payment_provider_event(provider):
     body = request.get_data(cache=False)
     _verify(secrets, request.headers.get(webhooks.SIGNATURE_HEADER), body)
     try:
-        event = json.loads(body)
+        event = bodies.loads(body)
     except ValueError:
         event = None
     if not isinstance(event, dict):

@@ -5,7 +5,7 @@ from datetime import timedelta
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.money import CURRENCY_DIGITS
-from shared.schemas import Beneficiary
+from shared.schemas import Beneficiary, bigint
 
 _CURRENCY = validate.OneOf(sorted(CURRENCY_DIGITS))
 PROVIDER_NAME = r"^[a-z][a-z0-9_]{0,31}$"
@@ -13,7 +13,7 @@ PROVIDER_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 
 class _Operation(Schema):
     transfer_id = fields.UUID(required=True)
-    amount = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    amount = fields.Integer(required=True, strict=True, validate=bigint())
     currency = fields.String(required=True, validate=_CURRENCY)
 
 
@@ -42,7 +42,7 @@ class ProviderEventArgs(Schema):
     idempotency_key = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=100)
     )
-    amount = fields.Integer(load_default=None, allow_none=True, strict=True)
+    amount = fields.Integer(load_default=None, allow_none=True, strict=True, validate=bigint())
     currency = fields.String(load_default=None, allow_none=True)
     failure_code = fields.String(load_default=None, allow_none=True)
 

@@ -9,6 +9,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from services.risk import domain
 from shared.money import CURRENCY_DIGITS
+from shared.schemas import bigint
 
 REVIEW_STATUSES = ("pending", "approved", "rejected", "expired", "withdrawn")
 TIER_NAME = validate.Regexp(
@@ -39,7 +40,7 @@ class ListAssessmentsArgs(Schema):
         validate=validate.OneOf(["approve", "review", "reject"]),
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    cursor = fields.Integer(load_default=None, allow_none=True, validate=bigint())
 
 
 class ReviewRef(Schema):
@@ -51,7 +52,7 @@ class ListReviewsArgs(Schema):
         load_default="pending", validate=validate.OneOf([*REVIEW_STATUSES, "all"])
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    cursor = fields.Integer(load_default=None, allow_none=True, validate=bigint())
 
 
 class DecideReviewArgs(Schema):
@@ -72,7 +73,7 @@ class SetTierArgs(Schema):
 
 
 class RulesRef(Schema):
-    version = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    version = fields.Integer(load_default=None, allow_none=True, validate=bigint(0))
 
 
 class ListRuleVersionsArgs(Schema):

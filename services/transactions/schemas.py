@@ -3,7 +3,7 @@
 from marshmallow import Schema, fields, validate
 
 from shared import contracts
-from shared.schemas import Beneficiary
+from shared.schemas import Beneficiary, bigint
 
 KINDS = (contracts.KIND_DEPOSIT, contracts.KIND_INTERNAL, contracts.KIND_PAYOUT)
 
@@ -15,7 +15,7 @@ class Source(Schema):
 
 class TransferRequestArgs(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(KINDS))
-    amount = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    amount = fields.Integer(required=True, strict=True, validate=bigint())
     currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$"))
     from_account_id = fields.String(load_default=None, allow_none=True)
     to_account_id = fields.String(load_default=None, allow_none=True)
@@ -42,7 +42,7 @@ class ListArgs(Schema):
 
 
 class EndedTransfersArgs(Schema):
-    after = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0))
+    after = fields.Integer(load_default=0, strict=True, validate=bigint(0))
     limit = fields.Integer(load_default=500, strict=True, validate=validate.Range(min=1, max=2000))
     settled_seconds = fields.Integer(
         load_default=60, strict=True, validate=validate.Range(min=0, max=86400)

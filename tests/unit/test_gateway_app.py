@@ -82,3 +82,36 @@ def test_a_genuine_token_is_refused_with_503_while_revocations_cannot_be_checked
     response = app.test_client().get("/v1/accounts", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 503
     assert response.get_json()["code"] == "revocations_unavailable"
+
+
+# Found by probing the running gateway from outside (issue 10).
+
+
+def test_a_body_nested_too_deeply_is_a_400_problem_not_a_500(client):
+    body = '{"email":' + "[" * 30_000 + "]" * 30_000 + "}"
+    response = client.post("/v1/auth/login", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+
+
+def test_made_up_methods_share_one_metrics_label(client):
+    from prometheus_client import REGISTRY
+
+    assert client.open("/v1/accounts", method="PRBE653D45598").status_code == 405
+    methods = {
+        sample.labels["method"]
+        for metric in REGISTRY.collect()
+        if metric.name == "gateway_http_requests"
+        for sample in metric.samples
+    }
+    assert "other" in methods
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+
+
+def test_responses_may_not_be_framed_and_tls_ones_pin_https(client):
+    plain = client.get("/health/live")
+    assert plain.headers["X-Frame-Options"] == "DENY"
+    assert plain.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert "Strict-Transport-Security" not in plain.headers
+    secure = client.get("/health/live", base_url="https://gateway.example")
+    assert secure.headers["Strict-Transport-Security"].startswith("max-age=")

@@ -2,7 +2,9 @@
 
 import pytest
 
+from services.risk import schemas as risk_schemas
 from shared.errors import Conflict, InvalidInput, NotFound
+from shared.schemas import load
 from tests.unit.helpers import FakeServices, gateway_app
 
 ADMIN_ID = "0b7e3c1a-5d2f-4a8e-9c61-3f2a1b0c9d8e"
@@ -533,3 +535,18 @@ def test_the_endpoints_are_in_the_openapi_document_behind_bearer_auth(client):
             operation = paths[path][method]
             assert operation["security"] == [{"bearerAuth": []}]
             assert "200" in operation["responses"]
+
+
+def test_integers_past_64_bits_are_refused_at_the_edge(client, fake):
+    response = client.get("/v1/admin/risk/rules?version=9223372036854775808", headers=AS_ADMIN)
+    assert response.status_code == 422
+    assert fake.risk.calls == []
+
+
+def test_risk_refuses_cursors_and_versions_past_64_bits():
+    for schema, args in (
+        (risk_schemas.ListReviewsArgs, {"cursor": 9999999999999999999999999}),
+        (risk_schemas.ListAssessmentsArgs, {"cursor": 2**63}),
+    ):
+        with pytest.raises(InvalidInput):
+            load(schema, args)

@@ -148,3 +148,10 @@ def test_a_signed_body_that_is_not_a_json_object_is_400(client):
 def test_the_endpoint_is_in_the_openapi_document(client):
     paths = client.get("/openapi.json").get_json()["paths"]
     assert "post" in paths["/v1/webhooks/payments/{provider}"]
+
+
+def test_a_signed_body_nested_too_deeply_is_400_not_a_crash(client):
+    deep = b"[" * 30_000 + b"]" * 30_000
+    response = _post(client, deep, webhooks.sign(SECRET, deep, int(time.time())))
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "malformed_json"
