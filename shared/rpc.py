@@ -16,6 +16,7 @@ third of a small RPC's CPU. Requests keep theirs (the caller needs
 "no such service" at once).
 """
 
+import logging
 import threading
 from contextlib import suppress
 
@@ -32,8 +33,11 @@ from nameko.rpc import Rpc as NamekoRpc
 from nameko.rpc import RpcConsumer, get_rpc_exchange
 from nameko.rpc import RpcProxy as NamekoRpcProxy
 from nameko.standalone.rpc import ClusterRpcProxy
+from sqlalchemy import exc as database_errors
 
-from shared.errors import ERROR_CATEGORIES, ServiceError
+from shared.errors import ERROR_CATEGORIES, ServiceError, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 def register_error_types() -> None:
@@ -96,6 +100,25 @@ class ReplyPublisher:
                 connection.release()
 
 
+# A database that cannot be reached or answered in time (connection refused
+# or cut, pool exhausted, statement or lock timeout): the caller's 503 with
+# Retry-After, safe to retry, not an unexplained RemoteError (a 500).
+_DATABASE_TROUBLE = (
+    database_errors.OperationalError,
+    database_errors.InterfaceError,
+    database_errors.TimeoutError,
+)
+
+
+def reply_error(exc: BaseException) -> BaseException:
+    """The error a caller is told about `exc`."""
+    if isinstance(exc, _DATABASE_TROUBLE):
+        return Unavailable(
+            "database_unavailable", "The service cannot reach its database; try again shortly."
+        )
+    return exc
+
+
 class ReplyConsumer(RpcConsumer):
     """nameko's RPC consumer, replying without confirms and serialising once."""
 
@@ -114,7 +137,7 @@ class ReplyConsumer(RpcConsumer):
         self._publisher.close()
 
     def handle_result(self, message, result, exc_info):
-        error = serialize(exc_info[1]) if exc_info is not None else None
+        error = serialize(reply_error(exc_info[1])) if exc_info is not None else None
         content_type = message.properties.get("content_type", "application/json")
         serializer = kombu.serialization.registry.type_to_name[content_type]
         try:
@@ -126,16 +149,27 @@ class ReplyConsumer(RpcConsumer):
             error = serialize(UnserializableValueError(result))
             result = None
             body = kombu.serialization.dumps({"result": None, "error": error}, serializer)[2]
-        self._publisher.publish(
-            amqp.Message(
-                body,
-                content_type=content_type,
-                content_encoding="utf-8",
-                correlation_id=message.properties.get("correlation_id"),
-                delivery_mode=2,
-            ),
-            routing_key=message.properties["reply_to"],
-        )
+        try:
+            self._publisher.publish(
+                amqp.Message(
+                    body,
+                    content_type=content_type,
+                    content_encoding="utf-8",
+                    correlation_id=message.properties.get("correlation_id"),
+                    delivery_mode=2,
+                ),
+                routing_key=message.properties["reply_to"],
+            )
+        except Exception:
+            # Raising here would end the whole container (nameko treats a
+            # worker's error as fatal). The caller's own timeout covers a
+            # lost reply, and what changes money is idempotent by key.
+            log.warning(
+                "could not send an RPC reply (the broker is unreachable); the caller times out",
+                exc_info=True,
+            )
+        # nameko's ack does nothing on a channel gone with its connection: the
+        # broker then delivers the request again once the consumer reconnects.
         self.queue_consumer.ack_message(message)
         return result, exc_info
 

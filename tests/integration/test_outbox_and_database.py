@@ -11,7 +11,7 @@ from sqlalchemy import text
 from services.auth.service import AuthService
 from shared import contracts
 from shared.database import Database, make_engine
-from shared.errors import Conflict
+from shared.errors import Conflict, Unavailable
 from shared.outbox import record_event
 from shared.rpc import cluster_rpc
 from shared.rpc import rpc as rpc_entrypoint
@@ -143,6 +143,29 @@ def test_a_transaction_commits_on_success_and_rolls_back_on_error(dbprobe, rpc, 
     assert sql("auth", "SELECT count(*) FROM probe_rows WHERE marker = :m", m=marker) == [(0,)]
     rpc.dbprobe.insert(marker)
     assert sql("auth", "SELECT count(*) FROM probe_rows WHERE marker = :m", m=marker) == [(1,)]
+    assert rpc.dbprobe.health() == {"service": "dbprobe", "status": "ok"}
+
+
+def test_a_database_connection_cut_mid_call_is_unavailable_not_a_remote_error(
+    dbprobe, config, rpc, sql
+):
+    """The caller gets Unavailable (the gateway's 503 with Retry-After), and
+    the next call works on a fresh connection."""
+    with cluster_rpc(config, timeout=20) as client:
+        pending = client.dbprobe.sleep.call_async(10)
+        cut = []
+        deadline = time.monotonic() + 5
+        while not cut and time.monotonic() < deadline:
+            eventlet.sleep(0.1)
+            cut = sql(
+                "auth",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE wait_event = 'PgSleep' AND datname = current_database()",
+            )
+        assert cut, "the call's query was not seen running"
+        with pytest.raises(Unavailable) as refused:
+            pending.result()
+    assert refused.value.code == "database_unavailable"
     assert rpc.dbprobe.health() == {"service": "dbprobe", "status": "ok"}
 
 

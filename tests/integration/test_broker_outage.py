@@ -1,0 +1,110 @@
+"""A broker outage does not kill a service (issue 11, part 1).
+
+The service runs as a real process against a private broker node, which
+is stopped while a call is in flight (so the reply cannot be sent) and
+started again: the process must stay up, and answer once the broker is
+back, without a restart.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import MetaData, create_engine
+
+from shared.outbox import outbox_table
+from shared.rpc import cluster_rpc
+from tests.private_broker import PrivateBroker
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def broker():
+    node = PrivateBroker().start()
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def probe(broker, tmp_path):
+    database = f"sqlite:///{tmp_path / 'probe.sqlite3'}"
+    engine = create_engine(database)
+    outbox_table(MetaData()).create(engine)
+    engine.dispose()
+    log = open(tmp_path / "probe.log", "wb")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [
+            str(BIN / "nameko"),
+            "run",
+            "--config",
+            "config.yml",
+            "tests.integration.outage_probe:OutageProbe",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "AMQP_URI": broker.uri,
+            "OUTAGE_PROBE_DATABASE_URL": database,
+            "HEARTBEAT": "5",
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    process.log = tmp_path / "probe.log"
+    answer(broker, "health", timeout=30)
+    yield process
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+def answer(broker, method, *args, timeout=10.0):
+    """Call the probe until it answers (it may still be reconnecting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with cluster_rpc({"AMQP_URI": broker.uri}, timeout=2) as rpc:
+                return getattr(rpc.outage_probe, method)(*args)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_a_reply_lost_to_an_outage_does_not_kill_the_service(broker, probe):
+    with cluster_rpc({"AMQP_URI": broker.uri}, timeout=15) as rpc:
+        pending = rpc.outage_probe.slow.call_async(3)
+        time.sleep(0.5)  # the call is running in the probe
+        broker.stop_app()
+        with pytest.raises(Exception):  # noqa: B017 (its connection went with the broker)
+            pending.result()
+    time.sleep(3)  # the reply was due meanwhile, with no broker to take it
+    broker.start_app()
+    started = time.monotonic()
+    assert probe.poll() is None, probe.log.read_text()[-3000:]
+    try:
+        assert answer(broker, "slow", 0, timeout=30) == "done"
+    except Exception as failure:
+        raise AssertionError(probe.log.read_text()[-4000:]) from failure
+    back = time.monotonic() - started
+    assert back < 20, f"answered {back:.1f} s after the broker came back"
+
+
+def test_an_event_being_handled_in_an_outage_is_handled_after_it(broker, probe):
+    answer(broker, "emit", 1, 3)
+    time.sleep(1)  # published from the outbox, and being handled
+    broker.stop_app()
+    time.sleep(3)  # the handler finished meanwhile, with no broker to take the ack
+    broker.start_app()
+    assert probe.poll() is None, probe.log.read_text()[-3000:]
+    answer(broker, "emit", 2, 0, timeout=30)
+    deadline = time.monotonic() + 30
+    while not {1, 2} <= set(answer(broker, "handled")):
+        assert time.monotonic() < deadline, answer(broker, "handled")
+        time.sleep(0.2)
+    assert probe.poll() is None, probe.log.read_text()[-3000:]

@@ -1,0 +1,114 @@
+"""A RabbitMQ node of a test's own, for what must not happen to the shared one.
+
+Outages (stop and start the broker under running services), and later
+configuration changes, need a broker nobody else uses. This starts the
+machine's RabbitMQ installation as a separate node: its own name, free
+ports, data, logs and Erlang cookie in a temporary directory, only the
+AMQP listener (no plugins). Starting takes a few seconds.
+"""
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+class PrivateBroker:
+    def __init__(self):
+        if not (os.path.exists(SERVER) and os.path.exists(CTL)):
+            raise RuntimeError(
+                "RabbitMQ is not installed here (ops/scripts/ensure-broker.sh installs it)"
+            )
+        self.dir = Path(tempfile.mkdtemp(prefix="private-broker-"))
+        self.node = f"ft_{uuid.uuid4().hex[:8]}@localhost"
+        self.port = _free_port()
+        self.uri = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        (self.dir / "home").mkdir()
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        self.env = {
+            **os.environ,
+            "HOME": str(self.dir / "home"),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_DIST_PORT": str(_free_port()),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        self.env.pop("RABBITMQ_ALLOW_INPUT", None)  # any value makes it interactive
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "PrivateBroker":
+        self.process = subprocess.Popen(
+            [SERVER],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.dir / "server.log", "ab"),  # noqa: SIM115 (closed with the process)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_until_listening(timeout)
+        return self
+
+    def wait_until_listening(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not _listening(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the private broker exited: see {self.dir / 'server.log'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the private broker did not listen within {timeout} s")
+            time.sleep(0.1)
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run(
+            [CTL, "-q", "-n", self.node, *args],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def stop_app(self) -> None:
+        """An outage: the node closes every connection and refuses new ones."""
+        self.ctl("stop_app")
+
+    def start_app(self) -> None:
+        self.ctl("start_app")
+        self.wait_until_listening()
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                self.ctl("stop")
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
