@@ -1,19 +1,22 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every Python process of the platform (services, gateway,
-# payment provider sandbox, migrations, probes); ops/docker/entrypoint.sh
-# picks the process at start.
-# See docs/RUNTIME-CONTRACT.md.
+# migrations, probes); ops/docker/entrypoint.sh picks the process at start.
+# See docs/RUNTIME-CONTRACT.md. The provider sandboxes (sandboxes/) are for
+# development and staging only: the default target, runtime, has none of them;
+# the `sandbox` target is runtime plus the sandboxes.
 #
 #   docker build -t fintech/platform:dev .
 #   docker run --rm fintech/platform:dev service auth
+#   docker build --target sandbox -t fintech/platform-sandbox:dev .
+#   docker run --rm fintech/platform-sandbox:dev sandbox
 #
 # Needs BuildKit (the default builder since Docker 23) for the cache and bind
 # mounts below.
 
 # ---------------------------------------------------------------------------
-# builder: resolve and build every wheel (project + runtime dependencies).
-# Nothing from this stage but the wheels reaches the runtime image.
+# builder: resolve and build every wheel (project + runtime dependencies, and
+# the `sandbox` extra's). Nothing from this stage but wheels reaches an image.
 # ---------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS builder
 
@@ -29,16 +32,18 @@ COPY services/ services/
 COPY gateway/ gateway/
 COPY shared/ shared/
 
-# `pip wheel .` builds the project and its install_requires only: extras such
-# as [dev] or [test] are never part of the image. The pip cache survives
-# between builds, so a source-only change does not re-download dependencies.
+# The project, its install_requires and the [sandbox] extra (which only the
+# sandbox target installs); [dev] is never part of an image. The pip cache
+# survives between builds, so a source-only change does not re-download
+# dependencies.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --wheel-dir /wheels .
+    pip wheel --wheel-dir /wheels '.[sandbox]'
 
 # ---------------------------------------------------------------------------
-# runtime: python slim + the wheels + the source tree at /app, run as non-root.
+# platform: python slim + the wheels + the source tree at /app, run as non-root.
+# What production runs (the runtime target at the end is this stage).
 # ---------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11-slim-bookworm AS platform
 
 LABEL org.opencontainers.image.title="fintech-platform" \
       org.opencontainers.image.description="Nameko services and Flask gateway of the fintech platform"
@@ -57,9 +62,10 @@ RUN groupadd --system --gid 10001 app \
        --home-dir /home/app --create-home --shell /usr/sbin/nologin app
 
 # The wheels are bind-mounted from the builder, so they never form a layer of
-# this image; --no-index guarantees nothing is fetched at this point.
+# this image; --no-index guarantees nothing is fetched at this point. The
+# project's wheel brings its install_requires, not the [sandbox] extra.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/*.whl
+    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/fintech_services-*.whl
 
 WORKDIR /app
 
@@ -80,11 +86,32 @@ RUN python -m compileall -q services gateway shared \
 
 USER 10001:10001
 
-# gateway HTTP, payment provider sandbox HTTP (`entrypoint.sh sandbox`; not
-# for production). The services listen on nothing: they only talk AMQP.
-EXPOSE 8000 8100
+# gateway HTTP. The services listen on nothing: they only talk AMQP.
+EXPOSE 8000
 
 # No HEALTHCHECK here: the probe depends on which process the container runs;
 # swarm/stack.yml and k8s/ define one per process with `entrypoint.sh healthcheck`.
 ENTRYPOINT ["/app/ops/docker/entrypoint.sh"]
 CMD ["help"]
+
+# ---------------------------------------------------------------------------
+# sandbox: the platform plus the provider sandboxes (sandboxes/, and
+# aiosmtpd from the [sandbox] extra), for the development deployments'
+# payments-sandbox and notifications-sandbox (k8s/base, swarm/stack.yml).
+# ---------------------------------------------------------------------------
+FROM platform AS sandbox
+
+USER 0
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/aiosmtpd-*.whl
+COPY sandboxes/ sandboxes/
+RUN python -m compileall -q sandboxes
+USER 10001:10001
+
+# payment provider sandbox HTTP; notification providers sandbox SMTP and HTTP.
+EXPOSE 8100 8025 8110
+
+# ---------------------------------------------------------------------------
+# runtime (the default target, last): the platform as production runs it.
+# ---------------------------------------------------------------------------
+FROM platform AS runtime

@@ -13,7 +13,7 @@ A snapshot is CPU seconds (utime + stime, in clock ticks) per label:
   baseline), labelled from its command line: `nameko run ...
   services.accounts.service:AccountsService` is "accounts", gunicorn's
   master and workers are "gateway" (or "monolith" for the baseline),
-  `-m services.payments.sandbox` is "payments-sandbox", honcho and the
+  `-m sandboxes.payments` is "payments-sandbox", honcho and the
   scripts around it are "launcher", anything else under a root "other";
 - "rabbitmq": the broker's beam.smp and its helpers;
 - "postgres": every process whose comm is "postgres", plus the
@@ -112,7 +112,7 @@ def classify(process: Process) -> str | None:
     if "-m" in args:
         module = args[args.index("-m") + 1 : args.index("-m") + 2]
         parts = module[0].split(".") if module else []
-        if len(parts) == 3 and parts[0] == "services" and parts[2] == "sandbox":
+        if len(parts) == 2 and parts[0] == "sandboxes":
             return f"{parts[1]}-sandbox"
     if "gunicorn" in names or process.comm.startswith("gunicorn"):
         if any(arg.startswith("gateway.wsgi") for arg in args):

@@ -24,6 +24,7 @@ from .tools import (
     TOOLS,
     docker_stack_accepts,
     hadolint_passes,
+    image_has_no_sandbox,
     image_runs_as_non_root,
     init_script_copies_identical,
     install_tools,
@@ -67,6 +68,7 @@ def main() -> int:
 
     report.check("hadolint Dockerfile", hadolint_passes)
     report.check("Dockerfile: the image runs as a non-root user", image_runs_as_non_root)
+    report.check("Dockerfile: the production image has no sandbox", image_has_no_sandbox)
     report.check(
         "entrypoint.sh dispatch and {password} substitution", entrypoint_dispatches_with_secrets
     )

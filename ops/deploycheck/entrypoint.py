@@ -21,8 +21,8 @@ ENTRYPOINT = "ops/docker/entrypoint.sh"
 # The provider sandboxes' modules, as `entrypoint.sh sandbox` and
 # `entrypoint.sh notifications-sandbox` run them (python -m <module>).
 SANDBOX_MODULES = {
-    "payments": "services.payments.sandbox",
-    "notifications": "services.notifications.sandbox",
+    "payments": "sandboxes.payments",
+    "notifications": "sandboxes.notifications",
 }
 
 # A stand-in for nameko, gunicorn and python: prints how it was called and

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from .platforms import Platform, load_k8s, load_swarm
-from .runner import Failed, Skipped, run
+from .runner import Failed, Skipped, fail_if, run
 
 # Installed into the venv that runs these checks; pinned, so pip needs no
 # index once they are there.
@@ -42,13 +42,34 @@ def hadolint_passes() -> None:
     run([BIN / "hadolint", "Dockerfile"])
 
 
-def final_user(dockerfile: str) -> str:
-    """The user of the Dockerfile's last USER instruction ("" if none)."""
-    user = ""
+def production_stages(dockerfile: str) -> list[list[str]]:
+    """The lines of the stages the default (last) target is built from, base
+    first: the last stage, and the stage it is FROM, and so on."""
+    stages: dict[str, tuple[str, list[str]]] = {}
+    last = None
     for line in dockerfile.splitlines():
         words = line.split()
-        if len(words) >= 2 and words[0].upper() == "USER":
-            user = words[1]
+        if words and words[0].upper() == "FROM":
+            last = words[3].lower() if len(words) >= 4 and words[2].upper() == "AS" else line
+            stages[last] = (words[1].lower(), [])
+        elif last is not None:
+            stages[last][1].append(line)
+    chain = []
+    while last in stages:
+        base, lines = stages.pop(last)
+        chain.insert(0, lines)
+        last = base
+    return chain
+
+
+def final_user(dockerfile: str) -> str:
+    """The user the default target runs as: its stages' last USER ("" if none)."""
+    user = ""
+    for lines in production_stages(dockerfile):
+        for line in lines:
+            words = line.split()
+            if len(words) >= 2 and words[0].upper() == "USER":
+                user = words[1]
     return user
 
 
@@ -57,6 +78,18 @@ def image_runs_as_non_root() -> None:
     user = final_user(Path("Dockerfile").read_text())
     if user.split(":")[0] in ("", "root", "0"):
         raise Failed(f"the final stage runs as '{user or 'root'}'")
+
+
+def image_has_no_sandbox() -> None:
+    """The production image (the default target) carries no provider sandbox."""
+    found = [
+        line.strip()
+        for lines in production_stages(Path("Dockerfile").read_text())
+        for line in lines
+        if not line.lstrip().startswith("#")
+        and ("sandboxes" in line or "aiosmtpd" in line or "[sandbox]" in line)
+    ]
+    fail_if([f"the default target's stages have: {line}" for line in found])
 
 
 def init_script_copies_identical() -> None:

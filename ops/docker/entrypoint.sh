@@ -8,7 +8,9 @@
 #                                      notifications)
 #   entrypoint.sh gateway [args...]    gunicorn, bound to 0.0.0.0 by default
 #   entrypoint.sh sandbox [args...]    the payment provider sandbox (HTTP, port
-#                                      SANDBOX_PORT, 8100), bound to 0.0.0.0
+#                                      SANDBOX_PORT, 8100), bound to 0.0.0.0;
+#                                      both sandboxes are in the image's
+#                                      `sandbox` target only (Dockerfile)
 #   entrypoint.sh notifications-sandbox [args...]
 #                                      the notification providers sandbox (SMTP
 #                                      on SMTP_PORT, 8025; SMS/push HTTP on
@@ -171,19 +173,20 @@ case $process in
         exec python -m shared.migrate "$@"
         ;;
     sandbox)
-        # The payment provider sandbox (services/payments/sandbox.py): for
-        # development and staging only, production talks to a real provider.
+        # The payment provider sandbox (sandboxes/payments.py): for
+        # development and staging only, production talks to a real provider;
+        # only the image's `sandbox` target has it (Dockerfile).
         # Like the gateway, it must listen on every interface in a container.
         export SANDBOX_HOST="${SANDBOX_HOST:-0.0.0.0}"
-        exec python -m services.payments.sandbox "$@"
+        exec python -m sandboxes.payments "$@"
         ;;
     notifications-sandbox)
-        # The notification providers sandbox (services/notifications/sandbox.py):
+        # The notification providers sandbox (sandboxes/notifications.py):
         # an SMTP server storing mail in a Maildir (NOTIFICATIONS_SANDBOX_MAIL_DIR,
         # default DATA_DIR/mail) and the SMS/push HTTP APIs. Development and
-        # staging only; every interface in a container, as above.
+        # staging only (the `sandbox` target); every interface in a container.
         export NOTIFICATIONS_SANDBOX_HOST="${NOTIFICATIONS_SANDBOX_HOST:-0.0.0.0}"
-        exec python -m services.notifications.sandbox "$@"
+        exec python -m sandboxes.notifications "$@"
         ;;
     healthcheck)
         [ "$#" -eq 1 ] || die "usage: entrypoint.sh healthcheck <name>"

@@ -11,12 +11,11 @@ A send ends in one of three ways:
 
 Each provider retries a failed try with tenacity (exponential backoff with
 full jitter, within `max_attempts` and a 30 s deadline) and has its own
-pybreaker circuit breaker: after `breaker_failures` consecutive failed
-tries it opens, and sends fail at once with ProviderUnavailable
-("circuit_open") for `breaker_reset_timeout` seconds; then one trial call
-decides. As in payments, the breaker is entered through `calling()`, which
-holds its lock only to check and record the state (`call()` would hold it
-for the whole request and serialise every eventlet worker).
+circuit breaker: after `breaker_failures` consecutive failed tries it
+opens, and sends fail at once with ProviderUnavailable ("circuit_open")
+for `breaker_reset_timeout` seconds; then one trial call decides. As in
+payments, both are shared.providers.Guard; SMS and push also share its
+HTTP handling (shared.providers.JsonApi).
 
 SMS and push requests carry `Idempotency-Key: <notification id>`, so a try
 that timed out after the provider accepted it is not delivered twice. SMTP
@@ -25,7 +24,6 @@ has no such thing; each email carries `Message-ID: <notification id@domain>`
 """
 
 import json
-import logging
 import queue
 import smtplib
 import ssl
@@ -38,78 +36,28 @@ from email.mime.text import MIMEText
 from email.utils import formatdate
 
 import requests
-import tenacity
-from requests.adapters import HTTPAdapter
 
 from services.notifications import domain
 from services.notifications.settings import RETRY_DEADLINE, NotificationSettings
 from shared import correlation
-from shared.circuit import ProviderCircuit
 from shared.provider_errors import ProviderError, ProviderRejected, ProviderUnavailable
 from shared.provider_errors import Transient as _Transient
-
-log = logging.getLogger(__name__)
+from shared.providers import Guard, JsonApi, answer_body, refusal
 
 
 class GuardedProvider:
-    """Retries with backoff and a circuit breaker around one provider's tries."""
+    """One provider's tries, retried with backoff behind its circuit breaker."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        max_attempts: int = 3,
-        backoff: float = 0.25,
-        backoff_max: float = 4.0,
-        retry_deadline: float = RETRY_DEADLINE,
-        breaker_failures: int = 5,
-        breaker_reset_timeout: float = 30.0,
-    ):
+    def __init__(self, name: str, *, retry_deadline: float = RETRY_DEADLINE, **guard):
         self.name = name
-        self._max_attempts = max_attempts
-        self._backoff = backoff
-        self._backoff_max = backoff_max
-        self._retry_deadline = retry_deadline
-        self._circuit = ProviderCircuit(
-            f"notifications-{name}", breaker_failures, breaker_reset_timeout
-        )
+        self._guard = Guard(f"notifications-{name}", retry_deadline=retry_deadline, **guard)
 
     @property
     def breaker_state(self) -> str:
-        return self._circuit.state
+        return self._guard.state
 
     def _with_retries(self, attempt: Callable[[], str], key: str) -> str:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Transient),
-            stop=(
-                tenacity.stop_after_attempt(self._max_attempts)
-                | tenacity.stop_after_delay(self._retry_deadline)
-            ),
-            wait=tenacity.wait_random_exponential(multiplier=self._backoff, max=self._backoff_max),
-            before_sleep=self._log_retry(key),
-            reraise=True,
-        )
-        return retrying(self._guarded_attempt, attempt)
-
-    def _guarded_attempt(self, attempt: Callable[[], str]) -> str:
-        with self._circuit.guarded():
-            return attempt()
-
-    def _log_retry(self, key: str):
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "notification provider failed; retrying",
-                extra={
-                    "provider": self.name,
-                    "notification_id": key,
-                    "attempt": state.attempt_number,
-                    "error": getattr(error, "code", type(error).__name__),
-                    "retry_in_s": round(state.upcoming_sleep, 3),
-                },
-            )
-
-        return before_sleep
+        return self._guard.call(attempt, provider=self.name, notification_id=key)
 
 
 class SmtpEmailProvider(GuardedProvider):
@@ -285,63 +233,29 @@ class HttpMessageProvider(GuardedProvider):
         **guard,
     ):
         super().__init__(name, **guard)
-        self._url = base_url.rstrip("/") + "/v1/messages"
-        self._api_key = api_key
-        self._timeout = timeout
-        self._session = requests.Session()
-        # Retries are tenacity's job, not urllib3's.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._api = JsonApi(name, base_url, api_key, timeout, pool_size)
 
     def close(self) -> None:
-        self._session.close()
+        self._api.close()
 
     def send_message(self, notification_id: str, body: dict) -> str:
         # The same bytes on every try: providers compare bodies per key.
         data = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        headers = {
-            "Authorization": f"Bearer {self._api_key}",
-            "Content-Type": "application/json",
-            "Idempotency-Key": notification_id,
-            correlation.HEADER: correlation.current() or correlation.new_id(),
-        }
-        return self._with_retries(lambda: self._attempt(data, headers), notification_id)
-
-    def _attempt(self, data: str, headers: dict) -> str:
-        try:
-            response = self._session.post(
-                self._url, data=data, headers=headers, timeout=self._timeout
-            )
-        except requests.Timeout as exc:
-            raise _Transient("provider_timeout", f"{self.name}: {exc}") from exc
-        except requests.RequestException as exc:  # refused, reset, DNS, TLS
-            raise _Transient("provider_unreachable", f"{self.name}: {exc}") from exc
-        return self._result(response)
+        headers = self._api.headers(notification_id)
+        return self._with_retries(
+            lambda: self._result(self._api.request("POST", "/v1/messages", headers, data=data)),
+            notification_id,
+        )
 
     def _result(self, response: requests.Response) -> str:
         status = response.status_code
-        if status >= 500 or status in (408, 429):
-            raise _Transient("provider_error", f"{self.name}: HTTP {status}")
-        if status in (401, 403):
-            # Our credentials: nothing is sent until an operator fixes them;
-            # keep the message for then instead of failing it for good.
-            raise ProviderUnavailable("provider_auth_failed", f"{self.name}: HTTP {status}")
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        body = body if isinstance(body, dict) else {}
+        body = answer_body(response, self.name) or {}
         if 200 <= status < 300:
             reference = body.get("id")
             if not reference:
                 raise ProviderUnavailable("provider_bad_response", f"{self.name}: no id")
             return str(reference)
-        code = (body.get("error") or {}).get("code") or f"http_{status}"
-        if status == 409 and code == "idempotency_key_in_use":
-            raise _Transient(code, f"{self.name}: HTTP {status}")
-        message = (body.get("error") or {}).get("message") or ""
-        raise ProviderRejected(code, f"{self.name}: HTTP {status} {message}".strip()[:200])
+        raise refusal(status, body, self.name)
 
 
 class SmsProvider(HttpMessageProvider):

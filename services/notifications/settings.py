@@ -26,6 +26,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 
 from shared import config
+from shared.providers import api_key_from_env, env_seconds
 
 DEV_SMS_URL = "http://127.0.0.1:8110/sms"
 DEV_PUSH_URL = "http://127.0.0.1:8110/push"
@@ -83,9 +84,9 @@ class NotificationSettings:
             smtp_timeout=env_seconds("SMTP_TIMEOUT", 10.0),
             sender=sender,
             sms_url=config.env_str("NOTIFICATIONS_SMS_URL", DEV_SMS_URL),
-            sms_api_key=_api_key("NOTIFICATIONS_SMS_API_KEY", DEV_SMS_API_KEY),
+            sms_api_key=api_key_from_env("NOTIFICATIONS_SMS_API_KEY", DEV_SMS_API_KEY),
             push_url=config.env_str("NOTIFICATIONS_PUSH_URL", DEV_PUSH_URL),
-            push_api_key=_api_key("NOTIFICATIONS_PUSH_API_KEY", DEV_PUSH_API_KEY),
+            push_api_key=api_key_from_env("NOTIFICATIONS_PUSH_API_KEY", DEV_PUSH_API_KEY),
             connect_timeout=env_seconds("NOTIFICATIONS_PROVIDER_CONNECT_TIMEOUT", 3.05),
             read_timeout=env_seconds("NOTIFICATIONS_PROVIDER_READ_TIMEOUT", 10.0),
             max_attempts=config.env_int("NOTIFICATIONS_PROVIDER_MAX_ATTEMPTS", 3, minimum=1),
@@ -93,15 +94,6 @@ class NotificationSettings:
             breaker_failures=config.env_int("NOTIFICATIONS_BREAKER_FAILURES", 5, minimum=1),
             breaker_reset_timeout=env_seconds("NOTIFICATIONS_BREAKER_RESET_SECONDS", 30.0),
         )
-
-
-def _api_key(name: str, development_default: str) -> str:
-    value = config.env_str(name)
-    if value is None:
-        if config.is_production():
-            raise config.ConfigError(f"{name} is required in production")
-        value = development_default
-    return value
 
 
 def _check_sender(sender: str) -> None:
@@ -112,16 +104,3 @@ def _check_sender(sender: str) -> None:
         address = ""
     if "@" not in address:
         raise config.ConfigError(f"NOTIFICATIONS_FROM must be an email address, got {sender!r}")
-
-
-def env_seconds(name: str, default: float) -> float:
-    raw = config.env_str(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise config.ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise config.ConfigError(f"{name} must be more than 0, got {raw!r}")
-    return value

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from shared import config
+from shared.providers import api_key_from_env, env_seconds
 
 DEV_PROVIDER_URL = "http://127.0.0.1:8100"
 DEV_API_KEY = "sk_sandbox_dev"  # the sandbox's development key, not a secret
@@ -21,31 +22,13 @@ class ProviderSettings:
 
     @classmethod
     def from_env(cls) -> "ProviderSettings":
-        api_key = config.env_str("PAYMENTS_PROVIDER_API_KEY")
-        if api_key is None:
-            if config.is_production():
-                raise config.ConfigError("PAYMENTS_PROVIDER_API_KEY is required in production")
-            api_key = DEV_API_KEY
         return cls(
             name=config.env_str("PAYMENTS_PROVIDER_NAME", "sandbox"),
             base_url=config.env_str("PAYMENTS_PROVIDER_URL", DEV_PROVIDER_URL),
-            api_key=api_key,
+            api_key=api_key_from_env("PAYMENTS_PROVIDER_API_KEY", DEV_API_KEY),
             connect_timeout=env_seconds("PAYMENTS_PROVIDER_CONNECT_TIMEOUT", 3.05),
             read_timeout=env_seconds("PAYMENTS_PROVIDER_READ_TIMEOUT", 10.0),
             max_attempts=config.env_int("PAYMENTS_PROVIDER_MAX_ATTEMPTS", 3, minimum=1),
             breaker_failures=config.env_int("PAYMENTS_PROVIDER_BREAKER_FAILURES", 5, minimum=1),
             breaker_reset_timeout=env_seconds("PAYMENTS_PROVIDER_BREAKER_RESET_SECONDS", 30.0),
         )
-
-
-def env_seconds(name: str, default: float) -> float:
-    raw = config.env_str(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise config.ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise config.ConfigError(f"{name} must be more than 0, got {raw!r}")
-    return value

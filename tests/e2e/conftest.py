@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,17 @@ def service_command(name: str) -> list[str]:
     return [str(BIN / "nameko"), "run", "--config", "config.yml", SERVICES[name]]
 
 
-def process_commands(sandbox_port: int, smtp_port: int, messages_port: int) -> dict[str, list[str]]:
+def process_commands(env: dict) -> dict[str, list[str]]:
+    """Every process of the platform, its provider sandboxes included, on env's ports."""
+    sandbox_port = urllib.parse.urlsplit(env["PAYMENTS_PROVIDER_URL"]).port
+    messages_port = urllib.parse.urlsplit(env["NOTIFICATIONS_SMS_URL"]).port
+    smtp_port = env["SMTP_PORT"]
     return {
         **{name: service_command(name) for name in SERVICES},
         "notifications-sandbox": [
             sys.executable,
             "-m",
-            "services.notifications.sandbox",
+            "sandboxes.notifications",
             "--host",
             "127.0.0.1",
             "--smtp-port",
@@ -45,7 +50,7 @@ def process_commands(sandbox_port: int, smtp_port: int, messages_port: int) -> d
         "sandbox": [
             sys.executable,
             "-m",
-            "services.payments.sandbox",
+            "sandboxes.payments",
             "--host",
             "127.0.0.1",
             "--port",
@@ -110,13 +115,10 @@ class Api:
         self.start(name, service_command(name))
 
 
-@pytest.fixture(scope="session")
-def api(environment_factory, tmp_path_factory):
-    environment = environment_factory("e2e")
-    logs = tmp_path_factory.mktemp("e2e-logs")
+def platform_env(environment, data_dir: Path) -> dict:
+    """The environment of every process of a platform on `environment`, on free ports."""
     port = _free_port()
     sandbox_port, smtp_port, messages_port = _free_port(), _free_port(), _free_port()
-    data_dir = tmp_path_factory.mktemp("e2e-data")
     env = {
         **os.environ,
         **environment.env(),
@@ -148,11 +150,17 @@ def api(environment_factory, tmp_path_factory):
         "NOTIFICATIONS_PUSH_URL": f"http://127.0.0.1:{messages_port}/push",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+def start_platform(env: dict, logs: Path, names=None) -> Api:
+    """Start the named processes (default: all) and wait until the gateway is ready."""
     processes = {}
-    client = Api(f"http://127.0.0.1:{port}", logs, env, processes)
-    client.mail_dir = data_dir / "mail"
-    for name, command in process_commands(sandbox_port, smtp_port, messages_port).items():
-        client.start(name, command)
+    client = Api(f"http://127.0.0.1:{env['GATEWAY_PORT']}", logs, env, processes)
+    client.mail_dir = Path(env["NOTIFICATIONS_SANDBOX_MAIL_DIR"])
+    for name, command in process_commands(env).items():
+        if names is None or name in names:
+            client.start(name, command)
     deadline = time.monotonic() + 120
     ready = None
     while time.monotonic() < deadline:
@@ -167,14 +175,22 @@ def api(environment_factory, tmp_path_factory):
             pass
         time.sleep(0.3)
     if ready is None or ready.status_code != 200:
-        _stop(processes)
+        stop_platform(processes)
         output = "\n".join(f"--- {n}\n{client.log_text(n)[-3000:]}" for n in processes)
         pytest.fail(f"platform did not become ready: {getattr(ready, 'text', None)}\n{output}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def api(environment_factory, tmp_path_factory):
+    environment = environment_factory("e2e")
+    env = platform_env(environment, tmp_path_factory.mktemp("e2e-data"))
+    client = start_platform(env, tmp_path_factory.mktemp("e2e-logs"))
     yield client
-    _stop(processes)
+    stop_platform(client.processes)
 
 
-def _stop(processes):
+def stop_platform(processes: dict) -> None:
     for process in processes.values():
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

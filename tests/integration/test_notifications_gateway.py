@@ -14,11 +14,11 @@ import pytest
 from gateway.app import create_app
 from services.auth.service import AuthService
 from services.notifications.service import NotificationsService
-from tests.integration.test_notifications_providers import (
+from tests.integration.sandbox import (
     PUSH_KEY,
     SENDER,
     SMS_KEY,
-    running_sandbox,
+    running_notifications_sandbox,
 )
 
 PASSWORD = "correct horse battery staple"
@@ -27,7 +27,7 @@ PHONE = "+4915112345678"
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with running_sandbox() as running:
+    with running_notifications_sandbox() as running:
         yield running
 
 

@@ -1,23 +1,13 @@
 """The notification providers against the real sandbox process: SMTP, SMS, push.
 
-The sandbox runs as `python -m services.notifications.sandbox` on free ports;
-`running_sandbox` and `NotificationsSandbox` are also used by
-test_notifications_service.py.
+The sandbox runs as `python -m sandboxes.notifications` on free ports
+(tests/integration/sandbox.py starts it).
 """
 
-import mailbox
-import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
-import requests
 
 from services.notifications.providers import (
     ProviderRejected,
@@ -26,146 +16,20 @@ from services.notifications.providers import (
     SmsProvider,
     SmtpEmailProvider,
 )
-from services.notifications.sandbox import parse_mail
-
-ROOT = Path(__file__).resolve().parents[2]
-SMS_KEY = "sms_sandbox_test"
-PUSH_KEY = "push_sandbox_test"
-SENDER = "Fintech Test <no-reply@fintech.test>"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class NotificationsSandbox:
-    """Controls and reads one running sandbox."""
-
-    def __init__(self, url: str, smtp_port: int, mail_dir: Path, log_path: Path):
-        self.url = url
-        self.smtp_port = smtp_port
-        self.mail_dir = mail_dir
-        self.log_path = log_path
-        self.sms_url = f"{url}/sms"
-        self.push_url = f"{url}/push"
-        self._keys = {"sms": SMS_KEY, "push": PUSH_KEY, "mail": None}
-
-    def _call(self, method: str, provider: str, path: str, body: dict | None = None) -> dict:
-        key = self._keys[provider]
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        response = requests.request(
-            method, f"{self.url}/{provider}{path}", json=body, headers=headers, timeout=10
-        )
-        response.raise_for_status()
-        return response.json()
-
-    # what was received
-    def mails(self, to: str | None = None) -> list[dict]:
-        """Messages in the Maildir, read straight from disk (oldest first)."""
-        box = mailbox.Maildir(str(self.mail_dir), create=False)
-        items = sorted(
-            (parse_mail(box.get_bytes(key)) for key in box.iterkeys()),
-            key=lambda item: item["received_at"],
-        )
-        return [item for item in items if to is None or to in item["rcpt_to"]]
-
-    def mails_over_http(self) -> list[dict]:
-        return self._call("GET", "mail", "/messages")["items"]
-
-    def messages(self, provider: str) -> list[dict]:
-        return self._call("GET", provider, "/v1/messages")["items"]
-
-    def requests_with_key(self, provider: str, key: str) -> list[dict]:
-        stats = self._call("GET", provider, "/_sandbox/stats")
-        return [r for r in stats["requests"] if r["idempotency_key"] == key]
-
-    def request_count(self, provider: str) -> int:
-        return len(self._call("GET", provider, "/_sandbox/stats")["requests"])
-
-    # faults
-    def fail_next(self, provider: str, count: int, status: int = 503) -> None:
-        self._call("POST", provider, "/_sandbox/faults", {"count": count, "status": status})
-
-    def slow_next(self, provider: str, count: int, delay: float) -> None:
-        self._call("POST", provider, "/_sandbox/faults", {"count": count, "delay": delay})
-
-    def clear_faults(self, provider: str) -> None:
-        self._call("DELETE", provider, "/_sandbox/faults")
-
-    def fail_next_mail(self, count: int, code: int = 451) -> None:
-        self._call("POST", "mail", "/_sandbox/faults", {"count": count, "code": code})
-
-    def reset(self) -> None:
-        for provider in ("mail", "sms", "push"):
-            self._call("POST", provider, "/_sandbox/reset")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
-@contextmanager
-def running_sandbox(smtp_port: int | None = None) -> Iterator[NotificationsSandbox]:
-    smtp_port, http_port = smtp_port or free_port(), free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="notify-sandbox-"))
-    log_path = workdir / "sandbox.log"
-    env = {
-        **os.environ,
-        "NOTIFICATIONS_SMS_API_KEY": SMS_KEY,
-        "NOTIFICATIONS_PUSH_API_KEY": PUSH_KEY,
-        "PYTHONUNBUFFERED": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "services.notifications.sandbox",
-        "--smtp-port",
-        str(smtp_port),
-        "--http-port",
-        str(http_port),
-        "--mail-dir",
-        str(workdir / "mail"),
-    ]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    sandbox = NotificationsSandbox(
-        f"http://127.0.0.1:{http_port}", smtp_port, workdir / "mail", log_path
-    )
-    try:
-        _wait_until_up(sandbox, process)
-        yield sandbox
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_up(sandbox: NotificationsSandbox, process: subprocess.Popen, timeout=15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the sandbox exited ({process.returncode}):\n{sandbox.log()}")
-        try:
-            if requests.get(sandbox.url + "/health", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"the sandbox did not answer within {timeout} s:\n{sandbox.log()}")
-
+from tests.integration.sandbox import (
+    PUSH_KEY,
+    SENDER,
+    SMS_KEY,
+    free_port,
+    running_notifications_sandbox,
+)
 
 # -- the providers --------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with running_sandbox() as running:
+    with running_notifications_sandbox() as running:
         yield running
 
 
@@ -222,11 +86,11 @@ def test_a_kept_smtp_session_the_server_dropped_is_replaced(sandbox):
     """Sessions are kept between messages; a server restart in between costs
     nothing but a new session."""
     port = free_port()
-    with running_sandbox(smtp_port=port) as first:
+    with running_notifications_sandbox(smtp_port=port) as first:
         provider = smtp(first)
         provider.send(nid(), "ada@example.com", "One", "B")
         assert len(first.mails()) == 1
-    with running_sandbox(smtp_port=port) as second:
+    with running_notifications_sandbox(smtp_port=port) as second:
         provider.send(nid(), "ada@example.com", "Two", "B")
         assert [mail["subject"] for mail in second.mails()] == ["Two"]
     assert provider.breaker_state == "closed"

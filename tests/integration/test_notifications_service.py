@@ -22,12 +22,12 @@ from shared.dlq import ATTEMPTS, EXCEPTION_TYPE, dead_letter_queue_name
 from shared.errors import InvalidInput, NotFound
 from shared.events import envelope
 from tests.integration import helpers
-from tests.integration.test_notifications_providers import (
+from tests.integration.sandbox import (
     PUSH_KEY,
     ROOT,
     SENDER,
     SMS_KEY,
-    running_sandbox,
+    running_notifications_sandbox,
 )
 
 PHONE = "+4915112345678"
@@ -41,7 +41,7 @@ RETRIES = {
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with running_sandbox() as running:
+    with running_notifications_sandbox() as running:
         yield running
 
 

@@ -10,14 +10,14 @@ from services.payments.provider import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from tests.integration.sandbox import API_KEY, free_port, running_sandbox
+from tests.integration.sandbox import API_KEY, free_port, running_payments_sandbox
 
 GOOD_IBAN = "DE89370400440532013000"
 
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with running_sandbox() as running:
+    with running_payments_sandbox() as running:
         yield running
 
 

@@ -12,12 +12,12 @@ from sqlalchemy.orm import sessionmaker
 from services.payments import handlers, reconciliation
 from services.payments.provider import HttpProvider
 from shared.database import UnitOfWork, make_engine
-from tests.integration.sandbox import API_KEY, running_sandbox
+from tests.integration.sandbox import API_KEY, running_payments_sandbox
 
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with running_sandbox() as running:
+    with running_payments_sandbox() as running:
         yield running
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from shared import webhooks
-from tests.integration.sandbox import WEBHOOK_SECRET, WebhookInbox, running_sandbox
+from tests.integration.sandbox import WEBHOOK_SECRET, WebhookInbox, running_payments_sandbox
 
 GOOD_IBAN = "DE89370400440532013000"
 FAILING_IBAN = "DE94370400440532010000"  # ends in 0000: the documented failing IBAN
@@ -22,7 +22,7 @@ def inbox():
 
 @pytest.fixture(scope="module")
 def sandbox(inbox):
-    with running_sandbox(webhook_url=inbox.url) as running:
+    with running_payments_sandbox(webhook_url=inbox.url) as running:
         yield running
 
 

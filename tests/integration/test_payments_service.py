@@ -19,7 +19,7 @@ from tests.integration.sandbox import (
     API_KEY,
     Crash,
     CrashAfterTheProviderAnswers,
-    running_sandbox,
+    running_payments_sandbox,
 )
 
 GOOD_IBAN = "DE89370400440532013000"
@@ -29,7 +29,7 @@ FAILING_IBAN = "DE94370400440532010000"
 @pytest.fixture(scope="module")
 def sandbox():
     # No webhooks here: these tests decide when an operation is finished.
-    with running_sandbox() as running:
+    with running_payments_sandbox() as running:
         yield running
 
 

@@ -21,7 +21,7 @@ from tests.integration.sandbox import (
     Crash,
     CrashAfterTheProviderAnswers,
     free_port,
-    running_sandbox,
+    running_payments_sandbox,
 )
 
 
@@ -44,7 +44,8 @@ def gateway_url(integration_env):
 
 @pytest.fixture(scope="module")
 def sandbox(gateway_url):
-    with running_sandbox(webhook_url=f"{gateway_url}/v1/webhooks/payments/sandbox") as running:
+    webhook_url = f"{gateway_url}/v1/webhooks/payments/sandbox"
+    with running_payments_sandbox(webhook_url=webhook_url) as running:
         yield running
 
 

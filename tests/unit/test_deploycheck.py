@@ -10,7 +10,7 @@ import yaml
 from ops.deploycheck.consistency import k8s_secrets_mounted
 from ops.deploycheck.platforms import load_k8s, selected
 from ops.deploycheck.runner import Failed
-from ops.deploycheck.tools import final_user
+from ops.deploycheck.tools import final_user, production_stages
 
 PAYMENTS = {"app.kubernetes.io/name": "payments", "app.kubernetes.io/component": "service"}
 BROKER = {"app.kubernetes.io/component": "broker"}
@@ -126,3 +126,14 @@ def test_an_ip_block_admits_external_peers_and_a_peerless_rule_admits_all():
 def test_the_image_user_is_the_last_user_instruction():
     assert final_user("FROM a AS build\nUSER root\nFROM b\nuser 10001:10001\n") == "10001:10001"
     assert final_user("FROM a\nRUN useradd app\n") == ""
+
+
+def test_the_production_stages_are_the_last_target_and_what_it_is_built_from():
+    dockerfile = (
+        "FROM python AS builder\nRUN pip wheel\n"
+        "FROM python AS platform\nUSER 10001\nCOPY app/ app/\n"
+        "FROM platform AS sandbox\nUSER 0\nCOPY sandboxes/ sandboxes/\n"
+        "FROM platform AS runtime\n"
+    )
+    assert production_stages(dockerfile) == [["USER 10001", "COPY app/ app/"], []]
+    assert final_user(dockerfile) == "10001"

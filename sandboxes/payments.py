@@ -1,6 +1,6 @@
 """A payment provider sandbox: a real HTTP server for development and tests.
 
-    python -m services.payments.sandbox --host 127.0.0.1 --port 8100
+    python -m sandboxes.payments --host 127.0.0.1 --port 8100
 
 Environment: SANDBOX_HOST (127.0.0.1), SANDBOX_PORT (8100), SANDBOX_API_KEY
 (sk_sandbox_dev), SANDBOX_WEBHOOK_URL (unset: no webhooks are sent),
@@ -29,10 +29,11 @@ API (JSON; amounts in integer minor units; every call needs
         one is malformed
     GET /health                                    200 (no key needed)
 
-Idempotency: the first answer to a key (201, 402 or 422) is kept; the same
-key with the same method, path and body gets it again, with the header
-`Idempotent-Replayed: true`, and nothing happens twice. The same key with a
-different body or path is 409 {error: {code: "idempotency_key_reused"}}.
+Idempotency (sandboxes/toolkit.py): the first answer to a key (201, 402 or
+422) is kept; the same key with the same path and body gets it again, with
+the header `Idempotent-Replayed: true`, and nothing happens twice. The same
+key with a different body or path is 409 {error: {code:
+"idempotency_key_reused"}}.
 
 Webhooks: after each new charge or payout the sandbox POSTs, from a
 background thread, to SANDBOX_WEBHOOK_URL:
@@ -59,26 +60,29 @@ Test controls (also need the API key):
 """
 
 import argparse
-import hashlib
-import hmac
 import json
 import logging
 import os
 import re
 import secrets
-import signal
 import sys
-import threading
 import time
 import urllib.parse
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
+from sandboxes.toolkit import (
+    JsonHandler,
+    JsonServer,
+    Provider,
+    Refusal,
+    check_int,
+    json_object,
+    refused_in_production,
+    serve,
+)
 from shared import iban as iban_format
 from shared import webhooks
 
@@ -95,58 +99,38 @@ CHARGE_OUTCOMES = {
 }
 FAILING_IBAN_SUFFIX = "0000"
 
-_MAX_BODY = 64 * 1024
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_MAX_KEY = 255
 _WEBHOOK_ATTEMPTS = 5
 _WEBHOOK_BACKOFF = 0.5
 
 
-class _Refusal(Exception):
-    """An answer other than success, carried out of the request's processing."""
+class SandboxState(Provider):
+    """The charges and payouts made, their events, and the webhook counts."""
 
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"code": code, "message": message}}
+    def __init__(self):
+        super().__init__()
+        self.objects: dict[str, dict] = {}
+        self.events: dict[str, dict] = {}  # by object id
+        self.created = {"charge": 0, "payout": 0}
+        self.webhooks = {"sent": 0, "failed": 0}
 
+    def forget(self) -> None:
+        self.objects.clear()
+        self.events.clear()
+        self.created.update(charge=0, payout=0)
+        self.webhooks.update(sent=0, failed=0)
 
-@dataclass
-class _Fault:
-    count: int = 0
-    status: int | None = None
-    delay: float = 0.0
+    def stats(self) -> dict:
+        return {"created": dict(self.created), "webhooks": dict(self.webhooks), **super().stats()}
 
-
-@dataclass
-class _Stored:
-    fingerprint: str
-    status: int
-    body: dict
-
-
-@dataclass
-class SandboxState:
-    """Everything the sandbox remembers, behind one lock."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    objects: dict[str, dict] = field(default_factory=dict)
-    events: dict[str, dict] = field(default_factory=dict)  # by object id
-    answers: dict[tuple[str, str], _Stored] = field(default_factory=dict)
-    fault: _Fault = field(default_factory=_Fault)
-    requests: deque = field(default_factory=lambda: deque(maxlen=500))
-    created: dict[str, int] = field(default_factory=lambda: {"charge": 0, "payout": 0})
-    webhooks: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0})
-
-    def reset(self) -> None:
-        with self.lock:
-            self.objects.clear()
-            self.events.clear()
-            self.answers.clear()
-            self.fault = _Fault()
-            self.requests.clear()
-            self.created.update(charge=0, payout=0)
-            self.webhooks.update(sent=0, failed=0)
+    def record(self, answer: dict) -> dict | None:
+        """Keep a charge or payout that was made (not a refusal); its event."""
+        if "id" not in answer:
+            return None
+        self.objects[answer["id"]] = answer
+        self.created[answer["object"]] += 1
+        self.events[answer["id"]] = event = _event(answer)
+        return event
 
 
 class WebhookSender:
@@ -192,10 +176,7 @@ class WebhookSender:
             self._state.webhooks["failed"] += 1
 
 
-class SandboxServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class SandboxServer(JsonServer):
     def __init__(
         self,
         address: tuple[str, int],
@@ -208,88 +189,27 @@ class SandboxServer(ThreadingHTTPServer):
         self.state = SandboxState()
         self.webhooks = WebhookSender(webhook_url, webhook_secret, self.state)
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
     def server_close(self) -> None:
         super().server_close()
         self.webhooks.close()
 
 
-class SandboxHandler(BaseHTTPRequestHandler):
+class SandboxHandler(JsonHandler):
     server: SandboxServer
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
     server_version = "PaymentSandbox/1"
+    log = log
+    request_log_level = logging.INFO
 
-    # --- plumbing -----------------------------------------------------------
+    def provider_at(self, path: str) -> SandboxState | None:
+        return self.server.state if path.startswith("/v1/") else None
 
-    def do_GET(self):
-        self._dispatch("GET")
-
-    def do_POST(self):
-        self._dispatch("POST")
-
-    def do_DELETE(self):
-        self._dispatch("DELETE")
-
-    def log_message(self, format, *args):
-        log.info("request", extra={"client": self.client_address[0], "line": format % args})
-
-    def _dispatch(self, method: str) -> None:
-        path = self.path.split("?", 1)[0]
-        try:
-            raw = self._read_body()
-            if path == "/health" and method == "GET":
-                return self._send(200, {"status": "ok"})
-            self._authenticate()
-            if path.startswith("/_sandbox/"):
-                return self._control(method, path, raw)
-            if path.startswith("/v1/"):
-                return self._api(method, path, raw)
-            raise _Refusal(404, "not_found", f"No such endpoint: {method} {path}")
-        except _Refusal as refusal:
-            if path.startswith("/v1/"):
-                self._note(method, path, self.headers.get("Idempotency-Key") or "", refusal.status)
-            self._send(refusal.status, refusal.body)
-
-    def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY:
-            self.close_connection = True
-            raise _Refusal(413, "body_too_large", f"At most {_MAX_BODY} bytes.")
-        return self.rfile.read(length) if length else b""
-
-    def _authenticate(self) -> None:
-        scheme, _, key = (self.headers.get("Authorization") or "").partition(" ")
-        expected = self.server.api_key.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), expected):
-            raise _Refusal(401, "invalid_api_key", "Send Authorization: Bearer <api key>.")
-
-    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
-        payload = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            # The client gave up (its read timeout): what it asked for stands.
-            self.close_connection = True
-
-    @staticmethod
-    def _json(raw: bytes) -> dict:
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise _Refusal(400, "invalid_json", "The body is not JSON.") from None
-        if not isinstance(body, dict):
-            raise _Refusal(400, "invalid_json", "The body must be a JSON object.")
-        return body
+    def route(self, method: str, path: str, raw: bytes) -> None:
+        self.authenticate(self.server.api_key)
+        if path.startswith("/_sandbox/"):
+            return self._control(method, path, raw)
+        if path.startswith("/v1/"):
+            return self._api(method, path, raw)
+        raise Refusal(404, "not_found", f"No such endpoint: {method} {path}")
 
     # --- the provider's API -------------------------------------------------
 
@@ -298,26 +218,24 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if method == "GET":
             kind, _, object_id = path[len("/v1/") :].partition("/")
             if kind in ("charges", "payouts") and not object_id:
-                return self._send(200, self._list(kind[:-1]))
+                return self.send_json(200, self._list(kind[:-1]))
             with state.lock:
                 found = state.objects.get(object_id)
             if kind not in ("charges", "payouts") or found is None:
-                raise _Refusal(404, "not_found", f"No such object: {object_id}")
-            return self._send(200, found)
+                raise Refusal(404, "not_found", f"No such object: {object_id}")
+            return self.send_json(200, found)
         if method != "POST" or path not in ("/v1/charges", "/v1/payouts"):
-            raise _Refusal(404, "not_found", f"No such endpoint: {method} {path}")
-        key = self.headers.get("Idempotency-Key") or ""
-        fault = self._take_fault()
-        if fault.status is not None:
-            self._note(method, path, key, fault.status)
-            return self._send(fault.status, {"error": {"code": "injected_fault"}})
-        status, body, replayed, event = self._perform(path, key, raw)
-        self._note(method, path, key, status, replayed)
-        if event is not None:
-            self.server.webhooks.send(event)
-        if fault.delay:
-            time.sleep(fault.delay)
-        self._send(status, body, {"Idempotent-Replayed": "true"} if replayed else None)
+            raise Refusal(404, "not_found", f"No such endpoint: {method} {path}")
+        make = _charge if path == "/v1/charges" else _payout
+
+        def act(body: dict) -> tuple[int, dict]:
+            status, answer = make(body, self.headers["Idempotency-Key"])
+            event = state.record(answer)
+            if event is not None:
+                self.server.webhooks.send(event)
+            return status, answer
+
+        self.post_once(state, path, raw, act)
 
     def _list(self, kind: str) -> dict:
         """A page of the objects of a kind, in creation order (Stripe-like)."""
@@ -327,14 +245,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
         lt = _query_int(one, "created_lt", 0, default=None)
         limit = _query_int(one, "limit", 1, default=100)
         if limit > 100:
-            raise _Refusal(400, "invalid_request", "limit must be between 1 and 100.")
+            raise Refusal(400, "invalid_request", "limit must be between 1 and 100.")
         key, after = one.get("idempotency_key"), one.get("starting_after")
         with self.server.state.lock:
             objects = [o for o in self.server.state.objects.values() if o["object"] == kind]
         if after is not None:
             ids = [o["id"] for o in objects]
             if after not in ids:
-                raise _Refusal(400, "invalid_request", "starting_after is not an object id.")
+                raise Refusal(400, "invalid_request", "starting_after is not an object id.")
             objects = objects[ids.index(after) + 1 :]
         matching = [
             o
@@ -345,101 +263,20 @@ class SandboxHandler(BaseHTTPRequestHandler):
         ]
         return {"object": "list", "data": matching[:limit], "has_more": len(matching) > limit}
 
-    def _take_fault(self) -> _Fault:
-        with self.server.state.lock:
-            fault = self.server.state.fault
-            if fault.count <= 0:
-                return _Fault()
-            fault.count -= 1
-            return _Fault(1, fault.status, fault.delay)
-
-    def _note(self, method, path, key, status, replayed=False) -> None:
-        with self.server.state.lock:
-            self.server.state.requests.append(
-                {
-                    "method": method,
-                    "path": path,
-                    "idempotency_key": key,
-                    "status": status,
-                    "replayed": replayed,
-                }
-            )
-
-    def _perform(self, path: str, key: str, raw: bytes):
-        if not key or len(key) > _MAX_KEY:
-            raise _Refusal(400, "idempotency_key_required", "Send an Idempotency-Key header.")
-        body = self._json(raw)
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        fingerprint = hashlib.sha256(f"POST {path} {canonical}".encode()).hexdigest()
-        state = self.server.state
-        # One lock around check-and-act: two requests with one key never both act.
-        with state.lock:
-            stored = state.answers.get((self.server.api_key, key))
-            if stored is not None:
-                if stored.fingerprint != fingerprint:
-                    raise _Refusal(
-                        409,
-                        "idempotency_key_reused",
-                        "This Idempotency-Key was used with another request.",
-                    )
-                return stored.status, stored.body, True, None
-            if path == "/v1/charges":
-                status, answer = _charge(body, key)
-            else:
-                status, answer = _payout(body, key)
-            event = None
-            if "id" in answer:
-                state.objects[answer["id"]] = answer
-                state.created[answer["object"]] += 1
-                event = _event(answer)
-                state.events[answer["id"]] = event
-            state.answers[(self.server.api_key, key)] = _Stored(fingerprint, status, answer)
-        return status, answer, False, event
-
     # --- test controls ------------------------------------------------------
 
     def _control(self, method: str, path: str, raw: bytes) -> None:
-        state = self.server.state
-        if path == "/_sandbox/faults" and method == "POST":
-            body = self._json(raw)
-            fault = _Fault(
-                count=_int(body.get("count", 1), "count", minimum=0),
-                status=_int(body["status"], "status", minimum=400) if "status" in body else None,
-                delay=float(body.get("delay") or 0),
-            )
-            with state.lock:
-                state.fault = fault
-            return self._send(200, {"count": fault.count, "status": fault.status})
-        if path == "/_sandbox/faults" and method == "DELETE":
-            with state.lock:
-                state.fault = _Fault()
-            return self._send(200, {"count": 0})
-        if path == "/_sandbox/stats" and method == "GET":
-            with state.lock:
-                stats = {
-                    "created": dict(state.created),
-                    "webhooks": dict(state.webhooks),
-                    "requests": list(state.requests),
-                }
-            return self._send(200, stats)
+        if self.controls(self.server.state, method, path, raw):
+            return None
         if path == "/_sandbox/webhooks/redeliver" and method == "POST":
-            reference = self._json(raw).get("reference")
-            with state.lock:
-                event = state.events.get(reference)
+            reference = json_object(raw).get("reference")
+            with self.server.state.lock:
+                event = self.server.state.events.get(reference)
             if event is None:
-                raise _Refusal(404, "not_found", f"No event for {reference!r}")
+                raise Refusal(404, "not_found", f"No event for {reference!r}")
             self.server.webhooks.send(event)
-            return self._send(202, {"event_id": event["event_id"]})
-        if path == "/_sandbox/reset" and method == "POST":
-            state.reset()
-            return self._send(200, {"reset": True})
-        raise _Refusal(404, "not_found", f"No such control: {method} {path}")
-
-
-def _int(value, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise _Refusal(400, "invalid_request", f"{name} must be an integer >= {minimum}.")
-    return value
+            return self.send_json(202, {"event_id": event["event_id"]})
+        raise Refusal(404, "not_found", f"No such control: {method} {path}")
 
 
 def _query_int(query: dict, name: str, minimum: int, default: int | None) -> int | None:
@@ -447,17 +284,17 @@ def _query_int(query: dict, name: str, minimum: int, default: int | None) -> int
     if raw is None:
         return default
     try:
-        return _int(int(raw), name, minimum)
+        return check_int(int(raw), name, minimum)
     except ValueError:
-        raise _Refusal(400, "invalid_request", f"{name} must be an integer.") from None
+        raise Refusal(400, "invalid_request", f"{name} must be an integer.") from None
 
 
 def _money(body: dict) -> tuple[int, str]:
     amount, currency = body.get("amount"), body.get("currency")
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        raise _Refusal(400, "invalid_amount", "amount must be a positive integer (minor units).")
+        raise Refusal(400, "invalid_amount", "amount must be a positive integer (minor units).")
     if not isinstance(currency, str) or not _CURRENCY.match(currency):
-        raise _Refusal(400, "invalid_currency", "currency must be an ISO 4217 code.")
+        raise Refusal(400, "invalid_currency", "currency must be an ISO 4217 code.")
     return amount, currency
 
 
@@ -488,7 +325,7 @@ def _payout(body: dict, key: str) -> tuple[int, dict]:
     amount, currency = _money(body)
     beneficiary = body.get("beneficiary")
     if not isinstance(beneficiary, dict) or not str(beneficiary.get("name") or "").strip():
-        raise _Refusal(400, "invalid_beneficiary", "beneficiary needs a name and an iban.")
+        raise Refusal(400, "invalid_beneficiary", "beneficiary needs a name and an iban.")
     iban = iban_format.normalise(str(beneficiary.get("iban") or ""))
     if not iban_format.is_valid(iban):
         return 422, {"error": {"code": "invalid_iban", "message": "Not a valid IBAN."}}
@@ -512,7 +349,7 @@ def _event(obj: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared import config, logs
+    from shared import logs
 
     logs.configure("payments-sandbox")
     parser = argparse.ArgumentParser(description="Payment provider sandbox (HTTP).")
@@ -524,12 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     api_key = os.environ.get("SANDBOX_API_KEY") or DEFAULT_API_KEY
     webhook_secret = os.environ.get("SANDBOX_WEBHOOK_SECRET") or DEFAULT_WEBHOOK_SECRET
     dev_secrets = api_key == DEFAULT_API_KEY or webhook_secret == DEFAULT_WEBHOOK_SECRET
-    if dev_secrets and config.is_production():
-        # The development secrets are in this file: anyone could use them.
-        print(
-            "ENVIRONMENT=production: set SANDBOX_API_KEY and SANDBOX_WEBHOOK_SECRET",
-            file=sys.stderr,
-        )
+    if refused_in_production(dev_secrets, "SANDBOX_API_KEY and SANDBOX_WEBHOOK_SECRET"):
         return 2
     if dev_secrets:
         log.warning("payment sandbox uses its built-in development key or webhook secret")
@@ -539,19 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         webhook_url=os.environ.get("SANDBOX_WEBHOOK_URL") or None,
         webhook_secret=webhook_secret,
     )
-    # honcho and container runtimes stop processes with SIGTERM.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info(
         "payment sandbox listening",
         extra={"url": server.url, "webhook_url": server.webhooks.url},
     )
-    try:
-        server.serve_forever()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve(server)
 
 
 if __name__ == "__main__":
