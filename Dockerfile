@@ -56,6 +56,13 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     DATA_DIR=/app/var
 
+# pg_dump and pg_restore for `entrypoint.sh backup` (ops/backup.py): the
+# client of the server's major version (Debian 12: PostgreSQL 15).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/*
+
 # Fixed numeric ids: Kubernetes' runAsNonRoot can only verify a numeric USER.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-log-init \
@@ -78,10 +85,11 @@ COPY services/ services/
 COPY gateway/ gateway/
 COPY shared/ shared/
 COPY --chmod=0755 ops/docker/ ops/docker/
+COPY ops/backup.py ops/backup.py
 
 # Byte-compile at build time: the root filesystem is read-only in k8s and
 # PYTHONDONTWRITEBYTECODE is set, so nothing could be cached at run time.
-RUN python -m compileall -q services gateway shared \
+RUN python -m compileall -q services gateway shared ops/backup.py \
     && install -d -o app -g app -m 0750 /app/var
 
 USER 10001:10001

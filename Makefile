@@ -36,3 +36,12 @@ validate-deploy: venv
 
 clean:
 	rm -rf var/ build/ *.egg-info
+
+# Every service database and the broker's definitions (docs/DISASTER-RECOVERY.md).
+.PHONY: backup restore
+backup: venv
+	@$(PY) -m ops.backup backup
+
+restore: venv
+	@test -n "$(BACKUP)" || { echo "usage: make restore BACKUP=<backup dir>" >&2; exit 2; }
+	@$(PY) -m ops.backup restore "$(BACKUP)"

@@ -17,6 +17,7 @@
 #                                      NOTIFICATIONS_SANDBOX_PORT, 8110), bound
 #                                      to 0.0.0.0
 #   entrypoint.sh migrate [names...]   Alembic migrations (all services if none)
+#   entrypoint.sh backup [--to DIR]    python -m ops.backup backup (BACKUP_DIR)
 #   entrypoint.sh healthcheck <name>   exit 0 if healthy (a service, gateway,
 #                                      sandbox or notifications-sandbox)
 #   entrypoint.sh <command> [args...]  anything else, e.g. `nameko shell`
@@ -171,6 +172,10 @@ case $process in
         ;;
     migrate)
         exec python -m shared.migrate "$@"
+        ;;
+    backup)
+        # Every database and the broker's definitions (docs/DISASTER-RECOVERY.md).
+        exec python -m ops.backup backup "$@"
         ;;
     sandbox)
         # The payment provider sandbox (sandboxes/payments.py): for
