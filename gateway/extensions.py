@@ -8,7 +8,7 @@ from flask_limiter.util import get_remote_address
 
 from gateway.outcomes import TransferOutcomes
 from gateway.revocations import RevocationList, RevocationListener
-from gateway.rpc import RpcPool
+from gateway.rpc import RpcPool, ServiceCircuits
 from gateway.tokens import Principal, TokenVerifier
 from shared import contracts
 from shared.errors import Forbidden, Unauthenticated, Unavailable
@@ -36,9 +36,13 @@ class Platform:
 
     def __init__(self, settings: dict):
         self.rpc = RpcPool(
-            settings["AMQP_URI"], timeout=settings["RPC_TIMEOUT"], size=settings["RPC_POOL_SIZE"]
+            settings["AMQP_URI"],
+            timeout=settings["RPC_TIMEOUT"],
+            size=settings["RPC_POOL_SIZE"],
+            circuits=ServiceCircuits(settings["CIRCUIT_FAILURES"], settings["CIRCUIT_RESET"]),
         )
         # One client per service: /v1/admin/services asks them all at once.
+        # No circuits: health checks must see each service as it is.
         self.health_rpc = RpcPool(
             settings["AMQP_URI"], timeout=settings["HEALTH_TIMEOUT"], size=len(contracts.SERVICES)
         )

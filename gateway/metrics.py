@@ -3,7 +3,7 @@
 import time
 
 from flask import Flask, g, request
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "gateway_http_requests_total", "HTTP requests handled", ["method", "endpoint", "status"]
@@ -15,6 +15,15 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+
+# Per service the gateway calls (gateway/rpc.py ServiceCircuits): 0 closed,
+# 1 half-open, 2 open; the highest of the gunicorn workers.
+CIRCUIT_STATE = Gauge(
+    "gateway_circuit_state",
+    "Circuit breaker per called service: 0 closed, 1 half-open, 2 open",
+    ["service"],
+    multiprocess_mode="max",
+)
 
 # Label values come from closed sets: a made-up method (anyone can send
 # "PRBE653D45598 /v1/accounts") must not mint a series that lives on in the

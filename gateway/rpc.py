@@ -33,14 +33,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import amqp
+import pybreaker
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 from nameko.exceptions import RpcTimeout, UnknownService, deserialize
 from nameko.rpc import get_rpc_exchange
 
+from gateway import metrics
 from shared import correlation
-from shared.errors import Unavailable
+from shared.circuit import Circuit
+from shared.errors import ServiceError, Unavailable
 from shared.rpc import register_error_types
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ MAX_IDLE_SECONDS = 120.0
 
 
 class _Client:
-    """One thread's RPC client: `client.services.accounts.get_account(...)`."""
+    """One thread's RPC client: `client.call("accounts", "get_account", args, kwargs)`."""
 
     def __init__(self, amqp_uri: str, timeout: float):
         # The dict is the client's context data: updating it per request makes
@@ -84,7 +87,6 @@ class _Client:
         except BaseException:
             self.close()
             raise
-        self.services = _Services(self)
         self.last_used = time.monotonic()
 
     def _on_reply(self, message) -> None:
@@ -136,31 +138,99 @@ class _Client:
             log.debug("error while closing an RPC client", exc_info=True)
 
 
+class ServiceCircuits:
+    """A circuit breaker per service this process calls (shared.circuit).
+
+    A service that keeps timing out, is not running, or cannot reach its
+    database (Unavailable) gets its calls refused at once for
+    `reset_timeout` seconds: its endpoints answer 503 with Retry-After
+    without holding a thread for the RPC timeout, and the other services'
+    endpoints are untouched. A business error (NotFound, Conflict...) means
+    the service is up and does not count. The state is exported as
+    gateway_circuit_state{service} (0 closed, 1 half-open, 2 open).
+    """
+
+    def __init__(self, failures: int, reset_timeout: float):
+        self._failures, self._reset_timeout = failures, reset_timeout
+        self._circuits: dict[str, Circuit] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, service: str) -> Circuit:
+        circuit = self._circuits.get(service)
+        if circuit is None:
+            with self._lock:
+                circuit = self._circuits.setdefault(service, self._new(service))
+        return circuit
+
+    def _new(self, service: str) -> Circuit:
+        metrics.CIRCUIT_STATE.labels(service).set(0)
+        return Circuit(
+            service,
+            self._failures,
+            self._reset_timeout,
+            refuse=lambda _why: Unavailable(
+                "service_unavailable",
+                f"{service} keeps failing; it is not called for a few seconds. Retry shortly.",
+            ),
+            exclude=[_service_is_up],
+            listeners=[_StateGauge()],
+        )
+
+
+def _service_is_up(error: BaseException) -> bool:
+    return isinstance(error, ServiceError) and not isinstance(error, Unavailable)
+
+
+class _StateGauge(pybreaker.CircuitBreakerListener):
+    _VALUES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
+
+    def state_change(self, cb, old_state, new_state):
+        metrics.CIRCUIT_STATE.labels(cb.name).set(self._VALUES[new_state.name])
+        log.warning(
+            "circuit %s: %s -> %s",
+            cb.name,
+            old_state.name if old_state else None,
+            new_state.name,
+            extra={"service": cb.name},
+        )
+
+
 class _Services:
-    def __init__(self, client: _Client):
-        self._client = client
+    def __init__(self, client: _Client, circuits: ServiceCircuits | None):
+        self._client, self._circuits = client, circuits
 
     def __getattr__(self, service: str) -> "_Service":
-        return _Service(self._client, service)
+        circuit = self._circuits[service] if self._circuits is not None else None
+        return _Service(self._client, service, circuit)
 
 
 class _Service:
-    def __init__(self, client: _Client, name: str):
-        self._client, self._name = client, name
+    def __init__(self, client: _Client, name: str, circuit: Circuit | None):
+        self._client, self._name, self._circuit = client, name, circuit
 
     def __getattr__(self, method: str):
         def call(*args, **kwargs):
-            return self._client.call(self._name, method, args, kwargs)
+            if self._circuit is None:
+                return self._client.call(self._name, method, args, kwargs)
+            with self._circuit.guarded():
+                return self._client.call(self._name, method, args, kwargs)
 
         return call
 
 
 class RpcPool:
-    def __init__(self, amqp_uri: str, timeout: float = 10.0, size: int = 8):
+    def __init__(
+        self,
+        amqp_uri: str,
+        timeout: float = 10.0,
+        size: int = 8,
+        circuits: ServiceCircuits | None = None,
+    ):
         register_error_types()
         self._amqp_uri = amqp_uri
         self._timeout = timeout
         self._size = size
+        self._circuits = circuits
         self._reset()
 
     def _reset(self) -> None:
@@ -182,7 +252,7 @@ class RpcPool:
             # Work started outside a request (health checks, the revocation
             # listener) still gets an id, so its traces can be followed too.
             client.context[correlation.CONTEXT_KEY] = correlation.current() or correlation.new_id()
-            yield client.services
+            yield _Services(client, self._circuits)
         except UnknownService as exc:
             raise Unavailable("service_unavailable", f"{exc} is not running.") from None
         except _BROKEN as exc:

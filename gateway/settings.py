@@ -14,9 +14,14 @@ def from_env() -> dict:
             "GATEWAY_MAX_WAITERS", max(config.env_int("GATEWAY_THREADS", 16, minimum=1) - 2, 1), 0
         ),
         "HEALTH_TIMEOUT": config.env_int("GATEWAY_HEALTH_TIMEOUT", 2, minimum=1),
-        # Services the gateway needs before it calls itself ready.
-        "READY_SERVICES": config.env_list("GATEWAY_READY_SERVICES")
+        # Services whose health /health/ready reports. They do not decide
+        # readiness: a service down makes only its own endpoints answer 503.
+        "HEALTH_SERVICES": config.env_list("GATEWAY_HEALTH_SERVICES")
         or ["auth", "accounts", "transactions", "payments", "risk"],
+        # A service failing this many calls in a row (timeouts, not running,
+        # its database unreachable) is not called for CIRCUIT_RESET seconds.
+        "CIRCUIT_FAILURES": config.env_int("GATEWAY_CIRCUIT_FAILURES", 5, minimum=1),
+        "CIRCUIT_RESET": config.env_int("GATEWAY_CIRCUIT_RESET_SECONDS", 10, minimum=1),
         # Longest access-token lifetime: how long a revoked session is remembered.
         "ACCESS_TOKEN_MAX_TTL": config.env_int("AUTH_ACCESS_TOKEN_MAX_TTL", 900, minimum=60),
         "MAX_CONTENT_LENGTH": config.env_int("GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024),

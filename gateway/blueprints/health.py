@@ -4,6 +4,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Blueprint, Response, current_app, jsonify
+from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
@@ -43,23 +44,35 @@ def check_services(names: list[str]) -> dict[str, str]:
         return dict(zip(names, pool.map(check, names), strict=True))
 
 
+def _check_broker() -> str:
+    try:
+        with Connection(current_app.config["AMQP_URI"], connect_timeout=2) as connection:
+            connection.connect()
+    except Exception as exc:  # noqa: BLE001 (any failure is "not ready"; name it)
+        return type(exc).__name__
+    return "ok"
+
+
 @blp.route("/health/ready")
 @limiter.exempt
 def ready():
-    checks = check_services(current_app.config["READY_SERVICES"])
+    """Ready when this process can serve: the broker is reachable. The
+    services and the revocation feed are reported, not required: a service
+    that is down makes only its own endpoints answer 503 (each behind its
+    circuit breaker), so a load balancer keeps sending the rest here."""
+    checks = {"broker": _check_broker()}
+    checks.update(check_services(current_app.config["HEALTH_SERVICES"]))
     plat = platform()
     plat.revocation_listener.ensure_started()
     checks["revocations"] = "ok" if plat.revocation_listener.connected.wait(2) else "disconnected"
-    failing = sorted(name for name, state in checks.items() if state != "ok")
-    if failing:
-        response = problem(
-            503, "not_ready", "Service Unavailable", f"Not ready: {', '.join(failing)}."
-        )
+    if checks["broker"] != "ok":
+        response = problem(503, "not_ready", "Service Unavailable", "Not ready: broker.")
         body = response.get_json()
         body["checks"] = checks
         response.set_data(current_app.json.dumps(body))
         return response
-    return jsonify(status="ready", checks=checks)
+    degraded = sorted(name for name, state in checks.items() if state != "ok")
+    return jsonify(status="degraded" if degraded else "ready", degraded=degraded, checks=checks)
 
 
 @blp.route("/metrics")

@@ -407,7 +407,9 @@ class Launched:
                 )
             try:
                 response = requests.get(f"{url}/health/ready", timeout=5)
-                if response.status_code == 200:
+                # The gateway is ready as soon as the broker is; wait until
+                # every service it reports answers too ("degraded" until then).
+                if response.status_code == 200 and response.json()["status"] == "ready":
                     return
                 last = f"HTTP {response.status_code} {response.text[:200]}"
             except requests.RequestException as exc:

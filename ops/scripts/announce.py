@@ -4,6 +4,7 @@ Runs as the last Procfile entry; it must not exit, or honcho stops the
 platform.
 """
 
+import json
 import os
 import signal
 import sys
@@ -18,11 +19,15 @@ deadline = time.monotonic() + 120
 last_error = ""
 while time.monotonic() < deadline:
     try:
-        with urllib.request.urlopen(f"{gateway}/health/ready", timeout=2):  # noqa: S310
+        with urllib.request.urlopen(f"{gateway}/health/ready", timeout=5) as answer:  # noqa: S310
+            body = json.load(answer)
+        # Ready as soon as the broker is; "degraded" until every service answers.
+        if body.get("status") == "ready":
             break
-    except (urllib.error.URLError, OSError) as exc:
+        last_error = f"waiting for {', '.join(body.get('degraded', []))}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         last_error = str(getattr(exc, "reason", exc))
-        time.sleep(0.5)
+    time.sleep(0.5)
 else:
     print(f"platform not ready after 120 s ({last_error}); see the logs above", file=sys.stderr)
 

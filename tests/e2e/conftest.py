@@ -169,12 +169,13 @@ def start_platform(env: dict, logs: Path, names=None) -> Api:
             break
         try:
             ready = requests.get(client.base_url + "/health/ready", timeout=5)
-            if ready.status_code == 200:
+            # Ready once the broker is; "degraded" until every service answers.
+            if ready.status_code == 200 and ready.json()["status"] == "ready":
                 break
         except requests.RequestException:
             pass
         time.sleep(0.3)
-    if ready is None or ready.status_code != 200:
+    if ready is None or ready.status_code != 200 or ready.json()["status"] != "ready":
         stop_platform(processes)
         output = "\n".join(f"--- {n}\n{client.log_text(n)[-3000:]}" for n in processes)
         pytest.fail(f"platform did not become ready: {getattr(ready, 'text', None)}\n{output}")

@@ -44,7 +44,9 @@ def test_health_and_metrics(api):
     assert api.get("/health/live").json() == {"status": "live"}
     ready = api.get("/health/ready")
     assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
     assert ready.json()["checks"] == {
+        "broker": "ok",
         "auth": "ok",
         "accounts": "ok",
         "transactions": "ok",

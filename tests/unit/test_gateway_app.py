@@ -36,13 +36,14 @@ def test_an_unreachable_broker_is_503_problem_json_not_500(client):
     assert response.headers["Retry-After"] == "5"
 
 
-def test_readiness_names_what_is_down(client):
+def test_without_its_broker_the_gateway_is_not_ready_and_names_what_is_down(client):
     response = client.get("/health/ready")
     assert response.status_code == 503
     body = response.get_json()
+    assert body["checks"]["broker"] != "ok"
     assert body["checks"]["auth"] == "broker_unavailable"
     assert body["checks"]["accounts"] == "broker_unavailable"
-    assert "auth" in body["detail"]
+    assert body["detail"] == "Not ready: broker."
     assert client.get("/health/live").status_code == 200
 
 

@@ -1,0 +1,84 @@
+"""The gateway's circuit breaker per service, against the real broker:
+a service that keeps failing is refused at once for a while, one whose
+answers are business errors is not, and a trial call after the pause
+closes the circuit again (gateway/rpc.py ServiceCircuits)."""
+
+import time
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import MetaData, create_engine
+
+from gateway.rpc import RpcPool, ServiceCircuits
+from services.auth.service import AuthService
+from shared.errors import ServiceError, Unavailable
+from shared.outbox import outbox_table
+from tests.integration.outage_probe import OutageProbe
+
+
+@pytest.fixture(autouse=True)
+def probe_database(monkeypatch, tmp_path):
+    """The probe's own SQLite file, with the outbox table its relay sweeps."""
+    url = f"sqlite:///{tmp_path / 'probe.sqlite3'}"
+    engine = create_engine(url)
+    outbox_table(MetaData()).create(engine)
+    engine.dispose()
+    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", url)
+
+
+@pytest.fixture
+def pool(config):
+    pool = RpcPool(config["AMQP_URI"], timeout=1, size=2, circuits=ServiceCircuits(2, 1))
+    yield pool
+    pool.close()
+
+
+def call(pool, service, method, *args):
+    with pool.client() as rpc:
+        return getattr(getattr(rpc, service), method)(*args)
+
+
+def state(service) -> float:
+    return REGISTRY.get_sample_value("gateway_circuit_state", {"service": service})
+
+
+def test_a_slow_service_is_refused_at_once_once_its_circuit_opens(container_factory, config, pool):
+    container_factory(OutageProbe, config).start()
+    codes = []
+    for _ in range(2):  # each waits out the RPC timeout; the second trips it
+        with pytest.raises(Unavailable) as timed_out:
+            call(pool, "outage_probe", "slow", 3)
+        codes.append(timed_out.value.code)
+    assert codes == ["service_timeout", "service_unavailable"]
+    assert state("outage_probe") == 2
+
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as refused:
+        call(pool, "outage_probe", "slow", 0)
+    assert time.monotonic() - started < 0.1  # no round trip, no timeout
+    assert refused.value.code == "service_unavailable"
+    assert "outage_probe keeps failing" in refused.value.detail
+
+    time.sleep(1.1)  # the pause: one trial call goes through, and closes it
+    assert call(pool, "outage_probe", "slow", 0) == "done"
+    assert state("outage_probe") == 0
+
+
+def test_a_service_that_is_not_running_opens_its_circuit_and_no_other(
+    container_factory, config, pool
+):
+    container_factory(OutageProbe, config).start()
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            call(pool, "nosuch", "anything")
+    assert state("nosuch") == 2
+    assert call(pool, "outage_probe", "slow", 0) == "done"
+
+
+def test_business_errors_mean_the_service_is_up(container_factory, config, pool):
+    container_factory(AuthService, config).start()
+    for _ in range(4):
+        with pytest.raises(ServiceError) as refused:
+            call(pool, "auth", "login", "nobody@example.com", "wrong password 123")
+        assert not isinstance(refused.value, Unavailable)
+    assert state("auth") == 0
