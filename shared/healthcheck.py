@@ -1,28 +1,56 @@
-"""Container probe: exit 0 when a service answers RPC health() in time.
+"""Container probe: exit 0 when the service is healthy.
 
-python -m shared.healthcheck auth
+python -m shared.healthcheck <service> [live|ready]
+
+With SERVICE_HEALTH_PORT set (the containers set it), this asks the
+process in this container itself (shared.probes): `live` whether it still
+serves, `ready` (the default) whether it reaches the broker and its
+database. Without it (a developer's shell), `ready` asks some instance of
+the service over RPC, as `n.rpc.<service>.health()` would.
 """
 
+import json
 import sys
-
-from nameko.standalone.rpc import ServiceRpcProxy
+import urllib.error
+import urllib.request
 
 from shared import config
 
+MODES = ("live", "ready")
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m shared.healthcheck <service>", file=sys.stderr)
-        return 2
-    service = argv[0]
+
+def _local(port: int, mode: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/{mode}", timeout=5) as answer:
+            return True, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return False, refused.read().decode()
+    except OSError as exc:
+        return False, repr(exc)
+
+
+def _over_rpc(service: str) -> tuple[bool, str]:
+    from nameko.standalone.rpc import ServiceRpcProxy  # only here: it brings eventlet
+
     try:
         with ServiceRpcProxy(service, {"AMQP_URI": config.amqp_uri()}, timeout=5) as proxy:
-            proxy.health()
+            return True, json.dumps(proxy.health())
     except Exception as exc:  # noqa: BLE001 (any failure means unhealthy; say which)
-        print(f"{service}: unhealthy: {exc!r}", file=sys.stderr)
-        return 1
-    print(f"{service}: healthy")
-    return 0
+        return False, repr(exc)
+
+
+def main(argv: list[str]) -> int:
+    if not 1 <= len(argv) <= 2 or (len(argv) == 2 and argv[1] not in MODES):
+        print("usage: python -m shared.healthcheck <service> [live|ready]", file=sys.stderr)
+        return 2
+    service, mode = argv[0], argv[1] if len(argv) == 2 else "ready"
+    port = config.env_int("SERVICE_HEALTH_PORT", 0, 0)
+    healthy, detail = _local(port, mode) if port else _over_rpc(service)
+    print(
+        f"{service}: {'healthy' if healthy else 'unhealthy'}: {detail}",
+        file=sys.stdout if healthy else sys.stderr,
+    )
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What every service has: a correlation context, call traces, housekeeping
-of its outbox and inbox, a health check."""
+of its outbox and inbox, a health check over RPC and its own health endpoint."""
 
 import socket
 
@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from shared.context import CorrelationContext
 from shared.housekeeping import Housekeeping
+from shared.probes import HealthEndpoint
 from shared.rpc import rpc
 
 
@@ -29,6 +30,8 @@ class ServiceBase:
     tracer = EntrypointTracer()
     # Published outbox rows and old inbox ids deleted on a schedule.
     housekeeping = Housekeeping()
+    # This process's own /health/live and /health/ready (SERVICE_HEALTH_PORT).
+    health_endpoint = HealthEndpoint()
 
     @rpc
     def health(self) -> dict:

@@ -6,10 +6,14 @@ started again: the process must stay up, and answer once the broker is
 back, without a restart.
 """
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,6 +40,7 @@ def probe(broker, tmp_path):
     engine = create_engine(database)
     outbox_table(MetaData()).create(engine)
     engine.dispose()
+    health_port = _free_port()
     log = open(tmp_path / "probe.log", "wb")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [
@@ -51,16 +56,34 @@ def probe(broker, tmp_path):
             "AMQP_URI": broker.uri,
             "OUTAGE_PROBE_DATABASE_URL": database,
             "HEARTBEAT": "5",
+            "SERVICE_HEALTH_PORT": str(health_port),
         },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     process.log = tmp_path / "probe.log"
+    process.health_port = health_port
     answer(broker, "health", timeout=30)
     yield process
     process.terminate()
     process.wait(timeout=20)
     log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def probe_health(process, mode: str) -> tuple[int, dict]:
+    """This very process's own answer (shared.probes), as its container's probe asks."""
+    url = f"http://127.0.0.1:{process.health_port}/health/{mode}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.load(refused)
 
 
 def answer(broker, method, *args, timeout=10.0):
@@ -108,3 +131,17 @@ def test_an_event_being_handled_in_an_outage_is_handled_after_it(broker, probe):
         assert time.monotonic() < deadline, answer(broker, "handled")
         time.sleep(0.2)
     assert probe.poll() is None, probe.log.read_text()[-3000:]
+
+
+def test_in_an_outage_the_process_is_alive_but_not_ready_and_ready_again_after(broker, probe):
+    assert probe_health(probe, "ready") == (
+        200,
+        {"status": "ready", "checks": {"broker": "ok", "database": "ok"}},
+    )
+    broker.stop_app()
+    status, body = probe_health(probe, "ready")
+    assert status == 503 and body["checks"]["broker"] != "ok"
+    assert body["checks"]["database"] == "ok"
+    assert probe_health(probe, "live") == (200, {"status": "live"})  # nothing to restart
+    broker.start_app()
+    assert probe_health(probe, "ready")[0] == 200
