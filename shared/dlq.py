@@ -4,9 +4,14 @@
     python -m shared.dlq replay <service> (--event-id ID | --all) [--force]
     python -m shared.dlq purge <service> --event-id ID
 
-Talks to the broker at AMQP_URI. Messages are parked in
-`<service>.dead-letters` by `shared.event_handlers.saga_step` after their
-last failed attempt (docs/OPERATIONS.md, "Failed events").
+Talks to the broker at AMQP_URI. Messages are parked in the service's
+parking queue (`saga.<service>.dead-letters`; `<service>.dead-letters`
+under SAGA_QUEUE_TYPE=classic, shared.topology) by
+`shared.event_handlers.saga_step` after their last failed attempt, and by
+RabbitMQ when one delivery after another never finished (a worker killed
+each time: the quorum queue's delivery limit; those carry RabbitMQ's
+x-death instead of our failure headers) (docs/OPERATIONS.md, "Failed
+events").
 
 The queue is read with basic.get without acknowledging: listing leaves
 every message in place. `replay` republishes a message to the handler
@@ -31,11 +36,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from amqp.exceptions import NotFound
 from kombu import Connection, Producer, Queue
 
 from shared import config
+from shared.topology import dead_letter_queue_name, republish
 
 # The headers of a failed event's copies (written by shared.event_handlers,
 # read here). Kept in this module so the CLI imports neither nameko nor
@@ -66,10 +73,6 @@ FAILURE_HEADERS = (
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
 
 _CORRELATION_HEADER = "nameko.correlation_id"
-
-
-def dead_letter_queue_name(service: str) -> str:
-    return f"{service}.dead-letters"
 
 
 def carried_headers(headers: Mapping | None) -> dict:
@@ -115,21 +118,43 @@ def describe(headers: Mapping | None, body: bytes, content_type: str | None) -> 
         if isinstance(decoded, dict):
             envelope = decoded
     attempts = headers.get(ATTEMPTS)
+    death = _last_death(headers)
+    died_at = death.get("time")
     return Parked(
         event_type=envelope.get("type") or headers.get(EVENT_TYPE),
         event_id=envelope.get("event_id"),
         correlation_id=headers.get(_CORRELATION_HEADER) or envelope.get("correlation_id"),
-        original_queue=headers.get(ORIGINAL_QUEUE),
+        original_queue=headers.get(ORIGINAL_QUEUE) or death.get("queue"),
         handler=headers.get(HANDLER),
-        error_type=headers.get(EXCEPTION_TYPE),
-        error_message=headers.get(EXCEPTION_MESSAGE),
+        error_type=headers.get(EXCEPTION_TYPE) or _death_reason(death),
+        error_message=headers.get(EXCEPTION_MESSAGE) or _DEATHS.get(death.get("reason")),
         attempts=int(attempts) if isinstance(attempts, int) else None,
-        parked_at=headers.get(PARKED_AT),
+        parked_at=headers.get(PARKED_AT)
+        or (died_at.isoformat() if isinstance(died_at, datetime) else None),
         replayed_at=headers.get(REPLAYED_AT),
         occurred_at=envelope.get("occurred_at")
         if isinstance(envelope.get("occurred_at"), str)
         else None,
     )
+
+
+# Why RabbitMQ dead-lettered a message into the parking queue itself.
+_DEATHS = {
+    "delivery_limit": "delivered more than SAGA_DELIVERY_LIMIT times without being settled "
+    "(its worker died or lost its connection every time)",
+}
+
+
+def _last_death(headers: Mapping) -> dict:
+    """RabbitMQ's most recent dead-lettering of this message (x-death), if any."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
+        return dict(deaths[0])
+    return {}
+
+
+def _death_reason(death: Mapping) -> str | None:
+    return f"rabbitmq:{death['reason']}" if death.get("reason") else None
 
 
 def _older_than(parked: Parked, cutoff: datetime) -> bool:
@@ -180,23 +205,7 @@ def _parked(amqp_uri: str, service: str) -> Iterator[tuple[list, Callable]]:
                     break
                 held.append(message)
             producer = Producer(conn.channel())
-
-            def publish(message, routing_key: str, headers: dict) -> None:
-                # Returns once the broker confirmed it (confirm_publish);
-                # mandatory: an unroutable copy raises instead of vanishing.
-                producer.publish(
-                    message.body,
-                    exchange="",
-                    routing_key=routing_key,
-                    headers=headers,
-                    content_type=message.content_type,
-                    content_encoding=message.content_encoding,
-                    delivery_mode=2,
-                    mandatory=True,
-                    retry=False,
-                )
-
-            yield held, publish
+            yield held, partial(republish, producer)
         finally:
             if channel.is_open:
                 for message in held:

@@ -12,12 +12,15 @@ durable queue per service and method) that never drops one:
   copy is confirmed is the original acked. The copy carries the number of
   failed attempts in `x-attempts`;
 - the last attempt fails: the copy goes to the service's parking queue
-  `<service>.dead-letters` instead, with headers that say where it came
+  (`saga.<service>.dead-letters`, shared.topology) instead, with headers that say where it came
   from and why, and an ERROR log line. An operator inspects and replays it
   with `python -m shared.dlq` (docs/OPERATIONS.md).
 
 If the copy cannot be published (broker trouble), the original is
 returned to its queue after a short pause, so it is retried, not lost.
+A delivery that never ends (its worker killed each time) is counted by the
+quorum queue: after SAGA_DELIVERY_LIMIT more deliveries RabbitMQ parks it
+itself (shared.topology).
 
 Expected business outcomes (insufficient funds, a rejected transfer) are
 not exceptions: a handler records its outcome event and returns. Raise
@@ -32,7 +35,10 @@ Retry queues: one per handler and backoff step,
 `x-dead-letter-routing-key: <handler queue>`; copies are published with a
 per-message `expiration`. RabbitMQ only expires messages at the head of a
 queue, so a queue per delay keeps a 1 s retry from waiting behind an 8 s
-one. The queues are declared idempotently at start-up.
+one. Every queue of a step (handler, retry, parking) is built by
+shared.topology.handler_queues, quorum queues unless SAGA_QUEUE_TYPE says
+classic: the topology step declares them before services start, and the
+step declares them again, idempotently, at start-up.
 
 Headers: nameko's `nameko.*` context headers (correlation id) are kept on
 every copy; RabbitMQ's `x-death` bookkeeping is dropped.
@@ -53,7 +59,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import eventlet
-from kombu import Connection, Producer, Queue, binding
+from kombu import Connection, Producer, Queue
 from kombu.pools import connections
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
@@ -61,12 +67,11 @@ from nameko.constants import (
     DEFAULT_TRANSPORT_OPTIONS,
     HEADER_PREFIX,
     LOGIN_METHOD_CONFIG_KEY,
-    PERSISTENT,
 )
 from nameko.events import SERVICE_POOL, EventHandler
 from nameko.standalone.events import get_event_exchange
 
-from shared import contracts, correlation
+from shared import contracts, correlation, topology
 from shared.dlq import (
     ATTEMPTS,
     EVENT_TYPE,
@@ -78,8 +83,8 @@ from shared.dlq import (
     PARKED_AT,
     SOURCE_SERVICE,
     carried_headers,
-    dead_letter_queue_name,
 )
+from shared.topology import retry_queue_name  # noqa: F401 (where tests look for it)
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +168,6 @@ def resolve_policy(
         backoff=chosen_backoff,
         max_backoff=chosen_max,
     )
-
-
-def retry_queue_name(handler_queue: str, delay_ms: int) -> str:
-    return f"{handler_queue}.retry-{delay_ms}ms"
 
 
 def failed_attempts(headers: Mapping | None) -> int:
@@ -260,29 +261,30 @@ class SagaStep(EventHandler):
     def handler_name(self) -> str:
         return f"{self.container.service_name}.{self.method_name}"
 
+    def policy_for(self, config: Mapping) -> RetryPolicy:
+        """This step's retry policy under a container config (and the environment)."""
+        return resolve_policy(*self._policy_overrides, config=config)
+
     def setup(self):
-        super().setup()  # the handler's queue, registered with the consumer
+        super().setup()  # nameko's queue, registered with the consumer
         config = self.container.config
-        # nameko binds the queue by event type alone; bind it by the routing
-        # keys of the kinds this step handles instead (the queue consumer
-        # declares it, with these bindings, when it starts).
-        exchange = get_event_exchange(self.source_service, config)
-        self.queue = Queue(
-            self.queue.name,
-            bindings=[binding(exchange, routing_key=key) for key in self.binding_keys],
-            durable=True,
+        self.policy = self.policy_for(config)
+        # nameko binds its queue by event type alone; the topology's queue is
+        # bound by the routing keys of the kinds this step handles instead
+        # (the queue consumer declares it, with these bindings, when it starts).
+        queues = topology.handler_queues(
+            service=self.container.service_name,
+            method=self.method_name,
+            source_service=self.source_service,
+            event_type=self.event_type,
+            exchange=get_event_exchange(self.source_service, config),
+            binding_keys=self.binding_keys,
+            retry_delays_ms=self.policy.retry_delays_ms(),
+            settings=topology.queue_settings(config),
         )
-        self.policy = resolve_policy(*self._policy_overrides, config=config)
-        arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.queue.name}
-        self.retry_queues = {
-            delay: Queue(
-                retry_queue_name(self.queue.name, delay), durable=True, queue_arguments=arguments
-            )
-            for delay in self.policy.retry_delays_ms()
-        }
-        self.dead_letter_queue = Queue(
-            dead_letter_queue_name(self.container.service_name), durable=True
-        )
+        self.queue = queues.queue
+        self.retry_queues = queues.retry_queues
+        self.dead_letter_queue = queues.dead_letter_queue
         transport_options = dict(DEFAULT_TRANSPORT_OPTIONS, confirm_publish=True)
         self._connection = Connection(
             config[AMQP_URI_CONFIG_KEY],
@@ -369,17 +371,8 @@ class SagaStep(EventHandler):
                 try:
                     if attempt == 2:
                         self._declare(conn)  # the queue may have been deleted
-                    Producer(conn.default_channel).publish(
-                        message.body,
-                        exchange="",
-                        routing_key=queue.name,
-                        headers=headers,
-                        content_type=message.content_type,
-                        content_encoding=message.content_encoding,
-                        delivery_mode=PERSISTENT,
-                        expiration=expiration,
-                        mandatory=True,  # unroutable: an error, not a silent drop
-                        retry=False,
+                    topology.republish(
+                        Producer(conn.default_channel), message, queue.name, headers, expiration
                     )
                     return
                 except Exception:

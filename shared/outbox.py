@@ -13,6 +13,18 @@ waiting once for the broker's confirms of each batch (pipelined), and
 marks the confirmed rows published a few at a time (one UPDATE for many
 events). Nothing is read back from the table on that path.
 
+Saga events (shared.contracts.EVENTS) are published `mandatory`: one no
+queue is bound for (its consumer never declared, a new event type deployed
+before its consumer) comes back from the broker (basic.return) instead of
+being dropped. It is not marked published: it stays pending, its attempts
+counted, is logged at ERROR with its routing key, and is published again
+by the sweep after a backoff (2 s doubling, at most 60 s), until a queue
+is bound. The broker counts every return
+(rabbitmq_global_messages_unroutable_returned_total): the EventsUnroutable
+alert (ops/prometheus/rules/events.yml, docs/RUNBOOKS.md) fires while they
+go on. Other events (auth's) are not mandatory: the gateway's
+revocation feed, for one, has no queue while no gateway runs.
+
 What the memory path cannot cover, the sweep does: a row whose process
 died between commit and publish, a batch the broker did not confirm, a row
 committed by another process (a script, a crashed instance). Every second
@@ -71,6 +83,13 @@ CONFIRM_TIMEOUT = 10.0
 # A row taken by a sweep is not taken again for this long (its relay may
 # have died mid-publish).
 LEASE_SECONDS = 30.0
+# An unroutable event is published again after this backoff (doubling per
+# attempt, capped): short enough that the alert, which looks for returns
+# in every 5 minutes, keeps firing while one is stuck.
+UNROUTABLE_BACKOFF = 2.0
+UNROUTABLE_MAX_BACKOFF = 60.0
+
+CONFIRMED, REFUSED, UNROUTABLE = "confirmed", "refused", "unroutable"
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -104,6 +123,17 @@ class Outgoing:
     routing_key: str
     body: str
     headers: dict
+    mandatory: bool = False
+
+
+def is_saga_event(event_type: str) -> bool:
+    """Published mandatory: losing one would stall a transfer."""
+    return event_type in contracts.EVENTS
+
+
+def unroutable_backoff(attempts: int) -> float:
+    """Seconds before an unroutable event is published again, after `attempts`."""
+    return min(UNROUTABLE_MAX_BACKOFF, UNROUTABLE_BACKOFF * 2.0 ** max(attempts - 1, 0))
 
 
 def record_event(
@@ -120,6 +150,7 @@ def record_event(
         contracts.routing_key_of(event_type, payload),
         json.dumps(message),
         headers,
+        is_saga_event(event_type),
     )
     defer(
         session,
@@ -146,16 +177,21 @@ class ConfirmedPublisher:
 
     One connection and channel in confirm mode, made on first use and
     dropped on any error (the caller's rows stay pending and are retried).
-    Not shared between greenthreads: the relay owns one.
+    A mandatory message the exchange cannot route is returned before its
+    confirm (basic.return, then basic.ack): it is identified by its
+    message id, the event id. Not shared between greenthreads: the relay
+    owns one.
     """
 
     def __init__(self, uri: str, exchange, *, ssl=None, login_method=None):
         self._uri, self._ssl, self._login_method = uri, ssl, login_method
         self._exchange = exchange
+        self.exchange_name = exchange.name
         self._connection: Connection | None = None
         self._channel = None
         self._next_tag = 1
         self._confirmed: dict[int, bool] = {}
+        self._returned: set[str] = set()
 
     def _open(self):
         connection = Connection(self._uri, ssl=self._ssl, login_method=self._login_method)
@@ -164,8 +200,12 @@ class ConfirmedPublisher:
         channel.confirm_select()
         channel.events["basic_ack"].add(lambda tag, multiple: self._settle(tag, multiple, True))
         channel.events["basic_nack"].add(lambda tag, multiple: self._settle(tag, multiple, False))
+        channel.events["basic_return"].add(self._returned_message)
         self._connection, self._channel, self._next_tag = connection, channel, 1
-        self._confirmed = {}
+        self._confirmed, self._returned = {}, set()
+
+    def _returned_message(self, exc, exchange, routing_key, message) -> None:
+        self._returned.add(message.properties.get("message_id"))
 
     def _settle(self, tag: int, multiple: bool, acked: bool) -> None:
         tags = [t for t in self._confirmed if t <= tag] if multiple else [tag]
@@ -173,29 +213,34 @@ class ConfirmedPublisher:
             if settled in self._confirmed:
                 self._confirmed[settled] = acked
 
-    def publish_batch(self, messages, timeout: float = CONFIRM_TIMEOUT) -> list[bool]:
-        """Publish (routing_key, body, headers) triples; True for each one the
-        broker confirmed, in order. Raises if the connection fails: then none
-        of the batch may be taken as published."""
+    def publish_batch(
+        self, messages: list[Outgoing], timeout: float = CONFIRM_TIMEOUT
+    ) -> list[str]:
+        """Publish the messages; for each, in order, CONFIRMED, REFUSED (the
+        broker nacked it) or UNROUTABLE (mandatory, and no queue is bound for
+        it). Raises if the connection fails: then none of the batch may be
+        taken as published."""
         if self._channel is None:
             self._open()
         tags = []
         try:
-            for routing_key, body, headers in messages:
+            for item in messages:
                 tag = self._next_tag
                 self._next_tag += 1
                 self._confirmed[tag] = None
                 tags.append(tag)
                 self._channel.basic_publish(
                     amqp.Message(
-                        body,
+                        item.body,
                         content_type="application/json",
                         content_encoding="utf-8",
                         delivery_mode=2,
-                        application_headers=headers,
+                        message_id=item.event_id,
+                        application_headers=item.headers,
                     ),
                     exchange=self._exchange.name,
-                    routing_key=routing_key,
+                    routing_key=item.routing_key,
+                    mandatory=item.mandatory,
                 )
             deadline = time.monotonic() + timeout
             while any(self._confirmed[tag] is None for tag in tags):
@@ -206,7 +251,15 @@ class ConfirmedPublisher:
         except BaseException:
             self.close()
             raise
-        outcome = [bool(self._confirmed.pop(tag)) for tag in tags]
+        outcome = []
+        for item, tag in zip(messages, tags, strict=True):
+            if not self._confirmed.pop(tag):
+                outcome.append(REFUSED)
+            elif item.event_id in self._returned:
+                self._returned.discard(item.event_id)
+                outcome.append(UNROUTABLE)
+            else:
+                outcome.append(CONFIRMED)
         return outcome
 
     def close(self) -> None:
@@ -306,12 +359,8 @@ class OutboxRelay(DependencyProvider):
         """One pass: publish what commits handed over, sweep if due, mark."""
         while self._outgoing and not self._stopping:
             batch = [self._outgoing.popleft() for _ in range(min(_BATCH, len(self._outgoing)))]
-            confirmed = self._publisher.publish_batch(
-                (item.routing_key, item.body, item.headers) for item in batch
-            )
-            self._note_published(
-                item.event_id for item, ok in zip(batch, confirmed, strict=True) if ok
-            )
+            outcome = self._publisher.publish_batch(batch)
+            self._settle(batch, outcome, attempts=dict.fromkeys((i.event_id for i in batch), 0))
             # A refused one stays pending: the sweep takes it after the grace.
         if time.monotonic() >= self._next_sweep:
             while not self._stopping and self.sweep() == _BATCH:
@@ -322,6 +371,54 @@ class OutboxRelay(DependencyProvider):
             or time.monotonic() >= self._oldest_unmarked + self.mark_delay
         ):
             self._mark_published()
+
+    def _settle(self, batch: list[Outgoing], outcome: list[str], attempts: dict[str, int]) -> None:
+        """Note what was published; hold back what came back unroutable.
+
+        `attempts`: each row's attempts as counted so far (the sweep counts
+        its own; the memory path has counted none)."""
+        self._note_published(
+            item.event_id
+            for item, result in zip(batch, outcome, strict=True)
+            if result == CONFIRMED
+        )
+        unroutable = [
+            item for item, result in zip(batch, outcome, strict=True) if result == UNROUTABLE
+        ]
+        if unroutable:
+            self._hold_unroutable(unroutable, attempts)
+
+    def _hold_unroutable(self, items: list[Outgoing], attempts: dict[str, int]) -> None:
+        """Count the attempt and lease each row for its backoff: the sweep
+        publishes it again then, until a queue is bound for it."""
+        now = datetime.now(UTC)
+        exchange = self._publisher.exchange_name
+        with self._database.engine.begin() as conn:
+            for item in items:
+                tried = attempts[item.event_id] or 1
+                delay = unroutable_backoff(tried)
+                conn.execute(
+                    update(_OUTBOX)
+                    .where(_OUTBOX.c.event_id == item.event_id, _OUTBOX.c.published_at.is_(None))
+                    .values(
+                        attempts=tried,
+                        claimed_until=now + timedelta(seconds=delay),
+                    )
+                )
+                log.error(
+                    "event %s is unroutable: no queue is bound for routing key %r on %s; "
+                    "it stays in the outbox and is published again in %.0f s",
+                    item.event_id,
+                    item.routing_key,
+                    exchange,
+                    delay,
+                    extra={
+                        "event_id": item.event_id,
+                        "routing_key": item.routing_key,
+                        "exchange": exchange,
+                        "attempts": tried,
+                    },
+                )
 
     def _note_published(self, event_ids) -> None:
         if not self._published:
@@ -383,17 +480,24 @@ class OutboxRelay(DependencyProvider):
                 _OUTBOX.c.event_type,
                 _OUTBOX.c.body,
                 _OUTBOX.c.headers,
+                _OUTBOX.c.attempts,
             )
         )
         with engine.begin() as conn:
             rows = sorted(conn.execute(take).all(), key=lambda row: row.id)
         if rows:
-            confirmed = self._publisher.publish_batch(
-                (_routing_key(row), row.body, json.loads(row.headers)) for row in rows
-            )
-            self._note_published(
-                row.event_id for row, ok in zip(rows, confirmed, strict=True) if ok
-            )
+            batch = [
+                Outgoing(
+                    row.event_id,
+                    _routing_key(row),
+                    row.body,
+                    json.loads(row.headers),
+                    is_saga_event(row.event_type),
+                )
+                for row in rows
+            ]
+            outcome = self._publisher.publish_batch(batch)
+            self._settle(batch, outcome, attempts={row.event_id: row.attempts for row in rows})
         return len(rows)
 
 

@@ -34,6 +34,11 @@ os.environ.setdefault("RISK_REVIEW_SWEEP_SECONDS", "1")
 # Tests stage events from outside service processes (a bare UnitOfWork, a
 # killed service's leftovers): relays sweep such rows after 1 s, not 5.
 os.environ.setdefault("OUTBOX_GRACE_SECONDS", "1")
+# Saga queues are classic on the shared broker: its open-files limit (1024)
+# runs out at a few hundred quorum queues (each run's vhosts declare ~190),
+# and then it accepts no connection at all. Quorum queues are tested on
+# private nodes (tests/integration/test_topology.py).
+os.environ.setdefault("SAGA_QUEUE_TYPE", "classic")
 # Services started in-process by integration tests serve no reconciliation
 # metrics (several accounts containers would want one port); end-to-end
 # runs give accounts a free port of its own.
@@ -106,7 +111,10 @@ def _admin_connection():
     return conn
 
 
-def make_environment(label: str) -> Environment:
+def make_environment(label: str, topology: bool = True) -> Environment:
+    """A vhost and migrated databases; with `topology`, the saga's exchanges,
+    queues and bindings declared in the vhost, as the migrate job does
+    before services start (shared.topology)."""
     vhost = f"ft_{RUN_ID}_{label}"
     _create_vhost(vhost)
     base = urllib.parse.urlsplit(_amqp_base())
@@ -127,6 +135,10 @@ def make_environment(label: str) -> Environment:
             )
     for service, url in environment.database_urls.items():
         upgrade(service, url)
+    if topology:
+        from shared.topology import declare
+
+        declare(amqp_uri)
     return environment
 
 
@@ -141,8 +153,8 @@ def destroy_environment(environment: Environment) -> None:
 def environment_factory():
     made: list[Environment] = []
 
-    def make(label: str) -> Environment:
-        environment = make_environment(label)
+    def make(label: str, topology: bool = True) -> Environment:
+        environment = make_environment(label, topology)
         made.append(environment)
         return environment
 

@@ -5,7 +5,11 @@
                            stub commands; both sandboxes started for real (when
                            the project's dependencies are in the venv)
     swarm/stack.yml        docker-compose config, docker stack config, secrets mounted
-    k8s/overlays/*         kubectl kustomize + kubernetes-validate --strict, secrets mounted
+    k8s/overlays/*         kubectl kustomize + kubernetes-validate --strict, secrets mounted,
+                           one autoscaler per Deployment
+    k8s/overlays/ha        custom resources against the CRDs in k8s/crds (strict
+                           schema, CEL rules); KEDA scaling on each service's
+                           queues; ResourceQuota and LimitRange at full scale
     swarm + k8s            every service of the Procfile deployed and probed, its
                            database created, the payment provider wired (secrets
                            shared, webhooks, network policies; no sandbox in prod)
@@ -25,4 +29,6 @@ SKIP with why) and exits 1 if any check failed.
     entrypoint.py   entrypoint.sh, against stubs and with the sandboxes live
     platforms.py    one model of what swarm and k8s run
     consistency.py  the rules both platforms must keep
+    customresources.py  custom resources against the operators' CRDs
+    capacity.py     autoscalers, queue-depth scaling, quota and limits
 """

@@ -3,8 +3,14 @@
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from .capacity import (
+    one_autoscaler_per_deployment,
+    quota_admits_full_scale,
+    services_scaled_on_their_queues,
+)
 from .consistency import (
     databases_one_per_migrated_service,
     k8s_secrets_mounted,
@@ -13,6 +19,7 @@ from .consistency import (
     services_deployed_probed_budgeted,
     swarm_secrets_mounted,
 )
+from .customresources import custom_resources_valid
 from .entrypoint import (
     entrypoint_dispatches_with_secrets,
     notifications_sandbox_mails_and_takes_keys_from_files,
@@ -20,6 +27,7 @@ from .entrypoint import (
 )
 from .runner import Report
 from .tools import (
+    HA_KUBERNETES_VERSION,
     KUBERNETES_VERSION,
     TOOLS,
     docker_stack_accepts,
@@ -93,16 +101,39 @@ def main() -> int:
     report.check_all(swarm_checks, swarm, "docker-compose could not read swarm/stack.yml")
     report.check("docker stack config -c swarm/stack.yml", docker_stack_accepts)
 
-    for overlay in ("dev", "prod"):
+    for overlay, version in (
+        ("dev", KUBERNETES_VERSION),
+        ("prod", KUBERNETES_VERSION),
+        ("ha", HA_KUBERNETES_VERSION),
+    ):
         k8s = report.check(f"kubectl kustomize k8s/overlays/{overlay}", k8s_overlay, overlay)
         k8s_checks = [
             (
-                f"kubernetes-validate --strict -k {KUBERNETES_VERSION} ({overlay})",
-                k8s_schemas_valid,
+                f"kubernetes-validate --strict -k {version} ({overlay})",
+                partial(k8s_schemas_valid, version=version),
             ),
             (f"k8s {overlay}: every *_FILE(S) path is a mounted secret item", k8s_secrets_mounted),
             *topics(f"k8s {overlay}"),
+            (
+                f"k8s {overlay}: one autoscaler per Deployment, and no replicas field under it",
+                one_autoscaler_per_deployment,
+            ),
         ]
+        if overlay == "ha":
+            k8s_checks += [
+                (
+                    "k8s ha: custom resources valid against k8s/crds (strict schema, CEL rules)",
+                    custom_resources_valid,
+                ),
+                (
+                    "k8s ha: every service scaled by KEDA on CPU and on its queues' depth",
+                    services_scaled_on_their_queues,
+                ),
+                (
+                    "k8s ha: the ResourceQuota admits full scale; containers fit the LimitRange",
+                    quota_admits_full_scale,
+                ),
+            ]
         report.check_all(k8s_checks, k8s, f"kubectl could not render k8s/overlays/{overlay}")
 
     # Warnings and errors fail the check; info/style notes are left to review

@@ -5,7 +5,8 @@ Each check reads one Platform (platforms.py) and proves one topic:
   services         every nameko service of the Procfile runs as `service <name>`,
                    probed by `entrypoint.sh healthcheck <name>`; in k8s it is
                    labelled component=service, has a PDB, and may reach RabbitMQ
-                   and PostgreSQL
+                   and PostgreSQL (pods labelled component=broker and
+                   =database, whether a StatefulSet or an operator runs them)
   databases        every service with migrations has fintech_<name> in the init
                    script's default and in every FINTECH_DATABASES
   provider         payments and the gateway agree on the provider; with the
@@ -88,6 +89,10 @@ def services_deployed_probed_budgeted(platform: Platform) -> None:
     services = procfile_services()
     if not services:
         problems.append("no nameko service found in the Procfile")
+    if platform.kind == "k8s":
+        for engine, labels in (("RabbitMQ", BROKER), ("PostgreSQL", DATABASE)):
+            if not platform.runs_pods_labelled(labels):
+                problems.append(f"no {engine} pods labelled {labels}: the policies reach nothing")
     for service in services:
         runs = [p for p in platform.processes.values() if p.command == ["service", service]]
         if not runs:

@@ -81,6 +81,8 @@ def dispatch_cases(secrets: Path) -> list[tuple[str, dict[str, str], str]]:
             "DATABASE_URL= AUTH_DATABASE_URL=\nAMQP_URI= GATEWAY_HOST=0.0.0.0",
         ),
         ("migrate auth accounts", {}, f"python -m shared.migrate auth accounts\n{UNSET}"),
+        ("topology", {}, f"python -m shared.topology declare\n{UNSET}"),
+        ("topology migrate --drain", {}, f"python -m shared.topology migrate --drain\n{UNSET}"),
         ("healthcheck accounts", {}, f"python -m shared.healthcheck accounts\n{UNSET}"),
         # Every service of the platform, by its class.
         *(
@@ -126,7 +128,11 @@ def dispatch_cases(secrets: Path) -> list[tuple[str, dict[str, str], str]]:
                 "DATABASE_URL_FILE": f"{secrets}/database-url",
                 "DATABASE_PASSWORD_FILE": f"{secrets}/amqp-password",
             },
+            # Then the saga's topology (shared.topology), with the same environment.
             "python -m shared.migrate\n"
+            "DATABASE_URL=postgresql://fintech:s3cret-OK@db/fintech_{service} AUTH_DATABASE_URL=\n"
+            "AMQP_URI= GATEWAY_HOST=\n"
+            "python -m shared.topology declare\n"
             "DATABASE_URL=postgresql://fintech:s3cret-OK@db/fintech_{service} AUTH_DATABASE_URL=\n"
             "AMQP_URI= GATEWAY_HOST=",
         ),

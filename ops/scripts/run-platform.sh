@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: start the whole platform on this machine; Ctrl-C stops it.
+# A process that dies is restarted; the others keep running.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export VENV=${VENV:-.venv}
@@ -39,5 +40,9 @@ fi
 echo "==> applying database migrations (data in $DATA_DIR)"
 python -m shared.migrate
 
+echo "==> declaring the saga's exchanges, queues and bindings"
+python -m shared.topology declare
+
+# supervisord restarts a process that dies (ops/scripts/supervise.py).
 echo "==> starting services and gateway (Ctrl-C stops everything)"
-exec honcho --no-prefix start -f Procfile
+exec python ops/scripts/supervise.py Procfile

@@ -77,10 +77,10 @@ def notification_policy(config: Mapping, environ: Mapping | None = None):
 
 
 class NotificationStep(SagaStep):
-    def setup(self):
+    def policy_for(self, config):
         if self._policy_overrides == (None, None, None):
-            self._policy_overrides = notification_policy(self.container.config)
-        super().setup()
+            return resolve_policy(*notification_policy(config), config={}, environ={})
+        return super().policy_for(config)
 
     def handle_message(self, body, message):
         # nameko's Consumer.handle_message, plus the `delivery` keyword.

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import MetaData, create_engine
 
+from ops.private_broker import PrivateBroker
 from shared.outbox import outbox_table
 from shared.rpc import cluster_rpc
-from tests.private_broker import PrivateBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

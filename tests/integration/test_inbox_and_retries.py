@@ -32,6 +32,7 @@ from shared.event_handlers import retry_queue_name, saga_step
 from shared.events import envelope
 from shared.inbox import claim, inbox_table
 from shared.service import ServiceBase
+from shared.topology import handler_queue_name, queue_settings
 from tests.conftest import RUN_ID, _admin_connection, _admin_db_url
 from tests.integration.helpers import wait_for
 
@@ -145,7 +146,7 @@ class RedeclareProbe(ServiceBase):
 
 
 def handler_queue(event_type, service, method="on_event"):
-    return f"evt-{SOURCE}-{event_type}--{service}.{method}"
+    return handler_queue_name(service, method, SOURCE, event_type, queue_settings())
 
 
 @pytest.fixture(scope="module")

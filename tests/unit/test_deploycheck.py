@@ -4,10 +4,20 @@ rendered objects, and how it decides that a network policy lets traffic through.
 The checks themselves run against the real manifests in `make validate-deploy`.
 """
 
+from fractions import Fraction
+
 import pytest
 import yaml
 
+from ops.deploycheck.capacity import (
+    one_autoscaler_per_deployment,
+    pod_resources,
+    quantity,
+    queue_problems,
+    quota_admits_full_scale,
+)
 from ops.deploycheck.consistency import k8s_secrets_mounted
+from ops.deploycheck.customresources import built_in_objects, custom_resources_valid
 from ops.deploycheck.platforms import load_k8s, selected
 from ops.deploycheck.runner import Failed
 from ops.deploycheck.tools import final_user, production_stages
@@ -137,3 +147,143 @@ def test_the_production_stages_are_the_last_target_and_what_it_is_built_from():
     )
     assert production_stages(dockerfile) == [["USER 10001", "COPY app/ app/"], []]
     assert final_user(dockerfile) == "10001"
+
+
+# -- the ha overlay: custom resources, autoscalers, quota -------------------------
+
+
+def scaled_object(target: str, triggers: list[dict], name=None) -> dict:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name or target},
+        "spec": {
+            "scaleTargetRef": {"name": target},
+            "minReplicaCount": 3,
+            "maxReplicaCount": 5,
+            "triggers": triggers,
+        },
+    }
+
+
+def rabbitmq_trigger(pattern: str) -> dict:
+    return {
+        "type": "rabbitmq",
+        "metadata": {
+            "protocol": "http",
+            "mode": "QueueLength",
+            "value": "20",
+            "useRegex": "true",
+            "queueName": pattern,
+        },
+        "authenticationRef": {"name": "rabbitmq-management"},
+    }
+
+
+def test_a_custom_resource_with_an_unknown_field_or_a_broken_cel_rule_fails():
+    broken = scaled_object(
+        "accounts", [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}]
+    )
+    broken["spec"]["minReplicaCount"] = 9  # over maxReplicaCount: a CEL rule of the CRD
+    broken["spec"]["replica"] = 1  # no such field
+    with pytest.raises(Failed) as failure:
+        custom_resources_valid(load_k8s(rendered(broken)))
+    assert "minReplicaCount must be less than or equal to maxReplicaCount" in str(failure.value)
+    assert "'replica' was unexpected" in str(failure.value)
+
+
+def test_a_valid_custom_resource_passes_and_is_left_out_of_the_built_in_objects():
+    valid = scaled_object("accounts", [rabbitmq_trigger("^rpc-accounts$")])
+    platform = load_k8s(rendered(valid, PAYMENTS_POD))
+    custom_resources_valid(platform)
+    assert [o["kind"] for o in yaml.safe_load_all(built_in_objects(platform))] == ["Deployment"]
+
+
+def test_two_autoscalers_on_one_deployment_or_a_replicas_field_under_one_fail():
+    hpa = {
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "payments"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "payments"}, "maxReplicas": 4},
+    }
+    with_replicas = {**PAYMENTS_POD, "spec": {**PAYMENTS_POD["spec"], "replicas": 3}}
+    keda = scaled_object("payments", [])
+    with pytest.raises(Failed) as failure:
+        one_autoscaler_per_deployment(load_k8s(rendered(with_replicas, hpa, keda)))
+    assert "2 autoscalers" in str(failure.value)
+    assert "sets replicas" in str(failure.value)
+    one_autoscaler_per_deployment(load_k8s(rendered(PAYMENTS_POD, hpa)))
+
+
+QUORUM = {"SAGA_QUEUE_TYPE": "quorum"}
+CLASSIC = {"SAGA_QUEUE_TYPE": "classic"}
+
+
+def test_a_queue_pattern_must_match_every_queue_the_service_consumes_and_no_retry_queue():
+    quorum_pattern = r"^(rpc-accounts|saga\.accounts\.[a-z0-9_]+)$"
+    assert queue_problems("accounts", rabbitmq_trigger(quorum_pattern), QUORUM) == []
+    missing = queue_problems("accounts", rabbitmq_trigger("^rpc-accounts$"), QUORUM)
+    assert "accounts: queue saga.accounts.handle_transfer_approved does not match" in "\n".join(
+        missing
+    )
+    greedy = queue_problems("accounts", rabbitmq_trigger("accounts"), QUORUM)
+    assert any(".retry-1000ms" in p for p in greedy)
+    assert any("saga.accounts.dead-letters" in p for p in greedy)
+
+
+def test_the_queue_names_follow_the_rendered_queue_type():
+    # Classic queues keep nameko's names: the quorum pattern misses them.
+    problems = queue_problems(
+        "accounts", rabbitmq_trigger(r"^(rpc-accounts|saga\.accounts\.[a-z0-9_]+)$"), CLASSIC
+    )
+    assert any(
+        "evt-risk-transfer_approved--accounts.handle_transfer_approved" in p for p in problems
+    )
+
+
+def test_quantities_and_a_pods_largest_of_init_and_running_containers():
+    assert quantity("250m") == Fraction(1, 4)
+    assert quantity("2Gi") == 2 * 2**30
+    pod = {
+        "initContainers": [{"resources": {"requests": {"cpu": "1", "memory": "32Mi"}}}],
+        "containers": [
+            {"resources": {"requests": {"cpu": "100m", "memory": "192Mi"}}},
+            {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}},
+        ],
+    }
+    assert pod_resources(pod, "requests") == {"cpu": 1, "memory": 256 * 2**20}
+
+
+def test_a_quota_under_the_full_scale_of_the_workloads_fails():
+    pod = deployment(
+        "payments",
+        {
+            "name": "payments",
+            "resources": {
+                "requests": {"cpu": "1", "memory": "1Gi"},
+                "limits": {"cpu": "1", "memory": "1Gi"},
+            },
+        },
+    )
+    quota = {
+        "kind": "ResourceQuota",
+        "metadata": {"name": "fintech"},
+        "spec": {
+            "hard": {
+                "pods": "6",
+                "requests.cpu": "5",
+                "requests.memory": "6Gi",
+                "limits.cpu": "6",
+                "limits.memory": "6Gi",
+                "requests.storage": "0",
+            }
+        },
+    }
+    limits = {
+        "kind": "LimitRange",
+        "metadata": {"name": "fintech"},
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "2", "memory": "2Gi"}}]},
+    }
+    keda = scaled_object("payments", [])  # up to 5 pods, plus one surge pod: 6
+    with pytest.raises(Failed) as failure:
+        quota_admits_full_scale(load_k8s(rendered(pod, quota, limits, keda)))
+    assert str(failure.value) == "ResourceQuota fintech: requests.cpu 5 < 6 at full scale"

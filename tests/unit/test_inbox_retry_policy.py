@@ -25,6 +25,7 @@ from shared.event_handlers import (
     resolve_policy,
     retry_queue_name,
 )
+from shared.topology import CLASSIC, QUORUM, QueueSettings
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -67,7 +68,9 @@ def test_the_decorator_beats_the_config_which_beats_the_environment():
 def test_queue_names():
     queue = "evt-accounts-funds_reserved--transactions.on_funds_reserved"
     assert retry_queue_name(queue, 2000) == f"{queue}.retry-2000ms"
-    assert dead_letter_queue_name("transactions") == "transactions.dead-letters"
+    classic, quorum = QueueSettings(CLASSIC), QueueSettings(QUORUM)
+    assert dead_letter_queue_name("transactions", classic) == "transactions.dead-letters"
+    assert dead_letter_queue_name("transactions", quorum) == "saga.transactions.dead-letters"
 
 
 def test_failed_attempts_are_read_defensively():
