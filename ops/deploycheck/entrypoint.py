@@ -84,6 +84,7 @@ def dispatch_cases(secrets: Path) -> list[tuple[str, dict[str, str], str]]:
         ("topology", {}, f"python -m shared.topology declare\n{UNSET}"),
         ("topology migrate --drain", {}, f"python -m shared.topology migrate --drain\n{UNSET}"),
         ("healthcheck accounts", {}, f"python -m shared.healthcheck accounts\n{UNSET}"),
+        ("healthcheck accounts live", {}, f"python -m shared.healthcheck accounts live\n{UNSET}"),
         # Every service of the platform, by its class.
         *(
             (

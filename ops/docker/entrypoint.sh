@@ -22,7 +22,8 @@
 #   entrypoint.sh topology [args...]   python -m shared.topology (declare,
 #                                      declare --check, migrate [--drain])
 #   entrypoint.sh backup [--to DIR]    python -m ops.backup backup (BACKUP_DIR)
-#   entrypoint.sh healthcheck <name>   exit 0 if healthy (a service, gateway,
+#   entrypoint.sh healthcheck <name> [live|ready]
+#                                      exit 0 if healthy (a service, gateway,
 #                                      sandbox or notifications-sandbox)
 #   entrypoint.sh <command> [args...]  anything else, e.g. `nameko shell`
 #
@@ -205,7 +206,7 @@ case $process in
         exec python -m sandboxes.notifications "$@"
         ;;
     healthcheck)
-        [ "$#" -eq 1 ] || die "usage: entrypoint.sh healthcheck <name>"
+        [ "$#" -ge 1 ] && [ "$#" -le 2 ] || die "usage: entrypoint.sh healthcheck <name> [live|ready]"
         case $1 in
             gateway) http_probe gateway "http://127.0.0.1:${GATEWAY_PORT:-8000}/health/live" ;;
             sandbox) http_probe sandbox "http://127.0.0.1:${SANDBOX_PORT:-8100}/health" ;;
@@ -215,7 +216,9 @@ case $process in
                     "http://127.0.0.1:${NOTIFICATIONS_SANDBOX_PORT:-8110}/health"
                 ;;
         esac
-        exec python -m shared.healthcheck "$1"
+        # A service: this container's own process (SERVICE_HEALTH_PORT),
+        # `live` for liveness, `ready` (the default) for start-up/readiness.
+        exec python -m shared.healthcheck "$@"
         ;;
     help | -h | --help)
         usage
