@@ -303,7 +303,7 @@ def format_table(items: list[Parked]) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m shared.dlq",
-        description="Inspect and replay a service's parked events (<service>.dead-letters).",
+        description="Inspect and replay a service's parked events (saga.<service>.dead-letters).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("list", help="show every parked message (leaves them parked)")

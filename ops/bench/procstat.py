@@ -13,7 +13,7 @@ A snapshot is CPU seconds (utime + stime, in clock ticks) per label:
   baseline), labelled from its command line: `nameko run ...
   services.accounts.service:AccountsService` is "accounts", gunicorn's
   master and workers are "gateway" (or "monolith" for the baseline),
-  `-m sandboxes.payments` is "payments-sandbox", honcho and the
+  `-m sandboxes.payments` is "payments-sandbox", supervisord and the
   scripts around it are "launcher", anything else under a root "other";
 - "rabbitmq": the broker's beam.smp and its helpers;
 - "postgres": every process whose comm is "postgres", plus the
@@ -40,7 +40,7 @@ NOT_THE_PLATFORM = frozenset({"launcher", "payments-sandbox", "notifications-san
 # carries the CPU of children that exited (postgres backends, gunicorn
 # workers restarted, broker helpers).
 REAPS_OWN_CHILDREN = frozenset({"postgres", "rabbitmq", "gateway", "monolith"})
-LAUNCHER_SCRIPTS = ("honcho", "run-platform.sh", "announce.py")
+LAUNCHER_SCRIPTS = ("supervisord", "supervise.py", "run-platform.sh", "announce.py")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ the bench knows its databases: in accounts', every journal entry's
 postings sum to zero, every balance equals the sum of its account's
 postings, `held` equals the active holds, none is left active; in
 transactions', no transfer_view row is pending; in the broker, every
-<service>.dead-letters queue of the vhost is empty. For the monolith, its
+saga.<service>.dead-letters queue of the vhost is empty. For the monolith, its
 ledger likewise. A check whose table or column is missing is skipped with
 the reason.
 
@@ -425,7 +425,7 @@ class Launched:
         return now is not None and now.started == process.started and now.state != "Z"
 
     def stop(self) -> None:
-        # Children in sessions of their own (honcho gives each one) are not in
+        # Children in sessions of their own (the launcher gives each one) are not in
         # our group: remember them, to kill any the launcher leaves behind.
         table = procstat.processes()
         tree = [table[pid] for pid in procstat.descendants(table, [self.process.pid])]

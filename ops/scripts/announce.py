@@ -1,7 +1,7 @@
 """Wait until the gateway says it is ready, print how to reach everything, then idle.
 
-Runs as the last Procfile entry; it must not exit, or honcho stops the
-platform.
+Runs as the last Procfile entry, under supervisord (ops/scripts/supervise.py),
+which would start it again if it exited.
 """
 
 import json

@@ -20,7 +20,7 @@ provider is called:
    (refused), or pending with the error. Rows
    left unsent fail the step (DeliveryIncomplete), so the event is
    retried; on its last attempt they are marked failed first, and the
-   event is then parked in notifications.dead-letters.
+   event is then parked in saga.notifications.dead-letters.
 
 A row is sent at most once by this service: the lease keeps two workers
 (a duplicate delivery, a redelivery after a crash) from sending it at the

@@ -7,7 +7,7 @@ sent; transfer_failed) and risk (transfer_review_requested: under review).
 Each event becomes one notification per customer and channel (see
 sending); delivery failures are retried through the step's retry queues
 and, after the last attempt, the event is parked in
-`notifications.dead-letters` (replay with `python -m shared.dlq replay
+`saga.notifications.dead-letters` (replay with `python -m shared.dlq replay
 notifications ...` sends what is still unsent).
 """
 

@@ -1,7 +1,7 @@
 """notification_step: a saga_step that tells its handler which attempt it is.
 
 It is shared.event_handlers.SagaStep (retries through per-delay queues,
-then parking in `notifications.dead-letters`) with two additions:
+then parking in `saga.notifications.dead-letters`) with two additions:
 
 - the handler gets `delivery=Delivery(attempt, attempts)`, so on the last
   attempt it can mark what it could not send as failed before the event
