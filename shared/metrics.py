@@ -7,8 +7,10 @@ sum(). The HTTP server is prometheus_client's, whose threads are green under
 eventlet's monkey patching; each scrape runs a few short queries.
 
 Each service names its own settings, e.g. ANALYTICS_METRICS_PORT (0
-disables) and ANALYTICS_METRICS_ADDR (default 0.0.0.0); either may also be
-given in the container config.
+disables) and ANALYTICS_METRICS_ADDR (default 127.0.0.1: nothing outside the
+machine reads a service's figures unless told; the containers, where
+Prometheus scrapes the pod, set 0.0.0.0); either may also be given in the
+container config.
 """
 
 import logging
@@ -28,7 +30,7 @@ from shared.database import Database
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ADDR = "0.0.0.0"
+DEFAULT_ADDR = "127.0.0.1"
 
 
 def setting(container_config, key: str) -> str | None:

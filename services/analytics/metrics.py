@@ -14,7 +14,7 @@ not sum().
     analytics_metrics_up                                          1 when the query worked
 
 ANALYTICS_METRICS_PORT (default 9102; 0 disables) and ANALYTICS_METRICS_ADDR
-(default 0.0.0.0) place the HTTP endpoint (shared.metrics); each scrape runs
+(default 127.0.0.1) place the HTTP endpoint (shared.metrics); each scrape runs
 one short query.
 """
 
