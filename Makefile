@@ -45,3 +45,8 @@ backup: venv
 restore: venv
 	@test -n "$(BACKUP)" || { echo "usage: make restore BACKUP=<backup dir>" >&2; exit 2; }
 	@$(PY) -m ops.backup restore "$(BACKUP)"
+
+# Faults under a bank workload on a private broker, then the books (docs/CHAOS.md).
+.PHONY: chaos
+chaos: venv
+	@$(PY) -m ops.chaos

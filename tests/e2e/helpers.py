@@ -2,8 +2,12 @@
 
 import time
 import uuid
+from contextlib import closing
+from decimal import Decimal
 
+import psycopg2
 import pytest
+from sqlalchemy.engine import make_url
 
 from shared.rpc import cluster_rpc
 
@@ -143,3 +147,97 @@ class Customer:
         account_id = self.open()
         assert self.settled(self.deposit(account_id, amount))["status"] == "completed"
         return account_id
+
+
+def accounts_sql(env, statement, params=()):
+    """Rows of a query on the accounts database of env (the ledger)."""
+    url = make_url(env["ACCOUNTS_DATABASE_URL"]).set(drivername="postgresql")
+    connection = psycopg2.connect(url.render_as_string(hide_password=False))
+    with closing(connection), connection, connection.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+
+def history_total(customer, account_id) -> Decimal:
+    """The sum of every amount in an account's history, page by page."""
+    total, cursor = Decimal(0), None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = customer.api.get(
+            f"/v1/accounts/{account_id}/transactions", token=customer.token, params=params
+        ).json()
+        total += sum(Decimal(item["amount"]) for item in page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return total
+
+
+def ledger_violations(env, owners: dict, opening: dict, views: dict) -> list[str]:
+    """What is wrong with the ledger once no transfer is pending, in words.
+
+    owners: each customer account id and a Customer who owns it; opening:
+    each one's balance before `views` (transfer id -> its view, or None for
+    one the ledger must not know) began."""
+    found = []
+    sums = accounts_sql(
+        env, "SELECT currency, sum(balance), sum(held) FROM balances GROUP BY currency"
+    )
+    # Clearing and provider accounts included: money is conserved per currency.
+    found += [f"{cur} ledger sums to {total}, not 0" for cur, total, _ in sums if total != 0]
+    found += [f"{cur}: {held} minor units still held" for cur, _, held in sums if held != 0]
+    active = accounts_sql(env, "SELECT transfer_id FROM holds WHERE status = 'active'")
+    found += [f"hold of transfer {transfer_id} still active" for (transfer_id,) in active]
+    overdrawn = accounts_sql(
+        env, "SELECT account_id, balance FROM balances WHERE NOT allow_negative AND balance < 0"
+    )
+    found += [f"account {account} overdrawn: {balance}" for account, balance in overdrawn]
+
+    # Each transfer's effect is in the ledger once: an entry for each completed
+    # one, none for a failed one or one the ledger must not know.
+    entries = dict(
+        accounts_sql(
+            env,
+            "SELECT transfer_id, count(*) FROM journal_entries"
+            " WHERE transfer_id = ANY(%s) GROUP BY transfer_id",
+            (list(views),),
+        )
+    )
+    for transfer_id, view in views.items():
+        expected = 1 if view and view["status"] == "completed" else 0
+        if entries.get(transfer_id, 0) != expected:
+            found.append(
+                f"transfer {transfer_id} ({view}) has {entries.get(transfer_id, 0)} entries"
+            )
+
+    # Every account's history sums to its balance, and the balance is what
+    # its completed transfers say it should be.
+    expected = dict(opening)
+    for view in filter(None, views.values()):
+        amount = Decimal(view["amount"]) if view["status"] == "completed" else 0
+        if view["kind"] == "deposit":
+            expected[view["to_account_id"]] += amount
+        else:
+            expected[view["from_account_id"]] -= amount
+            if view["kind"] == "internal":
+                expected[view["to_account_id"]] += amount
+    for account_id, customer in owners.items():
+        balance = Decimal(customer.account(account_id)["balance"])
+        history = history_total(customer, account_id)
+        if history != balance:
+            found.append(f"account {account_id}: history sums to {history}, balance {balance}")
+        if balance != expected[account_id]:
+            found.append(
+                f"account {account_id}: balance {balance}, expected {expected[account_id]}"
+            )
+    return found
+
+
+def full_reconciliation(api, admin_token) -> dict:
+    """A full reconciliation run, started and waited for."""
+    response = api.post("/v1/admin/reconciliation/runs", token=admin_token, json={"full": True})
+    assert response.status_code == 202, response.text
+    run = response.json()
+    while run["status"] == "running":
+        time.sleep(0.2)
+        run = api.get(response.headers["Location"], token=admin_token).json()
+    return run

@@ -16,17 +16,21 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import RUN_ID, Environment, destroy_environment
 from tests.e2e.conftest import ROOT, SERVICES, platform_env, start_platform, stop_platform
-from tests.e2e.helpers import Customer, make_admin
+from tests.e2e.helpers import (
+    Customer,
+    accounts_sql,
+    full_reconciliation,
+    ledger_violations,
+    make_admin,
+)
 
 CUSTOMERS = 4
 
@@ -40,14 +44,6 @@ def _backup(*args, env) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
-
-
-def _accounts_sql(env, statement, params=()):
-    url = make_url(env["ACCOUNTS_DATABASE_URL"]).set(drivername="postgresql")
-    connection = psycopg2.connect(url.render_as_string(hide_password=False))
-    with closing(connection), connection, connection.cursor() as cur:
-        cur.execute(statement, params)
-        return cur.fetchall()
 
 
 def _fresh_environment(source: Environment, label: str) -> Environment:
@@ -76,19 +72,6 @@ def _traffic(customer, own, others, stop, started, lock):
             transfer_id = customer.deposit(own, "1.00")
         with lock:
             started.append((customer.user["user_id"], transfer_id, datetime.now(UTC)))
-
-
-def _history_total(customer, account_id) -> Decimal:
-    total, cursor = Decimal(0), None
-    while True:
-        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-        page = customer.api.get(
-            f"/v1/accounts/{account_id}/transactions", token=customer.token, params=params
-        ).json()
-        total += sum(Decimal(item["amount"]) for item in page["items"])
-        cursor = page["next_cursor"]
-        if not cursor:
-            return total
 
 
 def _outcomes(customers, started, timeout=45.0) -> dict:
@@ -156,7 +139,7 @@ def test_a_backup_taken_mid_flight_restores_into_a_platform_that_converges(
         refused = _backup("restore", str(damaged), env=restore_env)
         assert refused.returncode == 2 and "does not match the manifest" in refused.stderr
         assert (
-            _accounts_sql(
+            accounts_sql(
                 env,
                 "SELECT 1 FROM pg_database WHERE datname = %s",
                 (make_url(restore_env["ACCOUNTS_DATABASE_URL"]).database,),
@@ -187,52 +170,13 @@ def test_a_backup_taken_mid_flight_restores_into_a_platform_that_converges(
         lost = {t for t, v in views.items() if v is None}
         assert {t for _, t, accepted in started if accepted < snapshot} <= set(known)
 
-        # The ledger balances per currency, holds included.
-        sums = _accounts_sql(
-            restore_env, "SELECT currency, sum(balance), sum(held) FROM balances GROUP BY currency"
-        )
-        assert sums and all(total == 0 for _, total, _ in sums), sums
-        assert all(held == 0 for _, _, held in sums), "a hold outlived its transfer"
-
-        # Each transfer's effect is in the ledger once: an entry for each completed
-        # one of its kind, none for a failed one or one the restore did not keep.
-        entries = dict(
-            _accounts_sql(
-                restore_env,
-                "SELECT transfer_id, count(*) FROM journal_entries"
-                " WHERE transfer_id = ANY(%s) GROUP BY transfer_id",
-                (list(views),),
-            )
-        )
-        for transfer_id, view in views.items():
-            expected = 1 if view and view["status"] == "completed" else 0
-            assert entries.get(transfer_id, 0) == expected, (transfer_id, view)
-
-        # Every account's history sums to its balance, and the balance is what
-        # its transfers that completed say it should be.
-        expected = {a: Decimal("100.00") for a in accounts}
-        for view in known.values():
-            amount = Decimal(view["amount"]) if view["status"] == "completed" else 0
-            if view["kind"] == "deposit":
-                expected[view["to_account_id"]] += amount
-            else:
-                expected[view["from_account_id"]] -= amount
-                if view["kind"] == "internal":
-                    expected[view["to_account_id"]] += amount
-        for customer, account_id in zip(restored.values(), accounts, strict=True):
-            balance = Decimal(customer.account(account_id)["balance"])
-            assert _history_total(customer, account_id) == balance
-            assert balance == expected[account_id], account_id
+        owners = dict(zip(accounts, restored.values(), strict=True))
+        opening = {a: Decimal("100.00") for a in accounts}
+        assert ledger_violations(restore_env, owners, opening, views) == []
 
         # Reconciliation agrees: nothing wrong, except at the provider, which
         # still has what the lost transfers asked of it after the backup.
-        admin = make_admin(after)[1]
-        response = after.post("/v1/admin/reconciliation/runs", token=admin, json={"full": True})
-        assert response.status_code == 202, response.text
-        run = response.json()
-        while run["status"] == "running":
-            time.sleep(0.2)
-            run = after.get(response.headers["Location"], token=admin).json()
+        run = full_reconciliation(after, make_admin(after)[1])
         assert run["status"] == "completed", run
         timings["reconciled"] = time.monotonic() - clock
         unexplained = [d for d in run["discrepancies"] if _transfer_of(d) not in lost]
