@@ -6,6 +6,7 @@ from flask import current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from gateway.instances import InstanceRegistry
 from gateway.outcomes import TransferOutcomes
 from gateway.revocations import RevocationList, RevocationListener
 from gateway.rpc import RpcPool, ServiceCircuits
@@ -52,6 +53,8 @@ class Platform:
         )
         self.verifier = TokenVerifier(self._jwks, self._is_revoked)
         self.outcomes = TransferOutcomes(settings["AMQP_URI"], settings["MAX_WAITERS"])
+        # Every service instance's heartbeat, for /v1/admin/services.
+        self.instances = InstanceRegistry(settings["AMQP_URI"])
 
     def _is_revoked(self, session_id: str) -> bool:
         # Fail closed: without the revocation feed a logged-out token would
@@ -85,6 +88,7 @@ def principal() -> Principal:
     plat = platform()
     plat.revocation_listener.ensure_started()
     plat.outcomes.ensure_started()
+    plat.instances.ensure_started()
     g.principal = plat.verifier.verify(token.strip())
     return g.principal
 

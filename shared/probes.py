@@ -77,27 +77,35 @@ class HealthEndpoint(DependencyProvider):
         return [payload]
 
     def _check_broker(self) -> str:
-        try:
-            with (
-                eventlet.Timeout(TIMEOUT),
-                Connection(
-                    self.container.config[AMQP_URI_CONFIG_KEY], connect_timeout=TIMEOUT
-                ) as connection,
-            ):
-                connection.connect()
-        except (Exception, eventlet.Timeout) as exc:  # noqa: BLE001 (named in the answer)
-            return type(exc).__name__
-        return "ok"
+        return check_broker(self.container)
 
     def _check_database(self) -> str:
-        database = next(
-            (dep for dep in self.container.dependencies if isinstance(dep, Database)), None
-        )
-        if database is None or database.engine is None:
-            return "ok"  # a service without a database needs none
-        try:
-            with eventlet.Timeout(TIMEOUT), database.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except (Exception, eventlet.Timeout) as exc:  # noqa: BLE001 (named in the answer)
-            return type(exc).__name__
-        return "ok"
+        return check_database(self.container)
+
+
+def check_broker(container) -> str:
+    """ "ok", or why this process cannot open a connection to its broker."""
+    try:
+        with (
+            eventlet.Timeout(TIMEOUT),
+            Connection(
+                container.config[AMQP_URI_CONFIG_KEY], connect_timeout=TIMEOUT
+            ) as connection,
+        ):
+            connection.connect()
+    except (Exception, eventlet.Timeout) as exc:  # noqa: BLE001 (named in the answer)
+        return type(exc).__name__
+    return "ok"
+
+
+def check_database(container) -> str:
+    """ "ok", or why this process cannot run SELECT 1 on its own database."""
+    database = next((dep for dep in container.dependencies if isinstance(dep, Database)), None)
+    if database is None or database.engine is None:
+        return "ok"  # a service without a database needs none
+    try:
+        with eventlet.Timeout(TIMEOUT), database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except (Exception, eventlet.Timeout) as exc:  # noqa: BLE001 (named in the answer)
+        return type(exc).__name__
+    return "ok"

@@ -7,6 +7,7 @@ from nameko_tracer import Tracer
 from sqlalchemy import text
 
 from shared.context import CorrelationContext
+from shared.heartbeats import Heartbeat
 from shared.housekeeping import Housekeeping
 from shared.probes import HealthEndpoint
 from shared.rpc import rpc
@@ -32,6 +33,8 @@ class ServiceBase:
     housekeeping = Housekeeping()
     # This process's own /health/live and /health/ready (SERVICE_HEALTH_PORT).
     health_endpoint = HealthEndpoint()
+    # Its heartbeat, so operators see every instance (GET /v1/admin/services).
+    heartbeat = Heartbeat()
 
     @rpc
     def health(self) -> dict:

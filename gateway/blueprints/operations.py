@@ -2,7 +2,9 @@
 
 `instances` is how many consumers the broker has on the service's nameko RPC
 queue (rpc-<service>): one per running instance. `healthy` is the health()
-call /health/ready makes, asked of every service.
+call /health/ready makes, asked of every service. `instance_details` lists
+each instance by its own heartbeat (shared.heartbeats, gateway/instances.py):
+whether that very process reaches the broker and its database.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +18,7 @@ from nameko.rpc import RPC_QUEUE_TEMPLATE
 
 from gateway.blueprints.health import check_services
 from gateway.bodies import Blueprint
-from gateway.extensions import require_role
+from gateway.extensions import platform, require_role
 from shared import contracts
 from shared.errors import Unavailable
 
@@ -28,12 +30,28 @@ BEARER = [{"bearerAuth": []}]
 # -- schemas ----------------------------------------------------------------------
 
 
+class Instance(Schema):
+    instance = fields.String(metadata={"example": "accounts-7d9f8b6c5-x2x4q:1"})
+    ready = fields.Boolean(
+        metadata={"description": "It reaches the broker (its heartbeat arrived) and its database."}
+    )
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
+    seconds_since_heartbeat = fields.Float()
+
+
 class PlatformService(Schema):
     service = fields.String(metadata={"example": "accounts"})
     instances = fields.Integer(
         metadata={"description": "Running instances: consumers of the rpc-<service> queue."}
     )
     healthy = fields.Boolean(metadata={"description": "The service answered health() in time."})
+    instance_details = fields.List(
+        fields.Nested(Instance),
+        metadata={
+            "description": "Each running instance, from its own heartbeat (every few "
+            "seconds): whether it can work, and what it checked."
+        },
+    )
     status = fields.String(
         metadata={
             "description": "The health check's result: ok, or why not "
@@ -90,6 +108,7 @@ def rpc_consumer_counts(amqp_uri: str, services: list[str], timeout: float) -> d
 @blp.doc(security=BEARER)
 def list_services():
     require_role("admin")
+    platform().instances.warm()
     services = sorted(contracts.SERVICES)
     config = current_app.config
     # The broker is asked while the health checks wait for their replies.
@@ -106,6 +125,7 @@ def list_services():
                 "instances": instances[name],
                 "healthy": checks[name] == "ok",
                 "status": checks[name],
+                "instance_details": platform().instances.instances(name),
             }
             for name in services
         ]

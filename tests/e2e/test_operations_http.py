@@ -30,7 +30,12 @@ def services_once(api, token, until, timeout):
 
 
 def all_up(listing):
-    return all(item["healthy"] and item["instances"] >= 1 for item in listing.values())
+    return all(
+        item["healthy"]
+        and item["instances"] >= 1
+        and any(instance["ready"] for instance in item["instance_details"])
+        for item in listing.values()
+    )
 
 
 def test_listing_services_needs_a_valid_token(api):
@@ -52,6 +57,11 @@ def test_an_admin_sees_every_service_running_and_healthy(api, admin_token):
     for item in listing.values():
         assert item["instances"] >= 1, item
         assert (item["healthy"], item["status"]) == (True, "ok"), item
+        # Each instance by its own heartbeat: it reaches the broker and its database.
+        [instance] = item["instance_details"]
+        assert instance["ready"] is True, item
+        assert instance["checks"] == {"database": "ok"}, item
+        assert instance["seconds_since_heartbeat"] < 15, item
 
 
 def test_a_killed_service_has_no_instances_and_is_unhealthy(api, admin_token):
@@ -63,6 +73,11 @@ def test_a_killed_service_has_no_instances_and_is_unhealthy(api, admin_token):
         )
         down = listing[VICTIM]
         assert down["instances"] == 0, down
+        # Its heartbeat stops: gone from the list after three missed intervals.
+        listing = services_once(
+            api, admin_token, lambda listing: not listing[VICTIM]["instance_details"], timeout=20
+        )
+        assert listing[VICTIM]["instance_details"] == [], listing[VICTIM]
         assert down["healthy"] is False, down
         # Its durable queue outlives it: the health() call waits there, unanswered.
         assert down["status"] == "service_timeout", down
