@@ -129,6 +129,8 @@ def _init_request_context(app: Flask) -> None:
                     "path": request.path,
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 2),
+                    # Who, when a token was verified (never the token itself).
+                    "user_id": g.principal.user_id if "principal" in g else None,
                 },
             )
         return response

@@ -1,7 +1,18 @@
-"""Structured JSON logs that carry the service and the correlation id."""
+"""Logs that carry the service and the correlation id: JSON for machines,
+aligned coloured lines for a person at a terminal.
+
+LOG_FORMAT picks: `json` (containers, files, pipes), `text` (one readable
+line: time, service, level, correlation id, message, then the record's
+other fields as key=value), or `auto`, the default: text when the process
+writes to a terminal, JSON otherwise. `make run` sets `text` when it runs in
+a terminal itself (its processes write to supervisord's pipes). NO_COLOR
+turns the colours off.
+"""
 
 import logging
 import os
+import sys
+import time
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
@@ -68,11 +79,57 @@ class JsonFormatter(_BaseJsonFormatter):
         super().__init__(*args, **kwargs)
 
 
+# What every LogRecord has; the rest of a record's attributes are its fields.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "service",
+    "correlation_id",
+}
+_COLOURS = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
+
+
+class TextFormatter(logging.Formatter):
+    """`12:01:46.123 accounts      INFO     4f3a2b1c  message  key=value ...`"""
+
+    def __init__(self, colour: bool = True):
+        super().__init__()
+        self._colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        level = f"{record.levelname:<8}"
+        if self._colour:
+            level = f"\033[{_COLOURS.get(record.levelname, '0')}m{level}\033[0m"
+        correlation_id = (getattr(record, "correlation_id", None) or "-")[:8]
+        fields = " ".join(
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_") and value is not None
+        )
+        service = getattr(record, "service", "-")
+        line = f"{stamp}.{int(record.msecs):03d} {service:<13} {level} {correlation_id:<8}  "
+        line += record.getMessage() + (f"  {fields}" if fields else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def formatter() -> logging.Formatter:
+    """The formatter LOG_FORMAT asks for (see the module's docstring)."""
+    choice = os.environ.get("LOG_FORMAT", "auto").lower()
+    if choice == "auto":
+        choice = "text" if sys.stderr.isatty() else "json"
+    if choice == "text":
+        return TextFormatter(colour="NO_COLOR" not in os.environ)
+    return JsonFormatter()
+
+
 def configure(service: str, level: str | None = None) -> None:
-    """JSON logging for processes not started by `nameko run` (gateway, CLIs)."""
+    """Logging for processes not started by `nameko run` (gateway, CLIs)."""
     set_process_service(service)
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(formatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -43,6 +43,9 @@ python -m shared.migrate
 echo "==> declaring the saga's exchanges, queues and bindings"
 python -m shared.topology declare
 
+# Readable, coloured log lines when a person watches; JSON otherwise
+# (the processes write to supervisord's pipes, so they cannot tell).
+if [ -t 1 ]; then export LOG_FORMAT=${LOG_FORMAT:-text}; fi
 # supervisord restarts a process that dies (ops/scripts/supervise.py).
 echo "==> starting services and gateway (Ctrl-C stops everything)"
 exec python ops/scripts/supervise.py Procfile
