@@ -21,7 +21,8 @@ SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on right now, on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -43,7 +44,7 @@ class PrivateBroker:
             )
         self.dir = Path(tempfile.mkdtemp(prefix="private-broker-"))
         self.node = f"ft_{uuid.uuid4().hex[:8]}@localhost"
-        self.port = _free_port()
+        self.port = free_port()
         self.uri = f"amqp://guest:guest@127.0.0.1:{self.port}/"
         (self.dir / "home").mkdir()
         (self.dir / "rabbitmq.conf").write_text(
@@ -54,7 +55,7 @@ class PrivateBroker:
             **os.environ,
             "HOME": str(self.dir / "home"),  # its own Erlang cookie
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_DIST_PORT": str(_free_port()),
+            "RABBITMQ_DIST_PORT": str(free_port()),
             "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.dir / "log"),
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),

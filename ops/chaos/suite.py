@@ -22,7 +22,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
-import requests
 from sqlalchemy.engine import make_url
 
 from ops.chaos.proxy import FaultyProxy
@@ -276,12 +275,8 @@ def _time_to_ready(api, canary, account_id, healing, started) -> tuple[float | N
     deposit has ended (None if not within READY_LIMIT), and how it ended."""
     deadline = healing + READY_LIMIT
     while time.monotonic() < deadline:
-        try:
-            ready = requests.get(api.base_url + "/health/ready", timeout=5)
-            if ready.status_code == 200 and ready.json()["status"] == "ready":
-                break
-        except requests.RequestException:
-            pass
+        if api.ready():
+            break
         time.sleep(0.2)
     else:
         return None, "not ready"

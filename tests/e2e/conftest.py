@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from ops.private_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -60,12 +61,6 @@ def process_commands(env: dict) -> dict[str, list[str]]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Api:
     def __init__(self, base_url: str, logs: Path, env: dict, processes: dict):
         self.base_url = base_url
@@ -73,6 +68,15 @@ class Api:
         self.env = env
         self.processes = processes
         self.session = requests.Session()
+
+    def ready(self) -> bool:
+        """/health/ready says "ready": the broker, and every service it reports
+        (it is "degraded" until they answer)."""
+        try:
+            answer = requests.get(self.base_url + "/health/ready", timeout=5)
+        except requests.RequestException:
+            return False
+        return answer.status_code == 200 and answer.json()["status"] == "ready"
 
     def request(self, method, path, token=None, **kwargs):
         headers = kwargs.pop("headers", {})
@@ -117,8 +121,8 @@ class Api:
 
 def platform_env(environment, data_dir: Path) -> dict:
     """The environment of every process of a platform on `environment`, on free ports."""
-    port = _free_port()
-    sandbox_port, smtp_port, messages_port = _free_port(), _free_port(), _free_port()
+    port = free_port()
+    sandbox_port, smtp_port, messages_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         **environment.env(),
@@ -138,8 +142,8 @@ def platform_env(environment, data_dir: Path) -> dict:
         "PAYMENTS_WEBHOOK_SECRET_SANDBOX": "whsec_e2e",
         # Short enough for a test to watch a stuck transfer fail.
         "TRANSFER_DEADLINE_SECONDS": "30",
-        "ANALYTICS_METRICS_PORT": str(_free_port()),
-        "ACCOUNTS_METRICS_PORT": str(_free_port()),
+        "ANALYTICS_METRICS_PORT": str(free_port()),
+        "ACCOUNTS_METRICS_PORT": str(free_port()),
         # Reconciliation runs when a test asks, and sees what just happened.
         "RECONCILIATION_INTERVAL_SECONDS": "0",
         "RECONCILIATION_LAG_SECONDS": "0",
@@ -162,23 +166,21 @@ def start_platform(env: dict, logs: Path, names=None) -> Api:
         if names is None or name in names:
             client.start(name, command)
     deadline = time.monotonic() + 120
-    ready = None
+    ready = False
     while time.monotonic() < deadline:
-        exited = [n for n, p in processes.items() if p.poll() is not None]
-        if exited:
+        if any(p.poll() is not None for p in processes.values()):
             break
-        try:
-            ready = requests.get(client.base_url + "/health/ready", timeout=5)
-            # Ready once the broker is; "degraded" until every service answers.
-            if ready.status_code == 200 and ready.json()["status"] == "ready":
-                break
-        except requests.RequestException:
-            pass
+        if ready := client.ready():
+            break
         time.sleep(0.3)
-    if ready is None or ready.status_code != 200 or ready.json()["status"] != "ready":
+    if not ready:
+        try:
+            said = requests.get(client.base_url + "/health/ready", timeout=5).text
+        except requests.RequestException as exc:
+            said = repr(exc)
         stop_platform(processes)
         output = "\n".join(f"--- {n}\n{client.log_text(n)[-3000:]}" for n in processes)
-        pytest.fail(f"platform did not become ready: {getattr(ready, 'text', None)}\n{output}")
+        pytest.fail(f"platform did not become ready: {said}\n{output}")
     return client
 
 

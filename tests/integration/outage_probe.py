@@ -3,10 +3,12 @@ a slow event handler, so a call or an event can be in flight when the
 broker goes away, and an RPC that stages an event in its outbox."""
 
 import eventlet
+from sqlalchemy import MetaData, create_engine
 
+from ops.private_broker import free_port
 from shared.database import Database
 from shared.event_handlers import saga_step
-from shared.outbox import OutboxRelay, record_event
+from shared.outbox import OutboxRelay, outbox_table, record_event
 from shared.rpc import rpc
 from shared.service import ServiceBase
 
@@ -36,3 +38,18 @@ class OutageProbe(ServiceBase):
     @rpc
     def handled(self):
         return HANDLED
+
+
+def probe_database(directory) -> str:
+    """A SQLite file for the probe, with the outbox table its relay sweeps:
+    the value for OUTAGE_PROBE_DATABASE_URL."""
+    url = f"sqlite:///{directory / 'probe.sqlite3'}"
+    engine = create_engine(url)
+    outbox_table(MetaData()).create(engine)
+    engine.dispose()
+    return url
+
+
+def unreachable_database() -> str:
+    """PostgreSQL on a port nobody listens on: an outage, not a bad config."""
+    return f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"

@@ -8,7 +8,6 @@ back, without a restart.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,11 +16,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, create_engine
 
-from ops.private_broker import PrivateBroker
-from shared.outbox import outbox_table
+from ops.private_broker import PrivateBroker, free_port
 from shared.rpc import cluster_rpc
+from tests.integration.outage_probe import probe_database
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -36,11 +34,8 @@ def broker():
 
 @pytest.fixture
 def probe(broker, tmp_path):
-    database = f"sqlite:///{tmp_path / 'probe.sqlite3'}"
-    engine = create_engine(database)
-    outbox_table(MetaData()).create(engine)
-    engine.dispose()
-    health_port = _free_port()
+    database = probe_database(tmp_path)
+    health_port = free_port()
     log = open(tmp_path / "probe.log", "wb")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [
@@ -68,12 +63,6 @@ def probe(broker, tmp_path):
     process.terminate()
     process.wait(timeout=20)
     log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def probe_health(process, mode: str) -> tuple[int, dict]:

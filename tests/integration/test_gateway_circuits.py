@@ -7,23 +7,17 @@ import time
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import MetaData, create_engine
 
 from gateway.rpc import RpcPool, ServiceCircuits
 from services.auth.service import AuthService
 from shared.errors import ServiceError, Unavailable
-from shared.outbox import outbox_table
-from tests.integration.outage_probe import OutageProbe
+from tests.integration.outage_probe import OutageProbe, probe_database
 
 
 @pytest.fixture(autouse=True)
-def probe_database(monkeypatch, tmp_path):
+def the_probes_database(monkeypatch, tmp_path):
     """The probe's own SQLite file, with the outbox table its relay sweeps."""
-    url = f"sqlite:///{tmp_path / 'probe.sqlite3'}"
-    engine = create_engine(url)
-    outbox_table(MetaData()).create(engine)
-    engine.dispose()
-    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", url)
+    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", probe_database(tmp_path))
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ import os
 import socket
 
 import pytest
-from sqlalchemy import MetaData, create_engine
 
 from gateway.instances import InstanceRegistry
-from shared.outbox import outbox_table
 from tests.integration.helpers import wait_for
-from tests.integration.outage_probe import OutageProbe
+from tests.integration.outage_probe import OutageProbe, probe_database, unreachable_database
 
 
 @pytest.fixture
@@ -23,20 +21,10 @@ def registry(config, monkeypatch):
     return registry
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_running_instance_is_listed_ready_and_a_stopped_one_disappears(
     container_factory, config, registry, tmp_path, monkeypatch
 ):
-    url = f"sqlite:///{tmp_path / 'probe.sqlite3'}"
-    engine = create_engine(url)
-    outbox_table(MetaData()).create(engine)
-    engine.dispose()
-    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", url)
+    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", probe_database(tmp_path))
     container = container_factory(OutageProbe, config)
     container.start()
 
@@ -52,9 +40,7 @@ def test_a_running_instance_is_listed_ready_and_a_stopped_one_disappears(
 def test_an_instance_without_its_database_says_it_is_not_ready(
     container_factory, config, registry, monkeypatch
 ):
-    monkeypatch.setenv(
-        "OUTAGE_PROBE_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
-    )
+    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", unreachable_database())
     container_factory(OutageProbe, config).start()
     [instance] = wait_for(lambda: registry.instances("outage_probe"), timeout=10)
     assert instance["ready"] is False

@@ -2,24 +2,16 @@
 container probe command asks it (shared.healthcheck)."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, create_engine
 
-from shared.outbox import outbox_table
-from tests.integration.outage_probe import OutageProbe
+from ops.private_broker import free_port
+from tests.integration.outage_probe import OutageProbe, probe_database, unreachable_database
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def probe_command(port: int, mode: str) -> subprocess.CompletedProcess:
@@ -37,7 +29,7 @@ def probe_command(port: int, mode: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def health_port(monkeypatch):
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("SERVICE_HEALTH_PORT", str(port))
     return port
 
@@ -45,11 +37,7 @@ def health_port(monkeypatch):
 def test_a_healthy_instance_is_live_and_ready(
     container_factory, config, health_port, tmp_path, monkeypatch
 ):
-    url = f"sqlite:///{tmp_path / 'probe.sqlite3'}"
-    engine = create_engine(url)
-    outbox_table(MetaData()).create(engine)
-    engine.dispose()
-    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", url)
+    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", probe_database(tmp_path))
     container = container_factory(OutageProbe, config)
     container.start()
     assert probe_command(health_port, "live").returncode == 0
@@ -66,10 +54,7 @@ def test_a_healthy_instance_is_live_and_ready(
 def test_without_its_database_an_instance_is_live_but_not_ready(
     container_factory, config, health_port, monkeypatch
 ):
-    # PostgreSQL on a port nobody listens on: an outage, not a bad config.
-    monkeypatch.setenv(
-        "OUTAGE_PROBE_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
-    )
+    monkeypatch.setenv("OUTAGE_PROBE_DATABASE_URL", unreachable_database())
     container_factory(OutageProbe, config).start()
     assert probe_command(health_port, "live").returncode == 0
     ready = probe_command(health_port, "ready")

@@ -30,7 +30,7 @@ from nameko.rpc import rpc
 from nameko.testing.services import entrypoint_hook
 from sqlalchemy import MetaData, create_engine, select
 
-from ops.private_broker import PrivateBroker, _free_port
+from ops.private_broker import PrivateBroker, free_port
 from shared import contracts, dlq, topology
 from shared.database import Database
 from shared.event_handlers import saga_step
@@ -47,7 +47,7 @@ CLASSIC_QUEUES = QueueSettings(CLASSIC)
 @pytest.fixture(scope="module")
 def broker():
     node = PrivateBroker()
-    node.metrics_port = _free_port()
+    node.metrics_port = free_port()
     (node.dir / "enabled_plugins").write_text("[rabbitmq_prometheus].\n")
     with open(node.dir / "rabbitmq.conf", "a") as conf:
         conf.write(f"prometheus.tcp.port = {node.metrics_port}\n")
