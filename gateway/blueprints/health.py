@@ -4,13 +4,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Blueprint, Response, current_app, jsonify
-from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 from gateway.extensions import limiter, platform
 from gateway.problems import problem
 from shared.errors import ServiceError
+from shared.probes import reach_broker
 
 blp = Blueprint("health", __name__)
 
@@ -44,15 +44,6 @@ def check_services(names: list[str]) -> dict[str, str]:
         return dict(zip(names, pool.map(check, names), strict=True))
 
 
-def _check_broker() -> str:
-    try:
-        with Connection(current_app.config["AMQP_URI"], connect_timeout=2) as connection:
-            connection.connect()
-    except Exception as exc:  # noqa: BLE001 (any failure is "not ready"; name it)
-        return type(exc).__name__
-    return "ok"
-
-
 @blp.route("/health/ready")
 @limiter.exempt
 def ready():
@@ -60,7 +51,7 @@ def ready():
     services and the revocation feed are reported, not required: a service
     that is down makes only its own endpoints answer 503 (each behind its
     circuit breaker), so a load balancer keeps sending the rest here."""
-    checks = {"broker": _check_broker()}
+    checks = {"broker": reach_broker(current_app.config["AMQP_URI"])}
     checks.update(check_services(current_app.config["HEALTH_SERVICES"]))
     plat = platform()
     plat.revocation_listener.ensure_started()
