@@ -23,6 +23,11 @@ export PAYMENTS_PROVIDER_API_KEY=${PAYMENTS_PROVIDER_API_KEY:-$SANDBOX_API_KEY}
 export PAYMENTS_WEBHOOK_SECRET_SANDBOX=${PAYMENTS_WEBHOOK_SECRET_SANDBOX:-$SANDBOX_WEBHOOK_SECRET}
 export ANALYTICS_METRICS_PORT=${ANALYTICS_METRICS_PORT:-9102}
 export ACCOUNTS_METRICS_PORT=${ACCOUNTS_METRICS_PORT:-9103}
+# Classic saga queues locally: a broker with Debian's default open-files
+# limit (1,024) stops accepting connections at a few hundred quorum queues,
+# and one platform declares about 190 (docs/OPERATIONS.md). Deployments get
+# quorum queues, the code's default.
+export SAGA_QUEUE_TYPE=${SAGA_QUEUE_TYPE:-classic}
 # The notifications sandbox: a real SMTP server (mail lands in a Maildir
 # under $DATA_DIR/mail) and SMS/push HTTP endpoints.
 export SMTP_PORT=${SMTP_PORT:-8025}
