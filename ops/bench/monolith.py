@@ -470,6 +470,17 @@ def create_app(database_url: str | None = None, key_file: str | None = None) -> 
                 raise Problem(404, "transfer_not_found", "No such transfer.")
             return transfer_body(transfer)
 
+    @app.get("/v1/accounts")
+    def list_accounts():
+        owner_id = caller()
+        with Session() as session:
+            accounts = session.scalars(
+                select(Account)
+                .where(Account.owner_id == owner_id)
+                .order_by(Account.created_at, Account.id)
+            )
+            return {"items": [account_body(account) for account in accounts]}
+
     @app.get("/v1/accounts/<uuid:account_id>")
     def get_account(account_id):
         owner_id = caller()
