@@ -20,6 +20,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import ParamSpec, TypeVar
 
 from nameko.extensions import DependencyProvider
 from sqlalchemy import Insert, Table, bindparam, create_engine, event, exc, func, select
@@ -181,6 +183,92 @@ def insert_ignoring_duplicates(
     """Insert the row unless one with its key exists; True when it was new."""
     statement = insert_ignoring(session, table, unique)
     return connection_of(session).execute(statement, values).rowcount == 1
+
+
+# Claims deferred by the running `claims_deferred` use case: the tables
+# they went to (None outside one; _CLAIM_FIRST while it runs again).
+_deferred_claims: ContextVar[set[str] | frozenset | None] = ContextVar(
+    "fintech_deferred_claims", default=None
+)
+_CLAIM_FIRST = frozenset()
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def claim_once(session: Session, table: Table, values: dict) -> bool:
+    """Insert the row that says something is done once (an event handled,
+    an idempotency key taken); True when it is new, False when it was there.
+
+    Inside a `claims_deferred` use case on PostgreSQL, the row is not
+    inserted now but deferred as a plain INSERT (`defer`): it travels with
+    the transaction's next statement, so the claim costs no round trip, and
+    the answer is True. If the row was there after all (a duplicate
+    delivery, a repeated key), the INSERT fails the transaction on the
+    table's key, everything rolls back, and the use case runs again with
+    this claim asked first. Anywhere else it is answered now.
+    """
+    deferred = _deferred_claims.get()
+    if type(deferred) is set and _pipelined(session):
+        deferred.add(table.name)
+        defer(session, _plain_insert(table), values)
+        return True
+    return insert_ignoring_duplicates(session, table, values)
+
+
+def claims_deferred(use_case: Callable[Params, Result]) -> Callable[Params, Result]:
+    """Decorate a use case whose claims (`claim_once`, `shared.inbox.claim`)
+    may be deferred: the first run assumes each claim is new; a conflict on
+    a deferred claim's table rolls that run back and runs the use case
+    again, each claim asked before anything is done (as it was before: a
+    duplicate is then seen as one). A use case is run twice only for a
+    duplicate, so it must do nothing outside its transactions before its
+    last commit that it would regret doing twice.
+    """
+
+    @functools.wraps(use_case)
+    def run(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        if _deferred_claims.get() is not None:  # inside another: that one retries
+            return use_case(*args, **kwargs)
+        deferred: set[str] = set()
+        token = _deferred_claims.set(deferred)
+        try:
+            return use_case(*args, **kwargs)
+        except exc.IntegrityError as error:
+            if _conflict_table(error) not in deferred:
+                raise
+            log.debug("a deferred claim was taken before: running again, claiming first")
+        finally:
+            _deferred_claims.reset(token)
+        token = _deferred_claims.set(_CLAIM_FIRST)
+        try:
+            return use_case(*args, **kwargs)
+        finally:
+            _deferred_claims.reset(token)
+
+    return run
+
+
+def _conflict_table(error: exc.IntegrityError) -> str | None:
+    """The table whose unique key a PostgreSQL statement violated."""
+    diag = getattr(error.orig, "diag", None)
+    if getattr(error.orig, "pgcode", None) != _UNIQUE_VIOLATION or diag is None:
+        return None
+    return diag.table_name
+
+
+_UNIQUE_VIOLATION = "23505"
+
+
+def _pipelined(session: Session | Connection) -> bool:
+    connection = connection_of(session)
+    dbapi = connection.connection.dbapi_connection
+    return isinstance(dbapi, pipelining.PipelinedConnection) and dbapi.in_transaction()
+
+
+@functools.cache
+def _plain_insert(table: Table) -> Insert:
+    return table.insert().inline()
 
 
 @functools.cache

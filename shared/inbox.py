@@ -18,6 +18,15 @@ transactions claiming the same (event_id, handler) at once cannot both
 succeed: on PostgreSQL the second INSERT waits on the first one's
 uncommitted row and then inserts nothing (first committed) or inserts
 (first rolled back); on SQLite writers are serialised by the database lock.
+
+A claim without a round trip (PostgreSQL): in a use case decorated with
+`shared.database.claims_deferred` (as `handle_once` is), the claim is a
+plain INSERT that travels with the transaction's next statement, and the
+use case goes on as if the event were new. Almost every delivery is the
+first, so that is almost always right; a duplicate's INSERT then violates
+the inbox's key (waiting first for a concurrent claim to commit or roll
+back, as above), the transaction rolls back as a whole, and the use case
+runs again with the claim asked first, which finds the row.
 """
 
 from collections.abc import Callable, Mapping
@@ -28,7 +37,7 @@ from sqlalchemy import Column, Index, MetaData, String, Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.database import UnitOfWork, advisory_lock, insert_ignoring_duplicates
+from shared.database import UnitOfWork, advisory_lock, claim_once, claims_deferred
 from shared.sqltypes import UtcDateTime
 
 TABLE_NAME = "inbox"
@@ -61,7 +70,9 @@ def claim(session: Session, envelope: Mapping, handler: str) -> bool:
 
     Returns True the first time, False when the event was already handled
     by this handler (a duplicate delivery: skip the effect). The row is
-    only durable if the caller's transaction commits.
+    only durable if the caller's transaction commits. Inside a
+    `claims_deferred` use case on PostgreSQL it returns True without asking,
+    and a duplicate fails the transaction instead (module docstring).
     """
     event_id = envelope.get("event_id") if isinstance(envelope, Mapping) else None
     if not isinstance(event_id, str) or not 0 < len(event_id) <= 36:
@@ -75,7 +86,7 @@ def claim(session: Session, envelope: Mapping, handler: str) -> bool:
         "handled_at": datetime.now(UTC),
     }
     if session.get_bind().dialect.name in ("postgresql", "sqlite"):
-        return insert_ignoring_duplicates(session, _INBOX, values)
+        return claim_once(session, _INBOX, values)
     # Any other database: insert in a savepoint, a duplicate key means seen.
     try:
         with session.begin_nested():
@@ -88,6 +99,7 @@ def claim(session: Session, envelope: Mapping, handler: str) -> bool:
 Result = TypeVar("Result")
 
 
+@claims_deferred
 def handle_once(
     uow: UnitOfWork,
     envelope: Mapping,

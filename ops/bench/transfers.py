@@ -460,6 +460,18 @@ def quietly(what: str, action: Callable, *args) -> None:
         note(f"clean-up: {what} failed: {exc}")
 
 
+DB_COUNTERS = (
+    "commits",
+    "rollbacks",
+    "rows_scanned",
+    "rows_fetched",
+    "inserted",
+    "updated",
+    "deleted",
+    "blocks",
+)
+
+
 class Postgres:
     """Databases made and dropped through BENCH_POSTGRES_URL (a role that may CREATE DATABASE)."""
 
@@ -485,6 +497,28 @@ class Postgres:
 
     def drop(self, name: str) -> None:
         self._execute("DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+
+    def activity(self, databases: dict[str, str]) -> dict[str, dict[str, int]]:
+        """What each database has done so far (pg_stat_database), by label.
+
+        The counters are what backends have reported: PostgreSQL 15 flushes
+        a backend's at most once a second and when it goes idle, so read
+        them a second or two after the work."""
+        names = {make_url(url).database: label for label, url in databases.items()}
+        query = (
+            "SELECT datname, xact_commit, xact_rollback, tup_returned, tup_fetched,"
+            " tup_inserted, tup_updated, tup_deleted, blks_hit + blks_read"
+            " FROM pg_stat_database WHERE datname = ANY(%s)"
+        )
+        with contextlib.closing(psycopg2.connect(self.url(self.admin.database))) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute(query, (list(names),))
+                return {
+                    names[name]: dict(zip(DB_COUNTERS, counts, strict=True))
+                    for name, *counts in cursor.fetchall()
+                }
 
 
 class Broker:
@@ -656,6 +690,9 @@ class Monolith:
             Decimal(DEPOSIT) * self.args.accounts,
         )
 
+    def databases(self) -> dict[str, str]:
+        return {self.name: self.database_url}
+
     def checks(self) -> list[Check]:
         return query_checks(self.database_url, MONOLITH_CHECKS)
 
@@ -778,6 +815,9 @@ class Platform:
             fund(client, self.args.accounts, settling),
             Decimal(DEPOSIT) * self.args.accounts,
         )
+
+    def databases(self) -> dict[str, str]:
+        return self.database_urls
 
     def checks(self) -> list[Check]:
         checks = []
@@ -935,6 +975,17 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000}
 
 
+def database_activity(databases: dict[str, str]) -> dict[str, dict[str, int]]:
+    """pg_stat_database's counters of these databases (none without PostgreSQL)."""
+    if not databases:
+        return {}
+    try:
+        return Postgres().activity(databases)
+    except psycopg2.Error as exc:
+        note(f"pg_stat_database unreadable: {_first_line(exc)}")
+        return {}
+
+
 def client_cpu() -> float:
     times = os.times()
     return times.user + times.system
@@ -957,6 +1008,8 @@ def measure(target, args: argparse.Namespace) -> dict:
     settling = Settling(args.wait, args.poll, args.settle_timeout)
     note(f"{target.name}: {args.accounts} accounts funded; warm-up of {args.warmup} transfers")
     warm, _ = drive(target.url, customer, args.warmup, args.concurrency, settling)
+    databases = target.databases() if args.database == "postgresql" else {}
+    db_before = database_activity(databases)
     before, client_before = procstat.snapshot(target.roots, target.system), client_cpu()
     busy_before = procstat.machine_busy()
     note(f"{target.name}: {args.transfers} transfers, {args.concurrency} in flight")
@@ -966,6 +1019,11 @@ def measure(target, args: argparse.Namespace) -> dict:
     busy = procstat.diff(busy_before, procstat.machine_busy())
     # What else kept the cores busy meanwhile: other engineers' work, most likely.
     elsewhere = busy["processes"] - sum(cpu.values()) - client
+    time.sleep(1.5 if databases else 0)  # backends report their counters within a second
+    db_work = {
+        label: {name: after[name] - db_before.get(label, {}).get(name, 0) for name in after}
+        for label, after in database_activity(databases).items()
+    }
 
     statuses = Counter(outcome.status for outcome in outcomes)
     settled = statuses["completed"] + statuses["failed"]
@@ -1015,6 +1073,7 @@ def measure(target, args: argparse.Namespace) -> dict:
         "cpu_ms_per_transfer": {label: s * 1000 / max(settled, 1) for label, s in cpu.items()},
         "cpu_total_ms_per_transfer": sum(cpu.values()) * 1000 / max(settled, 1),
         "cpu_platform_ms_per_transfer": procstat.platform_total(cpu) * 1000 / max(settled, 1),
+        "database_work": db_work,
         "client_cpu_s": client,
         "elsewhere_cpu_s": elsewhere,
         "interrupts_cpu_s": busy["interrupts"],
@@ -1047,6 +1106,20 @@ def report(result: dict, concurrency: int) -> None:
         f"{result['interrupts_cpu_s']:.2f} s in interrupts (loopback traffic: mostly ours), "
         f"in {result['elapsed_s']:.1f} s on {os.cpu_count()} cores"
     )
+    work = result.get("database_work") or {}
+    if work:
+        settled = max(result["settled"], 1)
+        print(f"DB {name} {'database':<14}" + "".join(f"{c:>13}" for c in DB_COUNTERS))
+        for label in sorted(work, key=lambda lbl: -work[lbl]["commits"]):
+            print(
+                f"DB {name} {label:<14}"
+                + "".join(f"{work[label][c] / settled:>13.2f}" for c in DB_COUNTERS)
+            )
+        print(
+            f"DB {name} {'total':<14}"
+            + "".join(f"{sum(w[c] for w in work.values()) / settled:>13.2f}" for c in DB_COUNTERS)
+            + "   (per settled transfer; pg_stat_database)"
+        )
     findings = result["log_findings"]
     if findings:
         print(f"LOG {name} {result['log']}: {findings['levels'] or 'no warnings or errors'}")

@@ -37,9 +37,10 @@ from shared import contracts
 from shared.database import (
     UnitOfWork,
     advisory_lock,
+    claim_once,
+    claims_deferred,
     connection_of,
     defer_rows,
-    insert_ignoring_duplicates,
     upsert_adding,
 )
 from shared.events import event_time, is_id
@@ -137,6 +138,7 @@ def _lock_users(session: Session, user_ids: set[str]) -> None:
     advisory_lock(session, *(f"analytics.user:{user_id}" for user_id in sorted(user_ids)))
 
 
+@claims_deferred
 def record_event(
     uow: UnitOfWork,
     envelope: dict,
@@ -193,7 +195,7 @@ def project(
     """Fold one logged event into the projections (live and on replay)."""
     outcome = _OUTCOMES[event_type]
     transfer_id = payload["transfer_id"]
-    if not insert_ignoring_duplicates(
+    if not claim_once(
         session,
         ProjectedTransfer.__table__,
         {"transfer_id": transfer_id, "outcome": outcome, "position": position},

@@ -45,7 +45,13 @@ from services.notifications.preferences import preferences_of
 from services.notifications.providers import Channels, ProviderRejected
 from services.notifications.steps import Delivery
 from shared import contracts
-from shared.database import UnitOfWork, connection_of, defer, insert_ignoring_duplicates
+from shared.database import (
+    UnitOfWork,
+    claims_deferred,
+    connection_of,
+    defer,
+    insert_ignoring_duplicates,
+)
 from shared.events import event_time
 from shared.inbox import claim
 from shared.sqltypes import UtcDateTime
@@ -63,6 +69,7 @@ class DeliveryIncomplete(RuntimeError):
     """Some of an event's notifications are not sent yet: retry the event."""
 
 
+@claims_deferred
 def handle_event(
     uow: UnitOfWork,
     channels: Channels,

@@ -30,7 +30,7 @@ from services.risk.models import AccountAge, Assessment, Customer, EndedTransfer
 from services.risk.rulebook import NEWEST_RULES, RuleCache
 from services.risk.views import assessment_view, final_decision, review_of
 from shared import contracts, iban
-from shared.database import UnitOfWork, advisory_lock, connection_of, defer
+from shared.database import UnitOfWork, advisory_lock, claims_deferred, connection_of, defer
 from shared.events import is_id
 from shared.inbox import claim
 from shared.outbox import stage
@@ -205,6 +205,7 @@ def _facts(
     return facts, row
 
 
+@claims_deferred
 def assess_transfer(
     uow: UnitOfWork,
     envelope: dict,

@@ -13,7 +13,7 @@ from datetime import datetime
 from services.risk import assessment, reviews
 from services.risk.models import AccountAge, LoginFailure
 from services.risk.rulebook import RuleCache
-from shared.database import UnitOfWork
+from shared.database import UnitOfWork, claims_deferred
 from shared.events import event_time, is_id
 from shared.inbox import claim
 
@@ -36,6 +36,7 @@ def handle_transfer_failed(uow: UnitOfWork, envelope: dict, now: datetime) -> No
     reviews.withdraw_review(uow, envelope, TRANSFER_FAILED_HANDLER, now)
 
 
+@claims_deferred
 def handle_account_opened(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     """Remember when an account was opened (the first report wins)."""
     payload = envelope["payload"]
@@ -57,6 +58,7 @@ def handle_account_opened(uow: UnitOfWork, envelope: dict, now: datetime) -> Non
             )
 
 
+@claims_deferred
 def handle_login_failed(uow: UnitOfWork, envelope: dict, now: datetime) -> None:
     """Remember a failed login: enough of them raise the customer's risk."""
     payload = envelope["payload"]

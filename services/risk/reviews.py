@@ -21,7 +21,7 @@ from services.risk import domain, schemas
 from services.risk.models import AccountAge, Assessment, EndedTransfer, Review
 from services.risk.views import final_decision, review_by_id, review_of, review_view
 from shared import contracts
-from shared.database import UnitOfWork, advisory_lock
+from shared.database import UnitOfWork, advisory_lock, claims_deferred
 from shared.errors import Conflict, Forbidden
 from shared.events import is_id
 from shared.inbox import claim
@@ -205,6 +205,7 @@ def expire_reviews(uow: UnitOfWork, now: datetime, batch: int = 100) -> int:
     return expired
 
 
+@claims_deferred
 def withdraw_review(uow: UnitOfWork, envelope: dict, inbox_handler: str, now: datetime) -> None:
     """The saga failed a held transfer (at its deadline, say): close its review."""
     payload = envelope["payload"]

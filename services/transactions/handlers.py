@@ -14,7 +14,7 @@ from services.transactions.directory import AccountDirectory
 from services.transactions.domain import PENDING, Event, Recorded, Transfer
 from services.transactions.models import AccountHistory, TransferRequest, TransferView
 from shared import contracts, correlation, transfer_checks
-from shared.database import UnitOfWork, connection_of, insert_ignoring_duplicates
+from shared.database import UnitOfWork, claim_once, claims_deferred, connection_of
 from shared.errors import Conflict, NotFound
 from shared.outbox import stage
 from shared.schemas import position_cursor
@@ -49,7 +49,7 @@ def _replayed(session: Session, owner_id: str, key: str, request_hash: str) -> d
 
 def _claim_key(session: Session, owner_id: str, key: str, request_hash: str, transfer_id, now):
     """Record the key for a new transfer; the first response again if it was taken."""
-    new = insert_ignoring_duplicates(
+    new = claim_once(
         session,
         _requests,
         {
@@ -63,6 +63,7 @@ def _claim_key(session: Session, owner_id: str, key: str, request_hash: str, tra
     return None if new else _replayed(session, owner_id, key, request_hash)
 
 
+@claims_deferred
 def create_transfer(
     uow: UnitOfWork,
     directory: AccountDirectory,
