@@ -48,6 +48,7 @@ from services.accounts.models import (
 from shared import contracts
 from shared.database import (
     advisory_lock,
+    claim_once,
     connection_of,
     defer,
     defer_rows,
@@ -158,9 +159,11 @@ def close_once(session: Session, transfer_id: str, outcome: str, now: datetime) 
 
     Returns None when this call closed it, else the outcome it already had.
     On PostgreSQL a concurrent closer waits for the first to commit and
-    then sees its row.
+    then sees its row. In a saga step (`claims_deferred`) the row goes out
+    with the next statement, as the step's inbox claim does: closed before
+    after all, the step runs again and is told so.
     """
-    if insert_ignoring_duplicates(
+    if claim_once(
         session, _closed, {"transfer_id": transfer_id, "outcome": outcome, "closed_at": now}
     ):
         return None
