@@ -14,7 +14,9 @@ transaction, in fewer messages:
   made: it goes out in front of the next statement that is, or with the
   COMMIT. A step that claims its event, reads what it decides on and
   writes its effect is three round trips: `BEGIN; <lock>; <claim>`, the
-  read, `<writes>; COMMIT`.
+  read, `<writes>; COMMIT`; two when its claim is deferred as well
+  (`shared.database.claims_deferred`): `BEGIN; <lock>; <claim>; <read>`,
+  then `<writes>; COMMIT`.
 
 The messages are PostgreSQL's simple query protocol with several
 statements in one string, which psycopg2 builds by interpolating the
