@@ -87,7 +87,8 @@ def test_a_step_with_a_deferred_claim_costs_two_messages(counting_uow):
     """BEGIN + claim + the read, the writes + COMMIT (once prepared)."""
     handle_once(counting_uow, envelope("e", {}, correlation_id=None), "h", effect("warm"))
     CountingConnection.sent = 0
-    assert handle_once(counting_uow, envelope("e", {}, correlation_id=None), "h", effect("counted")) == 2
+    message = envelope("e", {}, correlation_id=None)
+    assert handle_once(counting_uow, message, "h", effect("counted")) == 2
     assert CountingConnection.sent == 2
 
 
