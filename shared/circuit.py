@@ -68,11 +68,18 @@ class Circuit:
 class ProviderCircuit(Circuit):
     """An outside provider's circuit: a ProviderRejected answer means it is up."""
 
-    def __init__(self, name: str, failures: int, reset_timeout: float):
+    def __init__(
+        self,
+        name: str,
+        failures: int,
+        reset_timeout: float,
+        listeners: Iterable[pybreaker.CircuitBreakerListener] = (),
+    ):
         super().__init__(
             name,
             failures,
             reset_timeout,
             refuse=lambda message: ProviderUnavailable("circuit_open", message),
             exclude=[ProviderRejected],
+            listeners=listeners,
         )

@@ -139,6 +139,9 @@ def _make_psycopg2_green() -> None:
 # Session.info key: the outbox messages staged in this transaction (a list),
 # handed to the commit listeners once it committed.
 STAGED_EVENTS = "staged_events"
+# Session.info key: what to do once this transaction has committed (a list
+# of callables; `after_commit`).
+_AFTER_COMMIT = "after_commit"
 # Session.info key: the connection of a UnitOfWork transaction (its session
 # lives for that one transaction), so hot paths need not ask the session.
 _CONNECTION = "connection"
@@ -419,6 +422,13 @@ def _advisory_locks(count: int):
     )
 
 
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call `callback` once this UnitOfWork transaction has committed (never
+    if it rolls back): for what must not count a transaction that did not
+    happen, such as a metric."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
 class UnitOfWork:
     """What a worker sees: transactions on its service's database."""
 
@@ -464,6 +474,7 @@ class UnitOfWork:
             session.commit()
             # Only transactions that staged outbox events need the relay.
             staged_events = session.info.pop(STAGED_EVENTS, None)
+            callbacks = session.info.pop(_AFTER_COMMIT, ())
         except BaseException:
             session.rollback()
             raise
@@ -471,6 +482,8 @@ class UnitOfWork:
             session.close()
         if staged_events and self._after_commit is not None:
             self._after_commit(staged_events)
+        for callback in callbacks:
+            callback()
 
 
 class Database(DependencyProvider):

@@ -71,7 +71,7 @@ from nameko.constants import (
 from nameko.events import SERVICE_POOL, EventHandler
 from nameko.standalone.events import get_event_exchange
 
-from shared import contracts, correlation, topology
+from shared import contracts, correlation, metrics, topology
 from shared.dlq import (
     ATTEMPTS,
     EVENT_TYPE,
@@ -349,6 +349,7 @@ class SagaStep(EventHandler):
         }
         if delay_ms is not None:
             self._publish(message, self.retry_queues[delay_ms], headers, expiration=delay_ms / 1000)
+            metrics.SAGA_RETRIES.labels(self.handler_name).inc()
             with _bound(cid):
                 log.warning(
                     "event handler failed; retrying in %.3f s", delay_ms / 1000, extra=details
@@ -356,6 +357,7 @@ class SagaStep(EventHandler):
             return
         headers[PARKED_AT] = now.isoformat()
         self._publish(message, self.dead_letter_queue, headers)
+        metrics.SAGA_PARKED.labels(self.handler_name).inc()
         with _bound(cid):
             log.error(
                 "event handler failed %d times; parked in %s",

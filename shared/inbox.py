@@ -37,6 +37,7 @@ from sqlalchemy import Column, Index, MetaData, String, Table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import metrics
 from shared.database import UnitOfWork, advisory_lock, claim_once, claims_deferred
 from shared.sqltypes import UtcDateTime
 
@@ -86,12 +87,16 @@ def claim(session: Session, envelope: Mapping, handler: str) -> bool:
         "handled_at": datetime.now(UTC),
     }
     if session.get_bind().dialect.name in ("postgresql", "sqlite"):
-        return claim_once(session, _INBOX, values)
+        new = claim_once(session, _INBOX, values)
+        if not new:
+            metrics.INBOX_DUPLICATES.labels(handler).inc()
+        return new
     # Any other database: insert in a savepoint, a duplicate key means seen.
     try:
         with session.begin_nested():
             session.execute(_INBOX.insert().values(**values))
     except IntegrityError:
+        metrics.INBOX_DUPLICATES.labels(handler).inc()
         return False
     return True
 

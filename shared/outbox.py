@@ -111,8 +111,8 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-_OUTBOX = outbox_table(MetaData())
-_INSERT = _OUTBOX.insert().inline()
+OUTBOX = outbox_table(MetaData())
+_INSERT = OUTBOX.insert().inline()
 
 
 @dataclass(frozen=True)
@@ -398,8 +398,8 @@ class OutboxRelay(DependencyProvider):
                 tried = attempts[item.event_id] or 1
                 delay = unroutable_backoff(tried)
                 conn.execute(
-                    update(_OUTBOX)
-                    .where(_OUTBOX.c.event_id == item.event_id, _OUTBOX.c.published_at.is_(None))
+                    update(OUTBOX)
+                    .where(OUTBOX.c.event_id == item.event_id, OUTBOX.c.published_at.is_(None))
                     .values(
                         attempts=tried,
                         claimed_until=now + timedelta(seconds=delay),
@@ -432,8 +432,8 @@ class OutboxRelay(DependencyProvider):
         try:
             with self._database.engine.connect() as conn:
                 conn.execute(
-                    update(_OUTBOX)
-                    .where(_OUTBOX.c.event_id.in_(published))
+                    update(OUTBOX)
+                    .where(OUTBOX.c.event_id.in_(published))
                     .values(published_at=datetime.now(UTC), claimed_until=None)
                 )
                 conn.commit()
@@ -452,35 +452,35 @@ class OutboxRelay(DependencyProvider):
         now = datetime.now(UTC)
         engine = self._database.engine
         stale = (
-            select(_OUTBOX.c.id)
+            select(OUTBOX.c.id)
             .where(
-                _OUTBOX.c.published_at.is_(None),
+                OUTBOX.c.published_at.is_(None),
                 or_(
-                    _OUTBOX.c.created_at < now - timedelta(seconds=self.grace),
-                    _OUTBOX.c.created_at < self._started_at,
+                    OUTBOX.c.created_at < now - timedelta(seconds=self.grace),
+                    OUTBOX.c.created_at < self._started_at,
                 ),
-                or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < now),
+                or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
             )
-            .order_by(_OUTBOX.c.id)
+            .order_by(OUTBOX.c.id)
             .limit(_BATCH)
         )
         if engine.dialect.name == "postgresql":
             # Several instances share the table: each row goes to one relay.
             stale = stale.with_for_update(skip_locked=True)
         take = (
-            update(_OUTBOX)
-            .where(_OUTBOX.c.id.in_(stale.scalar_subquery()))
+            update(OUTBOX)
+            .where(OUTBOX.c.id.in_(stale.scalar_subquery()))
             .values(
                 claimed_until=now + timedelta(seconds=LEASE_SECONDS),
-                attempts=_OUTBOX.c.attempts + 1,
+                attempts=OUTBOX.c.attempts + 1,
             )
             .returning(
-                _OUTBOX.c.id,
-                _OUTBOX.c.event_id,
-                _OUTBOX.c.event_type,
-                _OUTBOX.c.body,
-                _OUTBOX.c.headers,
-                _OUTBOX.c.attempts,
+                OUTBOX.c.id,
+                OUTBOX.c.event_id,
+                OUTBOX.c.event_type,
+                OUTBOX.c.body,
+                OUTBOX.c.headers,
+                OUTBOX.c.attempts,
             )
         )
         with engine.begin() as conn:

@@ -15,11 +15,12 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+import pybreaker
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
 
-from shared import config, correlation
+from shared import config, correlation, metrics
 from shared.circuit import ProviderCircuit
 from shared.provider_errors import ProviderError, ProviderRejected, ProviderUnavailable, Transient
 
@@ -75,6 +76,13 @@ class JsonApi:
             raise Transient("provider_unreachable", f"{self.name} {path}: {exc}") from exc
 
 
+class _StateGauge(pybreaker.CircuitBreakerListener):
+    """provider_circuit_state follows the breaker (shared.metrics)."""
+
+    def state_change(self, cb, old_state, new_state):
+        metrics.PROVIDER_CIRCUIT.labels(cb.name).set(metrics.CIRCUIT_STATES.get(new_state.name, 2))
+
+
 class Guard:
     """Retries with backoff and a circuit breaker around one provider's tries.
 
@@ -98,7 +106,10 @@ class Guard:
         self._backoff = backoff
         self._backoff_max = backoff_max
         self._retry_deadline = retry_deadline
-        self._circuit = ProviderCircuit(circuit_name, breaker_failures, breaker_reset_timeout)
+        self._circuit = ProviderCircuit(
+            circuit_name, breaker_failures, breaker_reset_timeout, [_StateGauge()]
+        )
+        metrics.PROVIDER_CIRCUIT.labels(circuit_name).set(0)
 
     @property
     def state(self) -> str:

@@ -1,5 +1,6 @@
 """What every service has: a correlation context, call traces, housekeeping
-of its outbox and inbox, a health check over RPC and its own health endpoint."""
+of its outbox and inbox, a health check over RPC, its own health endpoint
+and its own metrics endpoint."""
 
 import socket
 
@@ -9,6 +10,7 @@ from sqlalchemy import text
 from shared.context import CorrelationContext
 from shared.heartbeats import Heartbeat
 from shared.housekeeping import Housekeeping
+from shared.metrics import MetricsEndpoint
 from shared.probes import HealthEndpoint
 from shared.rpc import rpc
 
@@ -35,6 +37,9 @@ class ServiceBase:
     health_endpoint = HealthEndpoint()
     # Its heartbeat, so operators see every instance (GET /v1/admin/services).
     heartbeat = Heartbeat()
+    # Its metrics for Prometheus (<SERVICE>_METRICS_PORT; a service with
+    # figures of its own replaces it with a subclass of the same name).
+    metrics = MetricsEndpoint()
 
     @rpc
     def health(self) -> dict:

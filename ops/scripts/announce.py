@@ -31,12 +31,31 @@ while time.monotonic() < deadline:
 else:
     print(f"platform not ready after 120 s ({last_error}); see the logs above", file=sys.stderr)
 
+prometheus_url = f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '9090')}"
+prometheus = f"{prometheus_url}   (alerts: {prometheus_url}/alerts)"
+for _ in range(20):  # it starts beside the services: give it a few seconds
+    try:
+        with urllib.request.urlopen(f"{prometheus_url}/-/ready", timeout=2):  # noqa: S310
+            break
+    except (urllib.error.URLError, OSError):
+        time.sleep(0.5)
+else:
+    prometheus = "not running (its log line above says why)"
+services = ("auth", "analytics", "accounts", "transactions", "payments", "risk", "notifications")
+metrics = "  ".join(
+    f"{name} :{os.environ[f'{name.upper()}_METRICS_PORT']}"
+    for name in services
+    if os.environ.get(f"{name.upper()}_METRICS_PORT", "0") not in ("", "0")
+)
 print(
     f"""
 ============================================================
  fintech-services is up
-   gateway         {gateway}   (OpenAPI: {gateway}/openapi.json)
+   gateway         {gateway}   (OpenAPI: {gateway}/openapi.json, API explorer: {gateway}/docs)
    RabbitMQ UI     http://127.0.0.1:15672   (guest / guest)
+   Prometheus      {prometheus}
+   metrics         gateway {gateway}/metrics
+                   {metrics or "(service metrics off)"}
    nameko shell    nameko shell --config config.yml
                    >>> n.rpc.accounts.health()
  Ctrl-C stops everything.

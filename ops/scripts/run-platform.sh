@@ -7,6 +7,8 @@ export VENV=${VENV:-.venv}
 
 ops/scripts/bootstrap.sh
 ops/scripts/ensure-broker.sh
+# Prometheus (Debian's package, when root); without it the platform runs alone.
+ops/scripts/ensure-prometheus-tools.sh || echo "(continuing without Prometheus)" >&2
 
 export AMQP_URI=${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/}
 export DATA_DIR=${DATA_DIR:-$PWD/var}
@@ -21,8 +23,16 @@ export SANDBOX_WEBHOOK_URL=${SANDBOX_WEBHOOK_URL:-http://$GATEWAY_HOST:$GATEWAY_
 export PAYMENTS_PROVIDER_URL=${PAYMENTS_PROVIDER_URL:-http://127.0.0.1:$SANDBOX_PORT}
 export PAYMENTS_PROVIDER_API_KEY=${PAYMENTS_PROVIDER_API_KEY:-$SANDBOX_API_KEY}
 export PAYMENTS_WEBHOOK_SECRET_SANDBOX=${PAYMENTS_WEBHOOK_SECRET_SANDBOX:-$SANDBOX_WEBHOOK_SECRET}
+# Each service's metrics on a port of its own (shared/metrics.py), scraped
+# by the Prometheus started below on PROMETHEUS_PORT (ops/scripts/prometheus.py).
+export AUTH_METRICS_PORT=${AUTH_METRICS_PORT:-9101}
 export ANALYTICS_METRICS_PORT=${ANALYTICS_METRICS_PORT:-9102}
 export ACCOUNTS_METRICS_PORT=${ACCOUNTS_METRICS_PORT:-9103}
+export TRANSACTIONS_METRICS_PORT=${TRANSACTIONS_METRICS_PORT:-9104}
+export PAYMENTS_METRICS_PORT=${PAYMENTS_METRICS_PORT:-9105}
+export RISK_METRICS_PORT=${RISK_METRICS_PORT:-9106}
+export NOTIFICATIONS_METRICS_PORT=${NOTIFICATIONS_METRICS_PORT:-9107}
+export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 # Classic saga queues locally: a broker with Debian's default open-files
 # limit (1,024) stops accepting connections at a few hundred quorum queues,
 # and one platform declares about 190 (docs/OPERATIONS.md). Deployments get

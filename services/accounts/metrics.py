@@ -6,8 +6,9 @@
     reconciliation_up                                1 when these could be read
 
 ACCOUNTS_METRICS_PORT (default 9103; 0 disables) and ACCOUNTS_METRICS_ADDR
-place the endpoint (shared.metrics). Every accounts process serves the same
-values: aggregate with max(). Alerts: ops/prometheus/rules/reconciliation.yml.
+place the endpoint, which serves every service's metrics too (shared.metrics).
+Every accounts process serves the same values: aggregate with max().
+Alerts: ops/prometheus/rules/reconciliation.yml.
 """
 
 import logging
@@ -59,7 +60,7 @@ class ReconciliationCollector:
 
 
 class ReconciliationMetrics(MetricsEndpoint):
-    port_key, addr_key, default_port = "ACCOUNTS_METRICS_PORT", "ACCOUNTS_METRICS_ADDR", 9103
+    """accounts' endpoint: every service's metrics and the reconciliation's."""
 
-    def collector(self, engine):
-        return ReconciliationCollector(engine)
+    def collectors(self, engine):
+        return (ReconciliationCollector(engine),)

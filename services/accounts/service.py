@@ -84,7 +84,7 @@ class AccountsService(ServiceBase):
     outbox = OutboxRelay()
     transactions = RpcProxy("transactions")
     payments = RpcProxy("payments")
-    reconciliation_metrics = ReconciliationMetrics()
+    metrics = ReconciliationMetrics()
     background = Background()
 
     @rpc

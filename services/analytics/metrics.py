@@ -116,9 +116,8 @@ def metrics_port(container_config) -> int:
 
 
 class BusinessMetrics(MetricsEndpoint):
-    """Serves the business metrics on ANALYTICS_METRICS_PORT while the service runs."""
+    """analytics' endpoint (ANALYTICS_METRICS_PORT): every service's metrics and
+    the business figures."""
 
-    port_key, addr_key, default_port = PORT_KEY, ADDR_KEY, DEFAULT_PORT
-
-    def collector(self, engine):
-        return ProjectionCollector(engine)
+    def collectors(self, engine):
+        return (ProjectionCollector(engine),)

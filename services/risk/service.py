@@ -18,6 +18,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
 from services.risk import consumers, reviews, rulebook, schemas, views
+from services.risk.metrics import RiskMetrics
 from shared import config, contracts
 from shared.database import Database
 from shared.event_handlers import saga_step
@@ -53,6 +54,7 @@ class RiskService(ServiceBase):
     db = Database()
     outbox = OutboxRelay()
     rules = Rules()
+    metrics = RiskMetrics()
 
     # -- the saga and other events ------------------------------------------
 

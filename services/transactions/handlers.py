@@ -9,12 +9,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, union_all
 from sqlalchemy.orm import Session
 
-from services.transactions import event_store, projections, rebuild
+from services.transactions import event_store, metrics, projections, rebuild
 from services.transactions.directory import AccountDirectory
 from services.transactions.domain import PENDING, Event, Recorded, Transfer
 from services.transactions.models import AccountHistory, TransferRequest, TransferView
 from shared import contracts, correlation, transfer_checks
-from shared.database import UnitOfWork, claim_once, claims_deferred, connection_of
+from shared.database import (
+    UnitOfWork,
+    after_commit,
+    claim_once,
+    claims_deferred,
+    connection_of,
+)
 from shared.errors import Conflict, NotFound
 from shared.outbox import stage
 from shared.schemas import position_cursor
@@ -154,6 +160,7 @@ def _fold(session: Session, transfer_id: str, decide, now: datetime, causation_i
         projections.update_view(session, transfer)
     if any(event.type in ENDINGS for event in events):
         stage(session, transfer.outcome(), causation_id=causation_id)
+        after_commit(session, lambda: metrics.transfer_ended(transfer, now))
     return transfer
 
 

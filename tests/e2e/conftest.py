@@ -142,8 +142,8 @@ def platform_env(environment, data_dir: Path) -> dict:
         "PAYMENTS_WEBHOOK_SECRET_SANDBOX": "whsec_e2e",
         # Short enough for a test to watch a stuck transfer fail.
         "TRANSFER_DEADLINE_SECONDS": "30",
-        "ANALYTICS_METRICS_PORT": str(free_port()),
-        "ACCOUNTS_METRICS_PORT": str(free_port()),
+        # Every service's metrics on a port of its own, as `make run` has them.
+        **{f"{name.upper()}_METRICS_PORT": str(free_port()) for name in SERVICES},
         # Reconciliation runs when a test asks, and sees what just happened.
         "RECONCILIATION_INTERVAL_SECONDS": "0",
         "RECONCILIATION_LAG_SECONDS": "0",

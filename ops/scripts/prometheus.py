@@ -1,0 +1,129 @@
+"""Prometheus for `make run`: every process of the platform scraped, the project's rules loaded.
+
+    python ops/scripts/prometheus.py run          # what the Procfile runs
+    python ops/scripts/prometheus.py config       # print the scrape configuration
+
+`run` writes $DATA_DIR/prometheus/prometheus.yml from the environment
+`make run` sets (GATEWAY_PORT and each service's <SERVICE>_METRICS_PORT,
+shared/metrics.py), with every rule file of ops/prometheus/rules/, and runs
+Debian's `prometheus` (PROMETHEUS_BIN names another) on
+127.0.0.1:$PROMETHEUS_PORT (default 9090), keeping 2 days of samples in
+$DATA_DIR/prometheus/data. Without a prometheus binary it says how to get
+one and idles, so that supervisord does not restart it in a loop; the
+platform runs without it. ops/scripts/ensure-prometheus-tools.sh installs
+the package when run as root (`make run` calls it).
+
+Each target is labelled `service` (and `job`, the same name): the gateway,
+and the seven services. Alerts show on Prometheus's /alerts page; no
+Alertmanager runs locally (the Swarm stack and the k8s tree have one).
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "ops" / "prometheus" / "rules"
+SERVICES = ("auth", "accounts", "transactions", "risk", "payments", "analytics", "notifications")
+
+
+def targets(environ) -> dict[str, str]:
+    """service -> host:port of its metrics, for every process the environment places."""
+    found = {}
+    gateway_port = environ.get("GATEWAY_PORT")
+    if gateway_port:
+        found["gateway"] = f"{environ.get('GATEWAY_HOST', '127.0.0.1')}:{gateway_port}"
+    for service in SERVICES:
+        port = environ.get(f"{service.upper()}_METRICS_PORT", "")
+        if port.isdigit() and int(port):
+            address = environ.get(f"{service.upper()}_METRICS_ADDR", "127.0.0.1")
+            found[service] = f"{'127.0.0.1' if address == '0.0.0.0' else address}:{port}"
+    return found
+
+
+def configuration(scrape: dict[str, str], rule_files: list[Path], interval: str = "15s") -> dict:
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": [
+            {
+                "job_name": service,
+                "static_configs": [{"targets": [address], "labels": {"service": service}}],
+            }
+            for service, address in scrape.items()
+        ],
+    }
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES.glob("*.yml"))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _idle(message: str) -> int:
+    print(message, file=sys.stderr, flush=True)
+    signal.pause()
+    return 0
+
+
+def run() -> int:
+    binary = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus")
+    if not binary:
+        return _idle(
+            "prometheus is not installed, so `make run` runs without it. As root, "
+            "ops/scripts/ensure-prometheus-tools.sh installs Debian's `prometheus` package "
+            "(or apt-get install --no-install-recommends prometheus); PROMETHEUS_BIN names "
+            "another binary."
+        )
+    port = int(os.environ.get("PROMETHEUS_PORT", "9090"))
+    if not _port_free(port):
+        return _idle(f"port {port} is taken, so Prometheus does not start; set PROMETHEUS_PORT.")
+    home = Path(os.environ.get("DATA_DIR", ROOT / "var")) / "prometheus"
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    config_file = home / "prometheus.yml"
+    config = configuration(
+        targets(os.environ), rule_files(), os.environ.get("PROMETHEUS_SCRAPE_INTERVAL", "15s")
+    )
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.execv(  # noqa: S606 (the operator's own prometheus)
+        binary,
+        [
+            binary,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={home / 'data'}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+    )
+    return 1  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("run", "config"))
+    args = parser.parse_args(argv)
+    if args.command == "config":
+        config = configuration(targets(os.environ), rule_files())
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        return 0
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
