@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure `promtool` (Prometheus' rule checker) is there for the tests of
-# ops/prometheus/ (tests/unit/test_prometheus_rules.py).
+# Make sure `promtool` (Prometheus' rule checker) and `amtool` (Alertmanager's
+# configuration checker) are there for the tests of ops/prometheus/ and the
+# deployment checks, and the `prometheus` server `make run` starts.
 #   PROMTOOL set        -> it must be an executable; nothing is installed.
 #   else on PATH        -> used as is.
 #   else root + apt     -> Debian's `prometheus` package installed (it ships
@@ -17,15 +18,19 @@ if [ -n "${PROMTOOL:-}" ]; then
     echo "PROMTOOL=$PROMTOOL is not an executable; unset it to use promtool from PATH." >&2
     exit 1
 fi
-if command -v promtool >/dev/null 2>&1; then exit 0; fi
+packages=()
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v amtool >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
+if [ "${#packages[@]}" = 0 ]; then exit 0; fi
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     cat >&2 <<'MSG'
-promtool is not installed: the tests check ops/prometheus/ with it. Do one of:
+promtool or amtool is not installed: the tests check ops/prometheus/ and the
+Alertmanager configuration with them. Do one of:
   - sudo ops/scripts/ensure-prometheus-tools.sh
     (installs Debian's `prometheus` package, which ships promtool, and
     leaves no Prometheus server running)
-  - sudo apt-get install --no-install-recommends prometheus
+  - sudo apt-get install --no-install-recommends prometheus prometheus-alertmanager
     then, where systemd runs: sudo systemctl disable --now prometheus
   - export PROMTOOL=/path/to/promtool   (any Prometheus 2.x release's)
 MSG
@@ -57,26 +62,30 @@ printf '#!/bin/sh\n# ops/scripts/ensure-prometheus-tools.sh: no service starts n
     >"$POLICY"
 chmod 755 "$POLICY"
 
-echo "==> installing prometheus (for promtool) with apt-get"
+echo "==> installing ${packages[*]} (promtool, amtool) with apt-get"
 DEBIAN_FRONTEND=noninteractive apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" \
     >/dev/null
 
 restore_policy
 trap - EXIT
 
-# Only promtool is wanted: not a server at boot, nor one running now.
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-elif [ -x /etc/init.d/prometheus ]; then
-    /etc/init.d/prometheus stop >/dev/null 2>&1 || true
-fi
+# Only the tools are wanted: no server at boot, nor one running now.
+for unit in prometheus prometheus-alertmanager; do
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$unit" ]; then
+        "/etc/init.d/$unit" stop >/dev/null 2>&1 || true
+    fi
+done
 
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "The prometheus package was installed but promtool is not on PATH" \
-         "(dpkg -L prometheus | grep promtool)." >&2
-    exit 1
-fi
+for tool in promtool amtool; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "The packages were installed but $tool is not on PATH" \
+             "(dpkg -S bin/$tool)." >&2
+        exit 1
+    fi
+done
 if [ "$was_listening" = no ] && listening_9090; then
     echo "Something listens on 127.0.0.1:9090 since prometheus was installed;" \
          "stop it: systemctl disable --now prometheus (or /etc/init.d/prometheus stop)." >&2

@@ -8,6 +8,7 @@ from nameko.timer import timer
 
 from services.transactions import consumers, handlers, reconciliation, schemas
 from services.transactions.directory import AccountDirectory
+from services.transactions.metrics import TransactionsMetrics
 from shared import config, contracts
 from shared.database import Database
 from shared.errors import Unavailable
@@ -34,6 +35,7 @@ class TransactionsService(ServiceBase):
 
     db = Database()
     outbox = OutboxRelay()
+    metrics = TransactionsMetrics()
     accounts = RpcProxy("accounts")
     directory = Directory()
 

@@ -128,11 +128,18 @@ def test_the_saga_metrics_move_with_a_transfer(api, prometheus):
         lambda result: result and float(result[0]["value"][1]) >= before_ended + 1,
         what="transfers_ended_total after a completed transfer",
     )
-    assert assessed() >= before_assessed + 1
-    durations = prometheus.value(
-        'sum(transfer_saga_duration_seconds_count{kind="internal",status="completed"})'
+    # Each target is scraped on its own clock: wait for each figure.
+    prometheus.wait_for(
+        'sum(service_entrypoint_calls_total{service="risk",'
+        'entrypoint="handle_transfer_requested",outcome="ok"})',
+        lambda result: result and float(result[0]["value"][1]) >= before_assessed + 1,
+        what="risk's count of assessments",
     )
-    assert durations >= 1
+    prometheus.wait_for(
+        'sum(transfer_saga_duration_seconds_count{kind="internal",status="completed"})',
+        lambda result: result and float(result[0]["value"][1]) >= 1,
+        what="the saga's duration histogram",
+    )
     # The gateway counts by route template, not by URL.
     prometheus.wait_for(
         'sum(gateway_http_requests_total{endpoint="/v1/transfers",method="POST"})',
