@@ -19,7 +19,7 @@ import requests
 from ops.private_broker import free_port
 from ops.scripts import prometheus as local_prometheus
 from tests.e2e.conftest import SERVICES
-from tests.e2e.helpers import Customer
+from tests.e2e.helpers import Customer, make_admin
 
 
 class Prometheus:
@@ -183,3 +183,15 @@ def test_a_stopped_service_fires_its_alert(api, prometheus):
     prometheus.wait_for(
         "up{service='analytics'} == 1", bool, timeout=60, what="analytics back after restart"
     )
+    # Leave the platform as found: the killed process's heartbeat gone from
+    # what operators see (GET /v1/admin/services), one live instance left.
+    token = make_admin(api)[1]
+    deadline = time.monotonic() + 60
+    while True:
+        items = api.get("/v1/admin/services", token=token).json()["items"]
+        [analytics] = [item for item in items if item["service"] == "analytics"]
+        details = analytics["instance_details"]
+        if len(details) == 1 and details[0]["ready"]:
+            break
+        assert time.monotonic() < deadline, analytics
+        time.sleep(0.5)
