@@ -38,8 +38,10 @@ from .tools import (
     install_tools,
     k8s_overlay,
     k8s_schemas_valid,
+    monitoring_configs_valid,
     shell_scripts,
     shellcheck_passes,
+    swarm_monitors_everything,
     swarm_stack,
 )
 
@@ -96,10 +98,15 @@ def main() -> int:
     swarm = report.check("docker-compose -f swarm/stack.yml config -q", swarm_stack)
     swarm_checks = [
         ("swarm: every /run/secrets path in the environment is mounted", swarm_secrets_mounted),
+        ("swarm: Prometheus mounts every rule, scrapes every service", swarm_monitors_everything),
         *topics("swarm"),
     ]
     report.check_all(swarm_checks, swarm, "docker-compose could not read swarm/stack.yml")
     report.check("docker stack config -c swarm/stack.yml", docker_stack_accepts)
+    report.check(
+        "promtool check config (swarm), amtool check-config (alertmanager)",
+        monitoring_configs_valid,
+    )
 
     for overlay, version in (
         ("dev", KUBERNETES_VERSION),

@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from .customresources import built_in_objects
 from .platforms import Platform, load_k8s, load_swarm
 from .runner import Failed, Skipped, fail_if, run
@@ -148,3 +150,53 @@ def shell_scripts() -> list[str]:
 def shellcheck_passes(severity: str) -> None:
     """shellcheck finds nothing of this severity or worse in the shell scripts."""
     run([BIN / "shellcheck", "-S", severity, *shell_scripts()])
+
+
+PROMETHEUS_CONFIGS = ("swarm/prometheus/prometheus.yml",)
+ALERTMANAGER_CONFIG = "ops/prometheus/alertmanager/alertmanager.yml"
+RULES = Path("ops/prometheus/rules")
+
+
+def _prometheus_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise Failed(
+            f"{name} is not installed: ops/scripts/ensure-prometheus-tools.sh installs it "
+            "(Debian's prometheus and prometheus-alertmanager packages)"
+        )
+    return found
+
+
+def monitoring_configs_valid() -> None:
+    """promtool accepts the Prometheus configurations, amtool Alertmanager's."""
+    for config in PROMETHEUS_CONFIGS:
+        run([_prometheus_tool("promtool"), "check", "config", "--syntax-only", config])
+    run([_prometheus_tool("amtool"), "check-config", ALERTMANAGER_CONFIG])
+
+
+def swarm_monitors_everything(swarm: Platform) -> None:
+    """The stack's Prometheus mounts every rule file and scrapes every service."""
+
+    stack = yaml.safe_load(Path(STACK).read_text())
+    configs = stack.get("configs", {})
+    mounted = {
+        Path(configs[item["source"]]["file"]).name
+        for item in stack["services"].get("prometheus", {}).get("configs", [])
+        if item["target"].startswith("/etc/prometheus/rules/")
+    }
+    problems = [
+        f"prometheus does not mount {path} (add it to configs: and the service's configs:)"
+        for path in sorted(RULES.glob("*.yml"))
+        if path.name not in mounted
+    ]
+    scraped = {
+        job["job_name"]
+        for job in yaml.safe_load(Path(PROMETHEUS_CONFIGS[0]).read_text())["scrape_configs"]
+    }
+    services = {p.command[1] for p in swarm.processes.values() if p.command[:1] == ["service"]}
+    problems += [
+        f"{PROMETHEUS_CONFIGS[0]}: no scrape job for {name}"
+        for name in sorted(services | {"gateway"})
+        if name not in scraped
+    ]
+    fail_if(problems)
