@@ -36,6 +36,8 @@ from .tools import (
     image_runs_as_non_root,
     init_script_copies_identical,
     install_tools,
+    k8s_monitoring,
+    k8s_monitors_everything,
     k8s_overlay,
     k8s_schemas_valid,
     monitoring_configs_valid,
@@ -104,7 +106,7 @@ def main() -> int:
     report.check_all(swarm_checks, swarm, "docker-compose could not read swarm/stack.yml")
     report.check("docker stack config -c swarm/stack.yml", docker_stack_accepts)
     report.check(
-        "promtool check config (swarm), amtool check-config (alertmanager)",
+        "promtool check config (swarm, k8s), amtool check-config (alertmanager)",
         monitoring_configs_valid,
     )
 
@@ -125,6 +127,10 @@ def main() -> int:
                 f"k8s {overlay}: one autoscaler per Deployment, and no replicas field under it",
                 one_autoscaler_per_deployment,
             ),
+            (
+                f"k8s {overlay}: k8s/monitoring scrapes every service on its announced port",
+                k8s_monitors_everything,
+            ),
         ]
         if overlay == "ha":
             k8s_checks += [
@@ -142,6 +148,20 @@ def main() -> int:
                 ),
             ]
         report.check_all(k8s_checks, k8s, f"kubectl could not render k8s/overlays/{overlay}")
+
+    monitoring = report.check(
+        "kubectl kustomize k8s/monitoring (its generated ConfigMaps current)", k8s_monitoring
+    )
+    report.check_all(
+        [
+            (
+                f"kubernetes-validate --strict -k {KUBERNETES_VERSION} (monitoring)",
+                k8s_schemas_valid,
+            )
+        ],
+        monitoring,
+        "kubectl could not render k8s/monitoring",
+    )
 
     # Warnings and errors fail the check; info/style notes are left to review
     # (SHELLCHECK_SEVERITY=style to see them all).

@@ -152,7 +152,7 @@ def shellcheck_passes(severity: str) -> None:
     run([BIN / "shellcheck", "-S", severity, *shell_scripts()])
 
 
-PROMETHEUS_CONFIGS = ("swarm/prometheus/prometheus.yml",)
+PROMETHEUS_CONFIGS = ("swarm/prometheus/prometheus.yml", "k8s/monitoring/prometheus.yml")
 ALERTMANAGER_CONFIG = "ops/prometheus/alertmanager/alertmanager.yml"
 RULES = Path("ops/prometheus/rules")
 
@@ -174,6 +174,54 @@ def monitoring_configs_valid() -> None:
     run([_prometheus_tool("amtool"), "check-config", ALERTMANAGER_CONFIG])
 
 
+def _unscraped(config: str, services: set[str]) -> list[str]:
+    jobs = {job["job_name"] for job in yaml.safe_load(Path(config).read_text())["scrape_configs"]}
+    return [f"{config}: no scrape job for {name}" for name in sorted(services) if name not in jobs]
+
+
+def _nameko_services(platform: Platform) -> set[str]:
+    return {p.command[1] for p in platform.processes.values() if p.command[:1] == ["service"]}
+
+
+def k8s_monitoring() -> Platform:
+    """kubectl kustomize renders k8s/monitoring, and its generated ConfigMaps
+    are what ops/prometheus/ renders now."""
+    sys.path.insert(0, str(Path("ops/scripts").resolve()))
+    try:
+        import prometheus as local_prometheus
+    finally:
+        sys.path.pop(0)
+    if local_prometheus.K8S_GENERATED.read_text() != local_prometheus.k8s_configmaps():
+        raise Failed(
+            "k8s/monitoring/generated.yaml is stale: run python ops/scripts/prometheus.py k8s"
+        )
+    return load_k8s(run([BIN / "kubectl", "kustomize", "k8s/monitoring"]))
+
+
+def k8s_monitors_everything(k8s: Platform) -> None:
+    """k8s/monitoring's Prometheus scrapes every service of the overlay, each
+    through a headless <name>-metrics Service on the port its pods announce."""
+    services = _nameko_services(k8s) | {"gateway"}
+    problems = _unscraped(PROMETHEUS_CONFIGS[1], services)
+    for name in sorted(services):
+        found = k8s.named("Service", f"{name}-metrics")
+        pods = [
+            o for o in k8s.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name
+        ]
+        if not found:
+            problems.append(f"no headless Service {name}-metrics")
+            continue
+        port = found[0]["spec"]["ports"][0]["port"]
+        for pod in pods:
+            announced = pod["spec"]["template"]["metadata"].get("annotations", {})
+            if str(port) != announced.get("prometheus.io/port"):
+                problems.append(
+                    f"{name}: {name}-metrics is on {port}, its pods announce "
+                    f"{announced.get('prometheus.io/port')}"
+                )
+    fail_if(problems)
+
+
 def swarm_monitors_everything(swarm: Platform) -> None:
     """The stack's Prometheus mounts every rule file and scrapes every service."""
 
@@ -189,14 +237,5 @@ def swarm_monitors_everything(swarm: Platform) -> None:
         for path in sorted(RULES.glob("*.yml"))
         if path.name not in mounted
     ]
-    scraped = {
-        job["job_name"]
-        for job in yaml.safe_load(Path(PROMETHEUS_CONFIGS[0]).read_text())["scrape_configs"]
-    }
-    services = {p.command[1] for p in swarm.processes.values() if p.command[:1] == ["service"]}
-    problems += [
-        f"{PROMETHEUS_CONFIGS[0]}: no scrape job for {name}"
-        for name in sorted(services | {"gateway"})
-        if name not in scraped
-    ]
+    problems += _unscraped(PROMETHEUS_CONFIGS[0], _nameko_services(swarm) | {"gateway"})
     fail_if(problems)
