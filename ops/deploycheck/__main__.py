@@ -100,7 +100,7 @@ def main() -> int:
     swarm = report.check("docker-compose -f swarm/stack.yml config -q", swarm_stack)
     swarm_checks = [
         ("swarm: every /run/secrets path in the environment is mounted", swarm_secrets_mounted),
-        ("swarm: Prometheus mounts every rule, scrapes every service", swarm_monitors_everything),
+        ("swarm: every rule, service and dashboard monitored", swarm_monitors_everything),
         *topics("swarm"),
     ]
     report.check_all(swarm_checks, swarm, "docker-compose could not read swarm/stack.yml")

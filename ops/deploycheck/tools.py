@@ -155,6 +155,7 @@ def shellcheck_passes(severity: str) -> None:
 PROMETHEUS_CONFIGS = ("swarm/prometheus/prometheus.yml", "k8s/monitoring/prometheus.yml")
 ALERTMANAGER_CONFIG = "ops/prometheus/alertmanager/alertmanager.yml"
 RULES = Path("ops/prometheus/rules")
+DASHBOARDS = Path("ops/dashboards")
 
 
 def _prometheus_tool(name: str) -> str:
@@ -223,7 +224,8 @@ def k8s_monitors_everything(k8s: Platform) -> None:
 
 
 def swarm_monitors_everything(swarm: Platform) -> None:
-    """The stack's Prometheus mounts every rule file and scrapes every service."""
+    """The stack's Prometheus mounts every rule file and scrapes every service;
+    its Grafana mounts every dashboard."""
 
     stack = yaml.safe_load(Path(STACK).read_text())
     configs = stack.get("configs", {})
@@ -238,4 +240,13 @@ def swarm_monitors_everything(swarm: Platform) -> None:
         if path.name not in mounted
     ]
     problems += _unscraped(PROMETHEUS_CONFIGS[0], _nameko_services(swarm) | {"gateway"})
+    shown = {
+        Path(configs[item["source"]]["file"]).name
+        for item in stack["services"].get("grafana", {}).get("configs", [])
+    }
+    problems += [
+        f"grafana does not mount {path} (add it to configs: and the service's configs:)"
+        for path in sorted(DASHBOARDS.glob("*.json"))
+        if path.name not in shown
+    ]
     fail_if(problems)
