@@ -6,6 +6,9 @@ import time
 from flask import Flask, g, request
 from flask_smorest import Api
 from flask_swagger_ui import get_swaggerui_blueprint
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import metrics, problems, ratelimit, settings
@@ -22,7 +25,7 @@ from gateway.blueprints import (
     webhooks,
 )
 from gateway.extensions import Platform, limiter
-from shared import correlation
+from shared import correlation, tracing
 from shared.config import is_production as config_is_production
 
 log = logging.getLogger("gateway.access")
@@ -95,12 +98,50 @@ def _init_api_explorer(app: Flask) -> None:
     app.register_blueprint(explorer)
 
 
+# Requests that are not work: probes and scrapes make no spans.
+_UNTRACED = ("/health/", "/metrics")
+
+
+def _start_span() -> None:
+    """A span per request, child of the client's `traceparent` if it sent one
+    (shared/tracing.py); the RPCs made for it carry it on."""
+    if not tracing.setup("gateway") or request.path.startswith(_UNTRACED):
+        return
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    span = tracing.tracer().start_span(
+        f"{request.method} {route}",
+        context=tracing.context_of(request.headers.get(tracing.HEADER)),
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.request.method": request.method,
+            "http.route": route,
+            "correlation_id": g.correlation_id,
+        },
+    )
+    g.span, g.span_token = span, otel_context.attach(trace.set_span_in_context(span))
+
+
+def _end_span(response=None, error: BaseException | None = None) -> None:
+    span = g.pop("span", None)
+    if span is None:
+        return
+    if response is not None:
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 500 and error is None:
+            span.set_status(Status(StatusCode.ERROR, str(response.status_code)))
+    if "principal" in g:
+        span.set_attribute("user_id", g.principal.user_id)
+    tracing.end(span, error)
+    otel_context.detach(g.pop("span_token"))
+
+
 def _init_request_context(app: Flask) -> None:
     @app.before_request
     def _bind_correlation_id():
         g.correlation_id = correlation.sanitize(request.headers.get(correlation.HEADER))
         g.correlation_token = correlation.bind(g.correlation_id)
         g.request_started = time.perf_counter()
+        _start_span()
 
     @app.after_request
     def _finish(response):
@@ -133,10 +174,12 @@ def _init_request_context(app: Flask) -> None:
                     "user_id": g.principal.user_id if "principal" in g else None,
                 },
             )
+        _end_span(response)
         return response
 
     @app.teardown_request
-    def _unbind(_exc):
+    def _unbind(exc):
+        _end_span(error=exc)  # when no response came (an error nothing handled)
         token = g.pop("correlation_token", None)
         if token is not None:
             correlation.reset(token)

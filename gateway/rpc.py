@@ -41,7 +41,7 @@ from nameko.exceptions import RpcTimeout, UnknownService, deserialize
 from nameko.rpc import get_rpc_exchange
 
 from gateway import metrics
-from shared import correlation
+from shared import correlation, tracing
 from shared.circuit import Circuit
 from shared.errors import ServiceError, Unavailable
 from shared.rpc import register_error_types
@@ -252,6 +252,13 @@ class RpcPool:
             # Work started outside a request (health checks, the revocation
             # listener) still gets an id, so its traces can be followed too.
             client.context[correlation.CONTEXT_KEY] = correlation.current() or correlation.new_id()
+            # The request's span, so that the service's span is its child
+            # (shared/tracing.py); the client is reused: clear a stale one.
+            traceparent = tracing.current_traceparent()
+            if traceparent:
+                client.context[tracing.CONTEXT_KEY] = traceparent
+            else:
+                client.context.pop(tracing.CONTEXT_KEY, None)
             yield _Services(client, self._circuits)
         except UnknownService as exc:
             raise Unavailable("service_unavailable", f"{exc} is not running.") from None

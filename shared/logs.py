@@ -16,7 +16,7 @@ import time
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
-from shared import correlation
+from shared import correlation, tracing
 
 _process_service = os.environ.get("SERVICE_NAME", "fintech")
 
@@ -33,6 +33,9 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = correlation.service() or _process_service
         record.correlation_id = correlation.current()
+        found = tracing.ids()  # inside a recorded span (shared/tracing.py)
+        if found is not None:
+            record.trace_id, record.span_id = found
         return True
 
 
@@ -85,6 +88,10 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "asctime",
     "service",
     "correlation_id",
+    # In every JSON line inside a span; a terminal's reader has the
+    # correlation id, and `python -m shared.traces` for the trace.
+    "trace_id",
+    "span_id",
 }
 _COLOURS = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
 

@@ -71,7 +71,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from shared import config, contracts, correlation
+from shared import config, contracts, correlation, tracing
 from shared.database import STAGED_EVENTS, Database, defer
 from shared.events import envelope
 from shared.sqltypes import UtcDateTime
@@ -145,6 +145,11 @@ def record_event(
     # nameko reads context data from "nameko.*" headers: the consumer's
     # worker picks the correlation id up from there.
     headers = {f"{HEADER_PREFIX}.{correlation.CONTEXT_KEY}": cid} if cid else {}
+    # The step's span, so that the consumer's continues its trace, however
+    # late the row is published (shared/tracing.py).
+    traceparent = tracing.current_traceparent()
+    if traceparent:
+        headers[f"{HEADER_PREFIX}.{tracing.CONTEXT_KEY}"] = traceparent
     outgoing = Outgoing(
         message["event_id"],
         contracts.routing_key_of(event_type, payload),
@@ -359,7 +364,7 @@ class OutboxRelay(DependencyProvider):
         """One pass: publish what commits handed over, sweep if due, mark."""
         while self._outgoing and not self._stopping:
             batch = [self._outgoing.popleft() for _ in range(min(_BATCH, len(self._outgoing)))]
-            outcome = self._publisher.publish_batch(batch)
+            outcome = self._publish(batch)
             self._settle(batch, outcome, attempts=dict.fromkeys((i.event_id for i in batch), 0))
             # A refused one stays pending: the sweep takes it after the grace.
         if time.monotonic() >= self._next_sweep:
@@ -371,6 +376,14 @@ class OutboxRelay(DependencyProvider):
             or time.monotonic() >= self._oldest_unmarked + self.mark_delay
         ):
             self._mark_published()
+
+    def _publish(self, batch: list[Outgoing]) -> list[str]:
+        if not tracing.enabled():
+            return self._publisher.publish_batch(batch)
+        started = time.time_ns()
+        outcome = self._publisher.publish_batch(batch)
+        tracing.record_publish(batch, outcome, started)
+        return outcome
 
     def _settle(self, batch: list[Outgoing], outcome: list[str], attempts: dict[str, int]) -> None:
         """Note what was published; hold back what came back unroutable.
@@ -496,7 +509,7 @@ class OutboxRelay(DependencyProvider):
                 )
                 for row in rows
             ]
-            outcome = self._publisher.publish_batch(batch)
+            outcome = self._publish(batch)
             self._settle(batch, outcome, attempts={row.event_id: row.attempts for row in rows})
         return len(rows)
 

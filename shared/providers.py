@@ -18,9 +18,10 @@ from typing import TypeVar
 import pybreaker
 import requests
 import tenacity
+from opentelemetry.trace import SpanKind
 from requests.adapters import HTTPAdapter
 
-from shared import config, correlation, metrics
+from shared import config, correlation, metrics, tracing
 from shared.circuit import ProviderCircuit
 from shared.provider_errors import ProviderError, ProviderRejected, ProviderUnavailable, Transient
 
@@ -129,7 +130,14 @@ class Guard:
             before_sleep=lambda state: _log_retry(state, context),
             reraise=True,
         )
-        return retrying(self._guarded, attempt)
+        if not tracing.enabled():
+            return retrying(self._guarded, attempt)
+        attributes = {"provider": self._circuit.name}
+        attributes.update({k: str(v) for k, v in context.items() if v is not None})
+        with tracing.tracer().start_as_current_span(
+            f"provider {self._circuit.name}", kind=SpanKind.CLIENT, attributes=attributes
+        ):
+            return retrying(self._guarded, attempt)
 
     def _guarded(self, attempt: Callable[[], T]) -> T:
         with self._circuit.guarded():

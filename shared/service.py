@@ -13,6 +13,7 @@ from shared.housekeeping import Housekeeping
 from shared.metrics import MetricsEndpoint
 from shared.probes import HealthEndpoint
 from shared.rpc import rpc
+from shared.tracing import TracedEntrypoints
 
 
 class EntrypointTracer(Tracer):
@@ -29,6 +30,8 @@ class EntrypointTracer(Tracer):
 
 class ServiceBase:
     correlation_id = CorrelationContext()
+    # A span per entrypoint call, child of the caller's (shared/tracing.py).
+    tracing = TracedEntrypoints()
     # One log line per entrypoint call (see shared.logs.TraceSummaryFilter).
     tracer = EntrypointTracer()
     # Published outbox rows and old inbox ids deleted on a schedule.

@@ -217,6 +217,7 @@ def main() -> int:
     args = parser.parse_args()
     # What transfers.py's Platform reads to fund the customer.
     args.wait, args.poll, args.settle_timeout = 5.0, 0.01, 120.0
+    args.traces = False
 
     use_wrk = args.client == "wrk" or (args.client == "auto" and ensure_wrk())
     if args.client == "auto" and not use_wrk:

@@ -113,6 +113,7 @@ def main() -> int:
     args = parser.parse_args()
     # What transfers.py's Platform and measure() read.
     args.database, args.url, args.platform_tree = "postgresql", None, bench.ROOT
+    args.traces = False
     args.wait, args.poll, args.settle_timeout = 5.0, 0.01, 120.0
 
     run = bench.Run(args.database)

@@ -789,6 +789,9 @@ class Platform:
             "ANALYTICS_METRICS_PORT": str(ports["metrics"]),
             "ACCOUNTS_METRICS_PORT": str(ports["accounts_metrics"]),
             "LOG_LEVEL": "WARNING",
+            # Tracing as deployments have it by default (off: no collector
+            # set); --traces records every span as `make run` does.
+            **({} if self.args.traces else {"TRACES_DIR": ""}),
             "RATE_LIMIT_DEFAULT": "1000000 per minute",
             "RATE_LIMIT_AUTH": "100000 per minute",
             "PYTHONUNBUFFERED": "1",
@@ -1169,6 +1172,12 @@ def main() -> int:
         "of another commit with a .venv (a symlink to this one's will do)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the databases, vhost and data")
+    parser.add_argument(
+        "--traces",
+        action="store_true",
+        help="record every span in the platform's TRACES_DIR, as `make run` does "
+        "(default: off, as a deployment without an OpenTelemetry collector)",
+    )
     parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args()
     if args.accounts < 2:

@@ -56,6 +56,7 @@ print(
    Prometheus      {prometheus}
    metrics         gateway {gateway}/metrics
                    {metrics or "(service metrics off)"}
+   traces          python -m shared.traces <transfer id or X-Correlation-ID>
    nameko shell    nameko shell --config config.yml
                    >>> n.rpc.accounts.health()
  Ctrl-C stops everything.

@@ -33,6 +33,12 @@ export PAYMENTS_METRICS_PORT=${PAYMENTS_METRICS_PORT:-9105}
 export RISK_METRICS_PORT=${RISK_METRICS_PORT:-9106}
 export NOTIFICATIONS_METRICS_PORT=${NOTIFICATIONS_METRICS_PORT:-9107}
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+# Spans of every process kept locally (shared/tracing.py), unless they go to
+# an OpenTelemetry collector: `python -m shared.traces <transfer id>`.
+# TRACES_DIR= (set, empty) turns tracing off.
+if [ -z "${OTEL_EXPORTER_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-}" ]; then
+    export TRACES_DIR=${TRACES_DIR-$DATA_DIR/traces}
+fi
 # Classic saga queues locally: a broker with Debian's default open-files
 # limit (1,024) stops accepting connections at a few hundred quorum queues,
 # and one platform declares about 190 (docs/OPERATIONS.md). Deployments get

@@ -150,6 +150,8 @@ def platform_env(environment, data_dir: Path) -> dict:
         "RECONCILIATION_PROVIDER_LAG_SECONDS": "0",
         "SMTP_PORT": str(smtp_port),
         "NOTIFICATIONS_SANDBOX_MAIL_DIR": str(data_dir / "mail"),
+        # Every process keeps its spans here, as under `make run`.
+        "TRACES_DIR": str(data_dir / "traces"),
         "NOTIFICATIONS_SMS_URL": f"http://127.0.0.1:{messages_port}/sms",
         "NOTIFICATIONS_PUSH_URL": f"http://127.0.0.1:{messages_port}/push",
     }

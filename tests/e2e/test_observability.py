@@ -1,4 +1,5 @@
-"""Prometheus scrapes every process of the running platform and sees the saga move.
+"""Prometheus scrapes every process of the running platform and sees the saga move;
+one transfer is one trace, from the gateway's request to the last consumer.
 
 A real Prometheus (Debian's, as `make run` starts it: ops/scripts/prometheus.py
 builds the same configuration) scrapes the e2e platform every second with
@@ -11,14 +12,18 @@ really export, and that an alert fires when a process really stops.
 import re
 import shutil
 import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 import requests
 
 from ops.private_broker import free_port
 from ops.scripts import prometheus as local_prometheus
-from tests.e2e.conftest import SERVICES
+from shared import traces as tracing_cli
+from tests.e2e.conftest import ROOT, SERVICES
 from tests.e2e.helpers import Customer, make_admin
 
 
@@ -195,3 +200,54 @@ def test_a_stopped_service_fires_its_alert(api, prometheus):
             break
         assert time.monotonic() < deadline, analytics
         time.sleep(0.5)
+
+
+def test_a_transfer_is_one_trace_from_request_to_the_last_consumer(api):
+    alice, bob = Customer(api), Customer(api)
+    source, target = alice.funded("20.00"), bob.open()
+    parent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"  # as a client's tracer sends it
+    response = alice.post(
+        "/v1/transfers",
+        {"from_account_id": source, "to_account_id": target, "amount": "2.00", "currency": "EUR"},
+        key=str(uuid.uuid4()),
+        headers={"traceparent": parent, "Prefer": "wait=10"},
+    )
+    assert response.status_code == 201, response.text
+    transfer_id = response.json()["transfer_id"]
+    expected = {
+        "POST /v1/transfers",
+        "transactions.create_transfer",
+        "risk.handle_transfer_requested",
+        "accounts.handle_transfer_approved",
+        "transactions.handle_transfer_posted",
+        "notifications.on_transfer_completed",
+        "analytics.handle_transfer_completed",
+    }
+    traces = Path(api.env["TRACES_DIR"])
+    deadline = time.monotonic() + 20
+    while True:
+        found = tracing_cli.traces_of(tracing_cli.read_spans(traces), transfer_id)
+        names = {span["name"] for spans in found.values() for span in spans}
+        if expected <= names or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert list(found) == ["ab" * 16], f"one trace, the client's: {list(found)}"
+    assert expected <= names, sorted(names)
+    assert any(name.startswith("publish transfer_requested") for name in names), sorted(names)
+    assert any(name.startswith("provider ") for name in names), sorted(names)  # the e-mail
+    # The tree: every span but the client's parent has its parent in the trace.
+    [spans] = found.values()
+    ids = {span["span_id"] for span in spans}
+    orphans = [s["name"] for s in spans if s["parent_id"] not in ids and s["parent_id"] != "cd" * 8]
+    assert orphans == [], orphans
+    printed = subprocess.run(
+        [sys.executable, "-m", "shared.traces", transfer_id, "--dir", str(traces)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert printed.startswith(f"trace {'ab' * 16}: "), printed
+    assert "risk.handle_transfer_requested [consumer]" in printed, printed
+    # JSON log lines written inside a span carry its ids.
+    assert f'"trace_id": "{"ab" * 16}"' in api.log_text("gateway")
