@@ -114,3 +114,13 @@ def test_every_runbook_link_has_its_section():
         assert anchor in anchors, f"{name}: no section #{anchor} in docs/RUNBOOKS.md"
     # ReconciliationDiscrepancies links each kind's own section (#<kind>).
     assert set(KINDS) - anchors == set(), "discrepancy kinds without a section"
+
+
+def test_every_process_is_watched_for_going_missing():
+    """ServiceMissing names every nameko service of the Procfile and the gateway:
+    a service added without it would vanish without a page."""
+    procfile = (ROOT / "Procfile").read_text()
+    services = set(re.findall(r"services\.(\w+)\.service:", procfile)) | {"gateway"}
+    expression = _alerts()["ServiceMissing"]["expr"]
+    watched = set(re.findall(r'absent\(up\{service="(\w+)"\}\)', expression))
+    assert watched == services
