@@ -46,10 +46,7 @@ from amqp.exceptions import AMQPError
 from kombu import Connection
 from kombu.exceptions import KombuError
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.events import EventHandler
 from nameko.extensions import DependencyProvider
-from nameko.rpc import Rpc
-from nameko.timer import Timer
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -66,6 +63,7 @@ from sqlalchemy.engine import Engine
 
 from shared import config
 from shared.database import Database
+from shared.tracing import entrypoint_kind
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +133,13 @@ SCRAPE_ERRORS = Counter(
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 
-def entrypoint_kind(entrypoint) -> str:
-    if isinstance(entrypoint, Rpc):
-        return "rpc"
-    if isinstance(entrypoint, EventHandler):
-        return "event"
-    if isinstance(entrypoint, Timer):
-        return "timer"
-    return type(entrypoint).__name__.lower()
+def age_seconds(oldest: datetime | None, now: datetime | None = None) -> float:
+    """How long ago `oldest` was (0 when there is none): the age gauges."""
+    if oldest is None:
+        return 0.0
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return max(0.0, ((now or datetime.now(UTC)) - oldest).total_seconds())
 
 
 def setting(container_config, key: str) -> str | None:
@@ -201,15 +198,10 @@ class ServiceCollector:
         yield GaugeMetricFamily(
             "outbox_pending_events", "Staged events not yet published", value=pending
         )
-        age = 0.0
-        if oldest is not None:
-            if oldest.tzinfo is None:
-                oldest = oldest.replace(tzinfo=UTC)
-            age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
         yield GaugeMetricFamily(
             "outbox_oldest_pending_age_seconds",
             "Age of the oldest staged event not yet published (0 when none)",
-            value=age,
+            value=age_seconds(oldest),
         )
 
     def _pool(self):

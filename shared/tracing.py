@@ -229,7 +229,7 @@ class TracedEntrypoints(DependencyProvider):
         if not self.enabled:
             return
         entrypoint = worker_ctx.entrypoint
-        kind = _kind(entrypoint)
+        kind = entrypoint_kind(entrypoint)
         attributes = {
             "entrypoint": entrypoint.method_name,
             "entrypoint.kind": kind,
@@ -258,7 +258,8 @@ class TracedEntrypoints(DependencyProvider):
         context.detach(token)  # the worker's greenthread, as in worker_setup
 
 
-def _kind(entrypoint) -> str:
+def entrypoint_kind(entrypoint) -> str:
+    """rpc, event, timer (or the entrypoint class's name): the label of its metrics."""
     if isinstance(entrypoint, Rpc):
         return "rpc"
     if isinstance(entrypoint, EventHandler):

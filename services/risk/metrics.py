@@ -10,14 +10,13 @@ ops/prometheus/rules/services.yml (ReviewsAging).
 """
 
 import logging
-from datetime import UTC, datetime
 
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from services.risk.models import Review
 from services.risk.reviews import PENDING
-from shared.metrics import MetricsEndpoint
+from shared.metrics import MetricsEndpoint, age_seconds
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +40,10 @@ class ReviewCollector:
         yield GaugeMetricFamily(
             "risk_reviews_pending", "Reviews waiting for an admin's decision", value=pending
         )
-        age = 0.0
-        if oldest is not None:
-            if oldest.tzinfo is None:
-                oldest = oldest.replace(tzinfo=UTC)
-            age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
         yield GaugeMetricFamily(
             "risk_oldest_pending_review_age_seconds",
             "How long the oldest pending review has waited (0 when none)",
-            value=age,
+            value=age_seconds(oldest),
         )
         up.add_metric([], 1)
         yield up

@@ -31,7 +31,7 @@ from sqlalchemy import bindparam, func, select
 from services.transactions.domain import COMPLETED, PENDING, Transfer
 from services.transactions.models import TransferView
 from shared import contracts
-from shared.metrics import REGISTRY, MetricsEndpoint
+from shared.metrics import REGISTRY, MetricsEndpoint, age_seconds
 from shared.sqltypes import UtcDateTime
 
 log = logging.getLogger(__name__)
@@ -105,15 +105,10 @@ class PendingCollector:
         yield GaugeMetricFamily(
             "transfers_overdue", "Pending transfers past their deadline", value=overdue
         )
-        age = 0.0
-        if oldest is not None:
-            if oldest.tzinfo is None:
-                oldest = oldest.replace(tzinfo=UTC)
-            age = max(0.0, (now - oldest).total_seconds())
         yield GaugeMetricFamily(
             "transfers_oldest_overdue_seconds",
             "How far past its deadline the oldest pending transfer is (0 when none)",
-            value=age,
+            value=age_seconds(oldest, now),
         )
 
 

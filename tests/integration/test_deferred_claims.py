@@ -10,10 +10,9 @@ exactly once.
 
 import eventlet
 import pytest
-from sqlalchemy import MetaData, create_engine, exc, select, text
+from sqlalchemy import MetaData, exc, select, text
 from sqlalchemy.orm import sessionmaker
 
-from shared import pipelining
 from shared.database import (
     UnitOfWork,
     claim_once,
@@ -24,7 +23,7 @@ from shared.database import (
 )
 from shared.events import envelope
 from shared.inbox import claim, handle_once, inbox_table
-from tests.integration.test_pipelining import CountingConnection, ids, rows
+from tests.integration.test_pipelining import CountingConnection, counting_engine, ids, rows
 
 inbox = inbox_table(MetaData())
 
@@ -53,13 +52,7 @@ def uow(integration_env):
 
 @pytest.fixture
 def counting_uow(integration_env):
-    engine = create_engine(
-        integration_env.database_urls["auth"].replace(
-            "postgresql://", f"postgresql+{pipelining.DRIVER}://", 1
-        ),
-        connect_args={"connection_factory": CountingConnection},
-        pool_size=1,
-    )
+    engine = counting_engine(integration_env)
     _create(engine)
     yield UnitOfWork(sessionmaker(engine))
     _drop(engine)

@@ -133,15 +133,20 @@ def test_advisory_locks_taken_with_the_next_statement_still_serialise(uow):
     assert eventlet.hubs.get_hub().clock() - started >= 0.6
 
 
-@pytest.fixture
-def counting_uow(integration_env):
-    engine = create_engine(
+def counting_engine(integration_env):
+    """An engine on the pipelined dialect whose one connection counts its messages."""
+    return create_engine(
         integration_env.database_urls["auth"].replace(
             "postgresql://", f"postgresql+{pipelining.DRIVER}://", 1
         ),
         connect_args={"connection_factory": CountingConnection},
         pool_size=1,
     )
+
+
+@pytest.fixture
+def counting_uow(integration_env):
+    engine = counting_engine(integration_env)
     with engine.begin() as conn:
         metadata.create_all(conn)
     yield UnitOfWork(sessionmaker(engine))
