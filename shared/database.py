@@ -225,8 +225,9 @@ def claims_deferred(use_case: Callable[Params, Result]) -> Callable[Params, Resu
     a deferred claim's table rolls that run back and runs the use case
     again, each claim asked before anything is done (as it was before: a
     duplicate is then seen as one). A use case is run twice only for a
-    duplicate, so it must do nothing outside its transactions before its
-    last commit that it would regret doing twice.
+    duplicate, so what it does before the transaction that holds its claims
+    (an RPC, another transaction that commits) must be safe to do twice:
+    keep the claims in the use case's first transaction that writes.
     """
 
     @functools.wraps(use_case)
