@@ -149,7 +149,7 @@ def record_event(
     # late the row is published (shared/tracing.py).
     traceparent = tracing.current_traceparent()
     if traceparent:
-        headers[f"{HEADER_PREFIX}.{tracing.CONTEXT_KEY}"] = traceparent
+        headers[tracing.MESSAGE_HEADER] = traceparent
     outgoing = Outgoing(
         message["event_id"],
         contracts.routing_key_of(event_type, payload),

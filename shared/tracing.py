@@ -39,6 +39,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nameko.constants import HEADER_PREFIX
 from nameko.events import EventHandler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
@@ -54,7 +55,8 @@ from shared import correlation
 
 log = logging.getLogger(__name__)
 
-CONTEXT_KEY = "traceparent"  # nameko context data: the `nameko.traceparent` header
+CONTEXT_KEY = "traceparent"  # nameko context data...
+MESSAGE_HEADER = f"{HEADER_PREFIX}.{CONTEXT_KEY}"  # ...as its AMQP header (and outbox rows')
 HEADER = "traceparent"  # HTTP
 TRACES_DIR = "TRACES_DIR"
 
@@ -97,7 +99,7 @@ def record_publish(items, outcome: list[str], started_ns: int) -> None:
     """A span per event the outbox relay published, child of the span that
     staged it (its row's traceparent), from the batch's start to now."""
     for item, result in zip(items, outcome, strict=True):
-        parent = context_of(item.headers.get(f"nameko.{CONTEXT_KEY}"))
+        parent = context_of(item.headers.get(MESSAGE_HEADER))
         span = tracer().start_span(
             f"publish {item.routing_key}",
             context=parent,

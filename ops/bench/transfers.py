@@ -978,12 +978,12 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000}
 
 
-def database_activity(databases: dict[str, str]) -> dict[str, dict[str, int]]:
+def database_activity(postgres: "Postgres | None", databases: dict[str, str]) -> dict:
     """pg_stat_database's counters of these databases (none without PostgreSQL)."""
-    if not databases:
+    if postgres is None or not databases:
         return {}
     try:
-        return Postgres().activity(databases)
+        return postgres.activity(databases)
     except psycopg2.Error as exc:
         note(f"pg_stat_database unreadable: {_first_line(exc)}")
         return {}
@@ -1012,7 +1012,7 @@ def measure(target, args: argparse.Namespace) -> dict:
     note(f"{target.name}: {args.accounts} accounts funded; warm-up of {args.warmup} transfers")
     warm, _ = drive(target.url, customer, args.warmup, args.concurrency, settling)
     databases = target.databases() if args.database == "postgresql" else {}
-    db_before = database_activity(databases)
+    db_before = database_activity(target.run.postgres, databases)
     before, client_before = procstat.snapshot(target.roots, target.system), client_cpu()
     busy_before = procstat.machine_busy()
     note(f"{target.name}: {args.transfers} transfers, {args.concurrency} in flight")
@@ -1025,7 +1025,7 @@ def measure(target, args: argparse.Namespace) -> dict:
     time.sleep(1.5 if databases else 0)  # backends report their counters within a second
     db_work = {
         label: {name: after[name] - db_before.get(label, {}).get(name, 0) for name in after}
-        for label, after in database_activity(databases).items()
+        for label, after in database_activity(target.run.postgres, databases).items()
     }
 
     statuses = Counter(outcome.status for outcome in outcomes)

@@ -187,11 +187,8 @@ def _nameko_services(platform: Platform) -> set[str]:
 def k8s_monitoring() -> Platform:
     """kubectl kustomize renders k8s/monitoring, and its generated ConfigMaps
     are what ops/prometheus/ renders now."""
-    sys.path.insert(0, str(Path("ops/scripts").resolve()))
-    try:
-        import prometheus as local_prometheus
-    finally:
-        sys.path.pop(0)
+    from ops.scripts import prometheus as local_prometheus
+
     if local_prometheus.K8S_GENERATED.read_text() != local_prometheus.k8s_configmaps():
         raise Failed(
             "k8s/monitoring/generated.yaml is stale: run python ops/scripts/prometheus.py k8s"

@@ -75,9 +75,7 @@ def transfer_ended(transfer: Transfer, now: datetime) -> None:
         started = datetime.fromisoformat(transfer.created_at)
     except (TypeError, ValueError):
         return
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    SAGA_DURATION.labels(kind, status).observe(max(0.0, (now - started).total_seconds()))
+    SAGA_DURATION.labels(kind, status).observe(age_seconds(started, now))
 
 
 _PENDING = select(func.count()).where(TransferView.status == PENDING)

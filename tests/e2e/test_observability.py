@@ -50,6 +50,14 @@ class Prometheus:
                 pytest.fail(f"{what or expression}: still {result} after {timeout:.0f} s")
             time.sleep(0.5)
 
+    def at_least(self, expression: str, minimum: float, what: str):
+        """Wait until the (single-series) expression reaches `minimum`."""
+        return self.wait_for(
+            expression,
+            lambda result: bool(result) and float(result[0]["value"][1]) >= minimum,
+            what=what,
+        )
+
     def firing(self) -> list[dict]:
         answer = requests.get(f"{self.url}/api/v1/alerts", timeout=5)
         return [a for a in answer.json()["data"]["alerts"] if a["state"] == "firing"]
@@ -109,47 +117,34 @@ def test_every_process_is_scraped(prometheus):
     )
 
 
+ENDED = 'sum(transfers_ended_total{service="transactions",kind="internal",status="completed"})'
+ASSESSED = (
+    'sum(service_entrypoint_calls_total{service="risk",'
+    'entrypoint="handle_transfer_requested",outcome="ok"})'
+)
+
+
 def test_the_saga_metrics_move_with_a_transfer(api, prometheus):
-    def ended():
-        return prometheus.value(
-            'sum(transfers_ended_total{service="transactions",kind="internal",status="completed"})'
-        )
-
-    def assessed():
-        return prometheus.value(
-            'sum(service_entrypoint_calls_total{service="risk",'
-            'entrypoint="handle_transfer_requested",outcome="ok"})'
-        )
-
     prometheus.wait_for("up{service='transactions'} == 1", bool)
-    before_ended, before_assessed = ended(), assessed()
+    before_ended, before_assessed = prometheus.value(ENDED), prometheus.value(ASSESSED)
     alice, bob = Customer(api), Customer(api)
     source, target = alice.funded("20.00"), bob.open()
     view = alice.settled(alice.transfer(source, target, "5.00"))
     assert view["status"] == "completed", view
 
-    prometheus.wait_for(
-        'sum(transfers_ended_total{service="transactions",kind="internal",status="completed"})',
-        lambda result: result and float(result[0]["value"][1]) >= before_ended + 1,
-        what="transfers_ended_total after a completed transfer",
-    )
     # Each target is scraped on its own clock: wait for each figure.
-    prometheus.wait_for(
-        'sum(service_entrypoint_calls_total{service="risk",'
-        'entrypoint="handle_transfer_requested",outcome="ok"})',
-        lambda result: result and float(result[0]["value"][1]) >= before_assessed + 1,
-        what="risk's count of assessments",
-    )
-    prometheus.wait_for(
+    prometheus.at_least(ENDED, before_ended + 1, "transfers_ended_total after a transfer")
+    prometheus.at_least(ASSESSED, before_assessed + 1, "risk's count of assessments")
+    prometheus.at_least(
         'sum(transfer_saga_duration_seconds_count{kind="internal",status="completed"})',
-        lambda result: result and float(result[0]["value"][1]) >= 1,
-        what="the saga's duration histogram",
+        1,
+        "the saga's duration histogram",
     )
     # The gateway counts by route template, not by URL.
-    prometheus.wait_for(
+    prometheus.at_least(
         'sum(gateway_http_requests_total{endpoint="/v1/transfers",method="POST"})',
-        lambda result: result and float(result[0]["value"][1]) >= 1,
-        what="the gateway's count of POST /v1/transfers",
+        1,
+        "the gateway's count of POST /v1/transfers",
     )
     # What every service reads at scrape time is there for each of them.
     for metric in ("outbox_pending_events", "db_pool_size"):

@@ -11,16 +11,15 @@ aggregated metrics it serves by default).
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import promql_parser
 import pytest
 import yaml
 
+from ops.dashboards import build
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "ops" / "dashboards"))
-import build  # noqa: E402 (ops/dashboards is not a package)
 
 RULES = sorted((ROOT / "ops" / "prometheus" / "rules").glob("*.yml"))
 SOURCES = [
