@@ -20,6 +20,7 @@ from .consistency import (
     swarm_secrets_mounted,
 )
 from .customresources import custom_resources_valid
+from .datastores import database_roles_separate, gateway_ingress_tls, rate_limits_shared
 from .entrypoint import (
     entrypoint_dispatches_with_secrets,
     notifications_sandbox_mails_and_takes_keys_from_files,
@@ -58,11 +59,22 @@ TOPICS = [
         "notifier consistent (notifications, its sandbox, secrets, policies)",
         notification_providers_wired,
     ),
+    (
+        "database roles (each service its own role and secret, verify-full, no superuser)",
+        database_roles_separate,
+    ),
 ]
+# Production only (swarm, k8s prod and ha): the development overlay keeps the
+# gateway's per-process limits and reaches it without an Ingress.
+RATE_LIMITS = (
+    "rate limits shared (gateway's Redis URI from a secret, Redis private)",
+    rate_limits_shared,
+)
+INGRESS = ("ingress (TLS, ingress-nginx, proxy trusted, policy admits it)", gateway_ingress_tls)
 
 
 def topics(platform: str) -> list[tuple[str, Callable]]:
-    """The four topics' checks, named for this platform."""
+    """The topics' checks, named for this platform."""
     return [(f"{platform}: {name}", check) for name, check in TOPICS]
 
 
@@ -94,7 +106,8 @@ def main() -> int:
         notifications_sandbox_mails_and_takes_keys_from_files,
     )
     report.check(
-        "postgres init script: k8s copy identical to swarm's", init_script_copies_identical
+        "postgres init script and pg_hba.conf: k8s copies identical to swarm's",
+        init_script_copies_identical,
     )
 
     swarm = report.check("docker-compose -f swarm/stack.yml config -q", swarm_stack)
@@ -102,6 +115,7 @@ def main() -> int:
         ("swarm: every /run/secrets path in the environment is mounted", swarm_secrets_mounted),
         ("swarm: every rule, service and dashboard monitored", swarm_monitors_everything),
         *topics("swarm"),
+        (f"swarm: {RATE_LIMITS[0]}", RATE_LIMITS[1]),
     ]
     report.check_all(swarm_checks, swarm, "docker-compose could not read swarm/stack.yml")
     report.check("docker stack config -c swarm/stack.yml", docker_stack_accepts)
@@ -132,12 +146,20 @@ def main() -> int:
                 k8s_monitors_everything,
             ),
         ]
+        k8s_checks.append(
+            (
+                f"k8s {overlay}: custom resources valid against k8s/crds "
+                "(strict schema, CEL rules)",
+                custom_resources_valid,
+            )
+        )
+        if overlay != "dev":
+            k8s_checks += [
+                (f"k8s {overlay}: {RATE_LIMITS[0]}", RATE_LIMITS[1]),
+                (f"k8s {overlay}: {INGRESS[0]}", INGRESS[1]),
+            ]
         if overlay == "ha":
             k8s_checks += [
-                (
-                    "k8s ha: custom resources valid against k8s/crds (strict schema, CEL rules)",
-                    custom_resources_valid,
-                ),
                 (
                     "k8s ha: every service scaled by KEDA on CPU and on its queues' depth",
                     services_scaled_on_their_queues,

@@ -137,6 +137,29 @@ def dispatch_cases(secrets: Path) -> list[tuple[str, dict[str, str], str]]:
             "DATABASE_URL=postgresql://fintech:s3cret-OK@db/fintech_{service} AUTH_DATABASE_URL=\n"
             "AMQP_URI= GATEWAY_HOST=",
         ),
+        # Each service's own role (the migrate process): <SERVICE>_DATABASE_PASSWORD_FILE
+        # fills its own URL, derived from DATABASE_URL ({service}) when unset;
+        # the password itself is never exported.
+        (
+            "migrate auth accounts",
+            {
+                "STUB_SHOW": "ACCOUNTS_DATABASE_URL AUTH_DATABASE_PASSWORD "
+                "AUTH_DATABASE_PASSWORD_FILE",
+                "DATABASE_URL": "postgresql://fintech_{service}:{password}@postgres"
+                "/fintech_{service}?sslmode=verify-full",
+                "AUTH_DATABASE_PASSWORD_FILE": f"{secrets}/db-password",
+                "ACCOUNTS_DATABASE_URL": "postgresql://acc:{password}@db/acc",
+                "ACCOUNTS_DATABASE_PASSWORD_FILE": f"{secrets}/amqp-password",
+            },
+            "python -m shared.migrate auth accounts\n"
+            "DATABASE_URL=postgresql://fintech_{service}:{password}@postgres/fintech_{service}"
+            "?sslmode=verify-full AUTH_DATABASE_URL=postgresql://fintech_auth:"
+            "p%40ss%2Fw%3Ard%25%7Bx%7D@postgres/fintech_auth?sslmode=verify-full\n"
+            "AMQP_URI= GATEWAY_HOST=\n"
+            "ACCOUNTS_DATABASE_URL=postgresql://acc:s3cret-OK@db/acc\n"
+            "AUTH_DATABASE_PASSWORD=<unset>\n"
+            "AUTH_DATABASE_PASSWORD_FILE=<unset>",
+        ),
         # The sandboxes: every interface unless told otherwise, flags passed on.
         (
             "sandbox",
@@ -204,6 +227,9 @@ def refusal_cases(secrets: Path) -> list[tuple[str, dict[str, str]]]:
     return [
         ("service auth;id", {}),
         ("service auth", {"DATABASE_PASSWORD_FILE": "/nonexistent", "DATABASE_URL": "x"}),
+        ("migrate", {"AUTH_DATABASE_PASSWORD_FILE": "/nonexistent", "DATABASE_URL": "x"}),
+        # A role's password with no URL to put it in.
+        ("migrate", {"AUTH_DATABASE_PASSWORD_FILE": f"{secrets}/db-password"}),
         # <NAME>_FILE unreadable, empty, too large, or set with NAME.
         ("sandbox", {"SANDBOX_API_KEY_FILE": "/nonexistent"}),
         ("sandbox", {"SANDBOX_API_KEY_FILE": f"{secrets}/empty"}),

@@ -37,6 +37,7 @@ KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION", "1.30.0")
 HA_KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION", "1.34.0")
 STACK = "swarm/stack.yml"
 INIT_SCRIPTS = ("swarm/postgres-init/create-databases.sh", "k8s/base/postgres/create-databases.sh")
+PG_HBA_FILES = ("swarm/postgres-init/pg_hba.conf", "k8s/base/postgres/pg_hba.conf")
 SHELL_SCRIPT_DIRS = ("ops", "swarm", "k8s")
 
 
@@ -102,17 +103,20 @@ def image_has_no_sandbox() -> None:
 
 
 def init_script_copies_identical() -> None:
-    """k8s/base/postgres/create-databases.sh is the same file as swarm's."""
-    swarm, k8s = INIT_SCRIPTS
-    if not filecmp.cmp(swarm, k8s, shallow=False):
-        diff = difflib.unified_diff(
-            Path(swarm).read_text().splitlines(),
-            Path(k8s).read_text().splitlines(),
-            swarm,
-            k8s,
-            lineterm="",
-        )
-        raise Failed("\n".join(diff))
+    """k8s/base/postgres/create-databases.sh and pg_hba.conf are the same files as swarm's."""
+    problems = []
+    for swarm, k8s in (INIT_SCRIPTS, PG_HBA_FILES):
+        if not filecmp.cmp(swarm, k8s, shallow=False):
+            diff = difflib.unified_diff(
+                Path(swarm).read_text().splitlines(),
+                Path(k8s).read_text().splitlines(),
+                swarm,
+                k8s,
+                lineterm="",
+            )
+            problems.append("\n".join(diff))
+    if problems:
+        raise Failed("\n".join(problems))
 
 
 def swarm_stack() -> Platform:

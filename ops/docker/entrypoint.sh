@@ -31,6 +31,16 @@
 # the environment of the orchestrator (docker inspect, kubectl get):
 #   DATABASE_PASSWORD_FILE  its content, URL-encoded, replaces `{password}` in
 #                           DATABASE_URL and every <SERVICE>_DATABASE_URL
+#                           (a service process: the password of its own role)
+#   <SERVICE>_DATABASE_PASSWORD_FILE
+#                           the password of one service's own role, for a
+#                           process that reaches several databases (migrate):
+#                           its content, URL-encoded, replaces `{password}` in
+#                           <SERVICE>_DATABASE_URL; if that is unset, it is
+#                           first set to DATABASE_URL with `{service}` replaced
+#                           by the service's name in lower case (AUTH -> auth).
+#                           Applied before DATABASE_PASSWORD_FILE; never exported
+#                           as <SERVICE>_DATABASE_PASSWORD.
 #   AMQP_PASSWORD_FILE      same for `{password}` in AMQP_URI
 #   <NAME>_FILE             for the platform's own variables (NAME starting
 #                           with AUTH_, ACCOUNTS_, TRANSACTIONS_, RISK_, ANALYTICS_,
@@ -103,22 +113,28 @@ read_url_password() {
     esac
 }
 
-# Replace every `{password}` in the value of variable $1 by $2 and export it.
-# $1 is a variable name matched by a strict pattern, so the eval is safe.
-fill_password() {
+# Replace every $2 (a literal token such as `{password}`) in the value of
+# variable $1 by $3 and export it. $1 is a variable name matched by a strict
+# pattern, so the eval is safe.
+replace_token() {
     eval "_rest=\${$1-}"
-    case $_rest in *"{password}"*) ;; *) return 0 ;; esac
+    case $_rest in *"$2"*) ;; *) return 0 ;; esac
     _done=
     while :; do
         case $_rest in
-            *"{password}"*)
-                _done=$_done${_rest%%"{password}"*}$2
-                _rest=${_rest#*"{password}"}
+            *"$2"*)
+                _done=$_done${_rest%%"$2"*}$3
+                _rest=${_rest#*"$2"}
                 ;;
             *) break ;;
         esac
     done
     export "$1=$_done$_rest"
+}
+
+# Replace every `{password}` in the value of variable $1 by $2 and export it.
+fill_password() {
+    replace_token "$1" "{password}" "$2"
 }
 
 # <NAME>_FILE first, so that e.g. DATABASE_URL_FILE may hold a URL with
@@ -127,6 +143,8 @@ fill_password() {
 # it is skipped): that makes the evals safe. Values are never evaluated.
 for _name in $(env | sed -n 's/^\([A-Z][A-Z0-9_]*\)_FILE=.*/\1/p' | sort -u); do
     case $_name in
+        # A role's password fills a URL below; it is never exported as such.
+        *_DATABASE_PASSWORD) continue ;;
         AMQP_URI | DATABASE_URL) ;;
         AUTH_* | ACCOUNTS_* | TRANSACTIONS_* | RISK_* | ANALYTICS_* | PAYMENTS_* | NOTIFICATIONS_*) ;;
         SANDBOX_* | SMTP_* | GATEWAY_* | RATE_LIMIT_*) ;;
@@ -141,6 +159,22 @@ for _name in $(env | sed -n 's/^\([A-Z][A-Z0-9_]*\)_FILE=.*/\1/p' | sort -u); do
     unset "${_name}_FILE"
 done
 
+# Each service's own role (migrate): <SERVICE>_DATABASE_PASSWORD_FILE.
+for _name in $(env | sed -n 's/^\([A-Z][A-Z0-9_]*\)_DATABASE_PASSWORD_FILE=.*/\1/p' | sort -u); do
+    eval "_path=\${${_name}_DATABASE_PASSWORD_FILE-}"
+    [ -n "$_path" ] || continue
+    _encoded=$(read_url_password "$_path" "${_name}_DATABASE_PASSWORD_FILE")
+    eval "_current=\${${_name}_DATABASE_URL-}"
+    if [ -z "$_current" ]; then
+        [ -n "${DATABASE_URL:-}" ] ||
+            die "${_name}_DATABASE_PASSWORD_FILE is set, but neither ${_name}_DATABASE_URL nor DATABASE_URL"
+        export "${_name}_DATABASE_URL=$DATABASE_URL"
+        replace_token "${_name}_DATABASE_URL" "{service}" \
+            "$(printf '%s' "$_name" | tr '[:upper:]' '[:lower:]')"
+    fi
+    fill_password "${_name}_DATABASE_URL" "$_encoded"
+    unset "${_name}_DATABASE_PASSWORD_FILE"
+done
 if [ -n "${DATABASE_PASSWORD_FILE:-}" ]; then
     _encoded=$(read_url_password "$DATABASE_PASSWORD_FILE" DATABASE_PASSWORD_FILE)
     # DATABASE_URL and the per-service overrides (AUTH_DATABASE_URL, ...).

@@ -9,6 +9,7 @@ from fractions import Fraction
 import pytest
 import yaml
 
+from ops.deploycheck import datastores
 from ops.deploycheck.capacity import (
     one_autoscaler_per_deployment,
     pod_resources,
@@ -287,3 +288,149 @@ def test_a_quota_under_the_full_scale_of_the_workloads_fails():
     with pytest.raises(Failed) as failure:
         quota_admits_full_scale(load_k8s(rendered(pod, quota, limits, keda)))
     assert str(failure.value) == "ResourceQuota fintech: requests.cpu 5 < 6 at full scale"
+
+
+# The data stores (ops/deploycheck/datastores.py): each service its own
+# PostgreSQL role and password secret, TLS verified; Redis private.
+DATABASE_URL = (
+    "postgresql://fintech_{service}:{password}@postgres:5432/fintech_{service}"
+    "?sslmode=verify-full&sslrootcert=/run/secrets/f/ca.crt"
+)
+
+
+def database_client(name: str, args: list[str], env: dict, secrets: dict[str, tuple]) -> dict:
+    """A Deployment whose container mounts each secret item (path -> (secret, key))."""
+    sources = [
+        {"secret": {"name": secret, "items": [{"key": key, "path": path}]}}
+        for path, (secret, key) in secrets.items()
+    ]
+    return deployment(
+        name,
+        {
+            "name": name,
+            "args": args,
+            "env": [{"name": k, "value": v} for k, v in env.items()],
+            "volumeMounts": [{"name": "secrets", "mountPath": "/run/secrets/f"}],
+        },
+        [{"name": "secrets", "projected": {"sources": sources}}],
+        {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "service"},
+    )
+
+
+def database_platform(auth_secret="fintech-postgres-auth", auth_url=DATABASE_URL):
+    ca = {"ca.crt": ("postgres-tls", "ca.crt")}
+    superuser = database_client(
+        "postgres",
+        ["postgres"],
+        {"POSTGRES_USER": "fintech", "POSTGRES_PASSWORD_FILE": "/run/secrets/f/admin"},
+        {"admin": ("fintech-secrets", "postgres-password")},
+    )
+    services = [
+        database_client(
+            service,
+            ["service", service],
+            {"DATABASE_URL": url, "DATABASE_PASSWORD_FILE": "/run/secrets/f/pw"},
+            {"pw": (secret, "password"), **ca},
+        )
+        for service, secret, url in (
+            ("auth", auth_secret, auth_url),
+            ("accounts", "fintech-postgres-accounts", DATABASE_URL),
+        )
+    ]
+    migrate = database_client(
+        "migrate",
+        ["migrate"],
+        {
+            "DATABASE_URL": DATABASE_URL,
+            "AUTH_DATABASE_PASSWORD_FILE": "/run/secrets/f/auth",
+            "ACCOUNTS_DATABASE_PASSWORD_FILE": "/run/secrets/f/accounts",
+        },
+        {
+            "auth": ("fintech-postgres-auth", "password"),
+            "accounts": ("fintech-postgres-accounts", "password"),
+            **ca,
+        },
+    )
+    return load_k8s(rendered(superuser, *services, migrate))
+
+
+@pytest.fixture
+def two_services(monkeypatch):
+    monkeypatch.setattr(datastores, "migrated_services", lambda: ["accounts", "auth"])
+
+
+def test_each_service_with_its_own_role_secret_and_verified_tls_passes(two_services):
+    datastores.database_roles_separate(database_platform())
+
+
+def test_a_shared_password_secret_or_an_unverified_or_superuser_url_fails(two_services):
+    with pytest.raises(Failed) as shared:
+        datastores.database_roles_separate(database_platform("fintech-postgres-accounts"))
+    assert "share the database password secret" in str(shared.value)
+    with pytest.raises(Failed) as superuser:
+        datastores.database_roles_separate(
+            database_platform(
+                auth_url="postgresql://fintech:{password}@postgres/fintech_auth?sslmode=require"
+            )
+        )
+    message = str(superuser.value)
+    assert "auth: connects as fintech, not as its own role fintech_auth" in message
+    assert "auth: sslmode is require, not verify-full" in message
+    assert "auth: sslrootcert None is not a mounted file" in message
+
+
+def redis_platform(gateway_env: dict, service_type: str = "ClusterIP"):
+    gateway_labels = {"app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "gateway"}
+    redis_labels = {"app.kubernetes.io/name": "redis", "app.kubernetes.io/component": "store"}
+    gateway = database_client(
+        "gateway", ["gateway"], gateway_env, {"uri": ("fintech-redis", "uri")}
+    )
+    gateway["spec"]["template"]["metadata"]["labels"] = gateway_labels
+    redis = database_client(
+        "redis",
+        ["sh", "-c", "requirepass ..."],
+        {},
+        {"password": ("fintech-redis", "password")},
+    )
+    redis["spec"]["template"]["metadata"]["labels"] = redis_labels
+    service = {"kind": "Service", "metadata": {"name": "redis"}, "spec": {"type": service_type}}
+    only_gateway = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "redis"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": gateway_labels}}],
+                    "ports": [{"port": 6379}],
+                }
+            ],
+        },
+    }
+    to_redis = egress_policy(
+        {"matchLabels": gateway_labels},
+        {"to": [{"podSelector": {"matchLabels": redis_labels}}], "ports": [{"port": 6379}]},
+    )
+    return load_k8s(rendered(gateway, redis, service, only_gateway, to_redis))
+
+
+def test_rate_limits_in_a_private_redis_by_a_secret_uri_pass():
+    datastores.rate_limits_shared(
+        redis_platform({"RATE_LIMIT_STORAGE_URI_FILE": "/run/secrets/f/uri"})
+    )
+
+
+def test_a_plain_storage_uri_or_an_exposed_redis_fails():
+    with pytest.raises(Failed) as failure:
+        datastores.rate_limits_shared(
+            redis_platform(
+                {
+                    "RATE_LIMIT_STORAGE_URI": "redis://redis:6379",
+                    "RATE_LIMIT_STORAGE_URI_FILE": "/run/secrets/f/uri",
+                },
+                service_type="LoadBalancer",
+            )
+        )
+    assert "RATE_LIMIT_STORAGE_URI is set plainly" in str(failure.value)
+    assert "Service/redis: type LoadBalancer, not ClusterIP" in str(failure.value)
