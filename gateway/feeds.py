@@ -13,7 +13,9 @@ import time
 import uuid
 from collections.abc import Callable
 
-from kombu import Connection, Consumer, Exchange, Queue, binding
+from kombu import Consumer, Exchange, Queue, binding
+
+from shared import broker
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ class EventFeed:
         on_message: Callable[[dict], None],
         on_connect: Callable[[], None] | None = None,
     ):
-        self._amqp_uri = amqp_uri
+        self._access = broker.access(broker.GATEWAY, amqp_uri)
         self._name = name
         self._on_message = on_message
         self._on_connect = on_connect
@@ -65,7 +67,7 @@ class EventFeed:
         while True:
             try:
                 with (
-                    Connection(self._amqp_uri, heartbeat=30, connect_timeout=5) as conn,
+                    self._access.connection(heartbeat=30, connect_timeout=5) as conn,
                     Consumer(
                         conn, [self._queue], callbacks=[self._deliver], accept=["json"], no_ack=True
                     ),

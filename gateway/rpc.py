@@ -35,13 +35,13 @@ from contextlib import contextmanager
 import amqp
 import pybreaker
 from amqp.exceptions import ConnectionError as AmqpConnectionError
-from kombu import Connection, Queue
+from kombu import Queue
 from kombu.exceptions import OperationalError
 from nameko.exceptions import RpcTimeout, UnknownService, deserialize
 from nameko.rpc import get_rpc_exchange
 
 from gateway import metrics
-from shared import correlation, tracing
+from shared import broker, correlation, tracing
 from shared.circuit import Circuit
 from shared.errors import ServiceError, Unavailable
 from shared.rpc import register_error_types
@@ -60,7 +60,7 @@ MAX_IDLE_SECONDS = 120.0
 class _Client:
     """One thread's RPC client: `client.call("accounts", "get_account", args, kwargs)`."""
 
-    def __init__(self, amqp_uri: str, timeout: float):
+    def __init__(self, access: broker.BrokerAccess, timeout: float):
         # The dict is the client's context data: updating it per request makes
         # every call carry that request's correlation id.
         self.context: dict = {}
@@ -70,7 +70,10 @@ class _Client:
         self._awaiting: str | None = None
         self._reply: dict | None = None
         self._returned = False
-        self._connection = Connection(amqp_uri, connect_timeout=5)
+        # Requests carry the gateway's broker identity, which RabbitMQ checks
+        # against this connection's user (shared.broker).
+        self._identity = access.identity
+        self._connection = access.connection(connect_timeout=5)
         try:
             channel = self._channel = self._connection.channel()
             self._exchange(channel).declare()
@@ -109,6 +112,7 @@ class _Client:
                 delivery_mode=1,  # transient (see the module's docstring)
                 reply_to=self._reply_to,
                 correlation_id=correlation_id,
+                user_id=self._identity,
                 application_headers={f"nameko.{k}": v for k, v in self.context.items()},
             ),
             exchange=self._exchange.name,
@@ -227,7 +231,7 @@ class RpcPool:
         circuits: ServiceCircuits | None = None,
     ):
         register_error_types()
-        self._amqp_uri = amqp_uri
+        self._access = broker.access(broker.GATEWAY, amqp_uri)
         self._timeout = timeout
         self._size = size
         self._circuits = circuits
@@ -285,7 +289,7 @@ class RpcPool:
                 return client
             client.close()
         try:
-            return _Client(self._amqp_uri, self._timeout)
+            return _Client(self._access, self._timeout)
         except _BROKEN:
             raise Unavailable("broker_unavailable", "The message broker is unreachable.") from None
 

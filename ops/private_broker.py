@@ -5,9 +5,16 @@ configuration changes, need a broker nobody else uses. This starts the
 machine's RabbitMQ installation as a separate node: its own name, free
 ports, data, logs and Erlang cookie in a temporary directory, only the
 AMQP listener (no plugins). Starting takes a few seconds.
+
+`PrivateBroker(tls_dir=...)` listens for TLS only, with the certificates of
+ops.pki in that directory: the client must present a certificate signed by
+its CA, and logs in as the certificate's common name (EXTERNAL, no
+password), with the users and permissions of shared.access loaded at boot.
+`uri` then has no credentials; `tls_uri` is the same.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -37,20 +44,60 @@ def _listening(port: int) -> bool:
 
 
 class PrivateBroker:
-    def __init__(self):
+    def __init__(
+        self,
+        tls_dir: Path | None = None,
+        vhost: str = "/",
+        *,
+        directory: Path | None = None,
+        port: int | None = None,
+    ):
+        """`directory` keeps the node's data between starts (`make run`):
+        its name is then fixed and close() leaves the data; by default
+        both are temporary."""
         if not (os.path.exists(SERVER) and os.path.exists(CTL)):
             raise RuntimeError(
                 "RabbitMQ is not installed here (ops/scripts/ensure-broker.sh installs it)"
             )
-        self.dir = Path(tempfile.mkdtemp(prefix="private-broker-"))
-        self.node = f"ft_{uuid.uuid4().hex[:8]}@localhost"
-        self.port = free_port()
+        self.keep = directory is not None
+        if directory is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="private-broker-"))
+            self.node = f"ft_{uuid.uuid4().hex[:8]}@localhost"
+        else:
+            self.dir = directory.resolve()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.node = "fintech_local@localhost"
+        self.port = port or free_port()
         self.uri = f"amqp://guest:guest@127.0.0.1:{self.port}/"
-        (self.dir / "home").mkdir()
-        (self.dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
-        )
-        (self.dir / "enabled_plugins").write_text("[].\n")
+        self.tls_dir = tls_dir
+        (self.dir / "home").mkdir(exist_ok=True)
+        if tls_dir is None:
+            conf = f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            plugins = "[]."
+        else:
+            from shared.access import definitions
+
+            self.uri = f"amqps://127.0.0.1:{self.port}/{'' if vhost == '/' else vhost}"
+            (self.dir / "definitions.json").write_text(json.dumps(definitions(vhost)))
+            conf = "\n".join(
+                [
+                    "listeners.tcp = none",
+                    f"listeners.ssl.default = 127.0.0.1:{self.port}",
+                    f"ssl_options.cacertfile = {tls_dir / 'ca.pem'}",
+                    f"ssl_options.certfile = {tls_dir / 'broker.pem'}",
+                    f"ssl_options.keyfile = {tls_dir / 'broker.key'}",
+                    "ssl_options.verify = verify_peer",
+                    "ssl_options.fail_if_no_peer_cert = true",
+                    "auth_mechanisms.1 = EXTERNAL",
+                    "ssl_cert_login_from = common_name",
+                    f"load_definitions = {self.dir / 'definitions.json'}",
+                    "loopback_users = none",
+                    "",
+                ]
+            )
+            plugins = "[rabbitmq_auth_mechanism_ssl]."
+        (self.dir / "rabbitmq.conf").write_text(conf)
+        (self.dir / "enabled_plugins").write_text(plugins + "\n")
         self.env = {
             **os.environ,
             "HOME": str(self.dir / "home"),  # its own Erlang cookie
@@ -112,4 +159,35 @@ class PrivateBroker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, 9)
                 self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def serve(argv=None) -> int:
+    """`python -m ops.private_broker --tls-dir DIR --data DIR --port N`: a
+    TLS-only node for `AMQP_TLS=on make run`, until SIGTERM or Ctrl-C."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=serve.__doc__.splitlines()[0])
+    parser.add_argument("--tls-dir", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=5671)
+    args = parser.parse_args(argv)
+    node = PrivateBroker(tls_dir=args.tls_dir.resolve(), directory=args.data, port=args.port)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        node.start()
+        print(f"broker listening at {node.uri} (TLS only; logs in {node.dir / 'log'})", flush=True)
+        while not stopping and node.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve())

@@ -39,9 +39,9 @@ from datetime import UTC, datetime
 from functools import partial
 
 from amqp.exceptions import NotFound
-from kombu import Connection, Producer, Queue
+from kombu import Producer, Queue
 
-from shared import config
+from shared import broker, config
 from shared.topology import dead_letter_queue_name, republish
 
 # The headers of a failed event's copies (written by shared.event_handlers,
@@ -185,7 +185,8 @@ def _parked(amqp_uri: str, service: str) -> Iterator[tuple[list, Callable]]:
     original order, when the block ends.
     """
     name = dead_letter_queue_name(service)
-    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as conn:
+    access = broker.access(broker.OPERATOR, amqp_uri)
+    with access.connection(transport_options={"confirm_publish": True}) as conn:
         channel = conn.channel()
         queue = Queue(name, durable=True)(channel)
         try:
@@ -205,7 +206,7 @@ def _parked(amqp_uri: str, service: str) -> Iterator[tuple[list, Callable]]:
                     break
                 held.append(message)
             producer = Producer(conn.channel())
-            yield held, partial(republish, producer)
+            yield held, partial(republish, producer, user_id=access.identity)
         finally:
             if channel.is_open:
                 for message in held:

@@ -33,7 +33,10 @@ Retries re-deliver the same message, so handlers must be idempotent: use
 Retry queues: one per handler and backoff step,
 `<handler queue>.retry-<delay>ms`, with `x-dead-letter-exchange: ""` and
 `x-dead-letter-routing-key: <handler queue>`; copies are published with a
-per-message `expiration`. RabbitMQ only expires messages at the head of a
+per-message `expiration`, through the service's own direct exchange
+`saga.<service>.requeue` (each retry and parking queue is bound to it by
+its name), never the default exchange, which would let the service publish
+into any queue of the vhost (docs/SECURITY.md). RabbitMQ only expires messages at the head of a
 queue, so a queue per delay keeps a 1 s retry from waiting behind an 8 s
 one. Every queue of a step (handler, retry, parking) is built by
 shared.topology.handler_queues, quorum queues unless SAGA_QUEUE_TYPE says
@@ -59,19 +62,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import eventlet
-from kombu import Connection, Producer, Queue
+from kombu import Producer, Queue
 from kombu.pools import connections
 from nameko.constants import (
-    AMQP_SSL_CONFIG_KEY,
-    AMQP_URI_CONFIG_KEY,
     DEFAULT_TRANSPORT_OPTIONS,
     HEADER_PREFIX,
-    LOGIN_METHOD_CONFIG_KEY,
 )
 from nameko.events import SERVICE_POOL, EventHandler
 from nameko.standalone.events import get_event_exchange
 
-from shared import contracts, correlation, metrics, topology
+from shared import broker, contracts, correlation, metrics, topology
 from shared.dlq import (
     ATTEMPTS,
     EVENT_TYPE,
@@ -286,12 +286,10 @@ class SagaStep(EventHandler):
         self.retry_queues = queues.retry_queues
         self.dead_letter_queue = queues.dead_letter_queue
         transport_options = dict(DEFAULT_TRANSPORT_OPTIONS, confirm_publish=True)
-        self._connection = Connection(
-            config[AMQP_URI_CONFIG_KEY],
-            ssl=config.get(AMQP_SSL_CONFIG_KEY),
-            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
-            transport_options=transport_options,
-        )
+        access = broker.from_config(config)
+        self._identity = access.identity
+        self._requeue = topology.requeue_exchange(self.container.service_name)
+        self._connection = access.connection(transport_options=transport_options)
         with connections[self._connection].acquire(block=True) as conn:
             self._declare(conn)
 
@@ -374,7 +372,13 @@ class SagaStep(EventHandler):
                     if attempt == 2:
                         self._declare(conn)  # the queue may have been deleted
                     topology.republish(
-                        Producer(conn.default_channel), message, queue.name, headers, expiration
+                        Producer(conn.default_channel),
+                        message,
+                        queue.name,
+                        headers,
+                        expiration,
+                        exchange=self._requeue,
+                        user_id=self._identity,
                     )
                     return
                 except Exception:

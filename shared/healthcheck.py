@@ -30,11 +30,11 @@ def _local(port: int, mode: str) -> tuple[bool, str]:
 
 
 def _over_rpc(service: str) -> tuple[bool, str]:
-    from nameko.standalone.rpc import ServiceRpcProxy  # only here: it brings eventlet
+    from shared.rpc import cluster_rpc  # only here: it brings eventlet
 
     try:
-        with ServiceRpcProxy(service, {"AMQP_URI": config.amqp_uri()}, timeout=5) as proxy:
-            return True, json.dumps(proxy.health())
+        with cluster_rpc({"AMQP_URI": config.amqp_uri()}, timeout=5) as rpc:
+            return True, json.dumps(getattr(rpc, service).health())
     except Exception as exc:  # noqa: BLE001 (any failure means unhealthy; say which)
         return False, repr(exc)
 

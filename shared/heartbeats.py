@@ -21,11 +21,10 @@ import socket
 import threading
 from datetime import UTC, datetime
 
-from kombu import Connection, Exchange, Producer
-from nameko.constants import AMQP_URI_CONFIG_KEY
+from kombu import Exchange, Producer
 from nameko.extensions import DependencyProvider
 
-from shared import config
+from shared import broker, config
 from shared.probes import check_database
 
 log = logging.getLogger(__name__)
@@ -69,9 +68,9 @@ class Heartbeat(DependencyProvider):
         while not self._stopped.is_set():
             try:
                 if connection is None:
-                    connection = Connection(
-                        self.container.config[AMQP_URI_CONFIG_KEY], connect_timeout=5
-                    )
+                    access = broker.from_config(self.container.config)
+                    connection = access.connection(connect_timeout=5)
+                    identity = access.identity
                     producer = Producer(connection.channel(), exchange=exchange())
                     producer.declare()
                 producer.publish(
@@ -80,6 +79,7 @@ class Heartbeat(DependencyProvider):
                     content_type="application/json",
                     content_encoding="utf-8",
                     delivery_mode=1,  # transient: a heartbeat is worth nothing later
+                    user_id=identity,
                     retry=False,
                 )
             except Exception:  # the broker away: the next beat tries again

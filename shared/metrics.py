@@ -43,9 +43,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from amqp.exceptions import AMQPError
-from kombu import Connection
 from kombu.exceptions import KombuError
-from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from prometheus_client import (
     CollectorRegistry,
@@ -61,7 +59,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Engine
 
-from shared import config
+from shared import broker, config
 from shared.database import Database
 from shared.tracing import entrypoint_kind
 
@@ -166,12 +164,12 @@ class ServiceCollector:
     def __init__(
         self,
         engine: Callable[[], Engine],
-        amqp_uri: str,
+        access: broker.BrokerAccess,
         outbox: Table | None,
         parking_queue: str | None,
     ):
         self._engine = engine
-        self._amqp_uri = amqp_uri
+        self._access = access
         self._outbox_table = outbox
         self._parking_queue = parking_queue
 
@@ -223,7 +221,7 @@ class ServiceCollector:
         if self._parking_queue is None:
             return
         try:
-            with Connection(self._amqp_uri, connect_timeout=2) as conn:
+            with self._access.connection(connect_timeout=2) as conn:
                 _, count, _ = conn.default_channel.queue_declare(self._parking_queue, passive=True)
         except (OSError, AMQPError, KombuError) as exc:  # not declared yet, or no broker
             SCRAPE_ERRORS.labels("parked").inc()
@@ -299,7 +297,7 @@ class MetricsEndpoint(DependencyProvider):
             registry.register(
                 ServiceCollector(
                     engine,
-                    container.config[AMQP_URI_CONFIG_KEY],
+                    broker.from_config(container.config),
                     OUTBOX if has_outbox else None,
                     parking,
                 )

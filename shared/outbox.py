@@ -48,12 +48,7 @@ from datetime import UTC, datetime, timedelta
 
 import amqp
 from kombu import Connection
-from nameko.constants import (
-    AMQP_SSL_CONFIG_KEY,
-    AMQP_URI_CONFIG_KEY,
-    HEADER_PREFIX,
-    LOGIN_METHOD_CONFIG_KEY,
-)
+from nameko.constants import HEADER_PREFIX
 from nameko.extensions import DependencyProvider
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import (
@@ -71,7 +66,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from shared import config, contracts, correlation, tracing
+from shared import broker, config, contracts, correlation, tracing
 from shared.database import STAGED_EVENTS, Database, defer
 from shared.events import envelope
 from shared.sqltypes import UtcDateTime
@@ -188,8 +183,8 @@ class ConfirmedPublisher:
     owns one.
     """
 
-    def __init__(self, uri: str, exchange, *, ssl=None, login_method=None):
-        self._uri, self._ssl, self._login_method = uri, ssl, login_method
+    def __init__(self, access: broker.BrokerAccess, exchange):
+        self._access = access
         self._exchange = exchange
         self.exchange_name = exchange.name
         self._connection: Connection | None = None
@@ -199,7 +194,7 @@ class ConfirmedPublisher:
         self._returned: set[str] = set()
 
     def _open(self):
-        connection = Connection(self._uri, ssl=self._ssl, login_method=self._login_method)
+        connection = self._access.connection()
         channel = connection.channel()
         self._exchange(channel).declare()
         channel.confirm_select()
@@ -241,6 +236,8 @@ class ConfirmedPublisher:
                         content_encoding="utf-8",
                         delivery_mode=2,
                         message_id=item.event_id,
+                        # The producer, vouched for by the broker (shared.broker).
+                        user_id=self._access.identity,
                         application_headers=item.headers,
                     ),
                     exchange=self._exchange.name,
@@ -297,10 +294,8 @@ class OutboxRelay(DependencyProvider):
     def setup(self):
         container_config = self.container.config
         self._publisher = ConfirmedPublisher(
-            container_config[AMQP_URI_CONFIG_KEY],
+            broker.from_config(container_config),
             get_event_exchange(self.container.service_name, container_config),
-            ssl=container_config.get(AMQP_SSL_CONFIG_KEY),
-            login_method=container_config.get(LOGIN_METHOD_CONFIG_KEY),
         )
         self.grace = config.env_int("OUTBOX_GRACE_SECONDS", 5, 0)
 

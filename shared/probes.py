@@ -20,12 +20,10 @@ import logging
 
 import eventlet
 import eventlet.wsgi
-from kombu import Connection
-from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from sqlalchemy import text
 
-from shared import config
+from shared import broker, config
 from shared.database import Database
 
 log = logging.getLogger(__name__)
@@ -85,16 +83,18 @@ class HealthEndpoint(DependencyProvider):
 
 def check_broker(container) -> str:
     """ "ok", or why this process cannot open a connection to its broker."""
-    return reach_broker(container.config[AMQP_URI_CONFIG_KEY])
+    return reach_broker(broker.from_config(container.config))
 
 
-def reach_broker(amqp_uri: str, timeout: float = TIMEOUT) -> str:
+def reach_broker(access: "broker.BrokerAccess | str", timeout: float = TIMEOUT) -> str:
     """ "ok", or why a new connection to the broker could not be opened
     within `timeout` (the handshake included: a broker that accepts and then
     says nothing fails too). Green under eventlet, plain in a thread."""
     options = {"read_timeout": timeout, "write_timeout": timeout}
+    if isinstance(access, str):  # a URI: the process's own access to it
+        access = broker.from_config({"AMQP_URI": access})
     try:
-        with Connection(amqp_uri, connect_timeout=timeout, transport_options=options) as connection:
+        with access.connection(connect_timeout=timeout, transport_options=options) as connection:
             connection.connect()
     except Exception as exc:  # noqa: BLE001 (named in the answer)
         return type(exc).__name__

@@ -23,19 +23,16 @@ from contextlib import suppress
 import amqp
 import kombu.serialization
 from kombu import Connection
-from nameko.constants import (
-    AMQP_SSL_CONFIG_KEY,
-    AMQP_URI_CONFIG_KEY,
-    LOGIN_METHOD_CONFIG_KEY,
-)
 from nameko.exceptions import UnserializableValueError, deserialize_to_instance, serialize
+from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc as NamekoRpc
-from nameko.rpc import RpcConsumer, get_rpc_exchange
+from nameko.rpc import RpcConsumer, ServiceProxy, get_rpc_exchange
 from nameko.rpc import RpcProxy as NamekoRpcProxy
-from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.standalone.rpc import ClusterProxy, ClusterRpcProxy
 from sqlalchemy import exc as database_errors
 
-from shared.errors import ERROR_CATEGORIES, ServiceError, Unavailable
+from shared import access, broker
+from shared.errors import ERROR_CATEGORIES, Forbidden, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +46,45 @@ def register_error_types() -> None:
 
 class RpcProxy(NamekoRpcProxy):
     """A service's client of another service (nameko's RpcProxy dependency),
-    which reads our errors back as their own types."""
+    which reads our errors back as their own types and signs its requests
+    with the service's broker identity (the `user_id` RabbitMQ checks)."""
 
     def setup(self):
         register_error_types()
+        self.options["user_id"] = broker.from_config(self.container.config).identity
         super().setup()
 
 
-def cluster_rpc(config: dict, **kwargs) -> ClusterRpcProxy:
-    """A standalone client of every service, for scripts and tests:
+def cluster_rpc(config: dict | None = None, **kwargs) -> ClusterRpcProxy:
+    """A standalone client of every service, for scripts, operators and tests,
+    as the operator identity by default (shared.broker):
     `with cluster_rpc({"AMQP_URI": uri}, timeout=10) as rpc: rpc.accounts...`."""
     register_error_types()
-    return ClusterRpcProxy(config, **kwargs)
+    config = dict(config or {})
+    if broker.IDENTITY_KEY not in config:
+        config = broker.access(broker.OPERATOR, config.get("AMQP_URI")).nameko_config(config)
+    return _SignedClusterRpcProxy(config, user_id=broker.from_config(config).identity, **kwargs)
+
+
+class _SignedServiceProxies(ClusterProxy):
+    def __init__(self, worker_ctx, reply_listener, user_id: str):
+        super().__init__(worker_ctx, reply_listener)
+        self._user_id = user_id
+
+    def __getattr__(self, name):
+        if name not in self._proxies:
+            self._proxies[name] = ServiceProxy(
+                self._worker_ctx, name, self._reply_listener, user_id=self._user_id
+            )
+        return self._proxies[name]
+
+
+class _SignedClusterRpcProxy(ClusterRpcProxy):
+    """nameko's standalone client, its requests carrying `user_id`."""
+
+    def __init__(self, config, *, user_id: str, **kwargs):
+        super().__init__(config, **kwargs)
+        self._proxy = _SignedServiceProxies(self._worker_ctx, self._reply_listener, user_id)
 
 
 class ReplyPublisher:
@@ -68,8 +92,8 @@ class ReplyPublisher:
     object and borrows a producer from a pool for each one). Workers take
     turns on it: a message is three frames that must not interleave."""
 
-    def __init__(self, uri: str, exchange: str, *, ssl=None, login_method=None):
-        self._uri, self._ssl, self._login_method = uri, ssl, login_method
+    def __init__(self, access: broker.BrokerAccess, exchange: str):
+        self._access = access
         self._exchange = exchange
         self._lock = threading.Lock()  # green under nameko's monkey patching
         self._connection: Connection | None = None
@@ -80,9 +104,7 @@ class ReplyPublisher:
             for attempt in (1, 2):
                 try:
                     if self._channel is None:
-                        self._connection = Connection(
-                            self._uri, ssl=self._ssl, login_method=self._login_method
-                        )
+                        self._connection = self._access.connection()
                         self._channel = self._connection.channel()
                     self._channel.basic_publish(
                         message, exchange=self._exchange, routing_key=routing_key
@@ -125,12 +147,7 @@ class ReplyConsumer(RpcConsumer):
     def setup(self):
         super().setup()
         config = self.container.config
-        self._publisher = ReplyPublisher(
-            config[AMQP_URI_CONFIG_KEY],
-            get_rpc_exchange(config).name,
-            ssl=config.get(AMQP_SSL_CONFIG_KEY),
-            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
-        )
+        self._publisher = ReplyPublisher(broker.from_config(config), get_rpc_exchange(config).name)
 
     def stop(self):
         super().stop()
@@ -174,10 +191,47 @@ class ReplyConsumer(RpcConsumer):
         return result, exc_info
 
 
+# Where a worker finds the broker identity that called it (context data).
+CALLER_KEY = "caller"
+
+
 class Rpc(NamekoRpc):
-    """nameko's RPC entrypoint (the name shows in traces: "Rpc:<method>")."""
+    """nameko's RPC entrypoint (the name shows in traces: "Rpc:<method>"),
+    which knows who called: the request's `user_id`, checked by RabbitMQ
+    against the caller's connection, never a header the caller wrote.
+
+    When the container's broker access has caller checks on (one identity
+    per process, shared.broker), a caller shared.access does not grant this
+    method gets Forbidden without the method running: the broker's topic
+    permissions refuse it first, this is the second lock."""
 
     rpc_consumer = ReplyConsumer()
+
+    def setup(self):
+        super().setup()
+        self._checks = broker.from_config(self.container.config).caller_checks
+
+    def unpack_message_headers(self, message):
+        data = super().unpack_message_headers(message)
+        data[CALLER_KEY] = message.properties.get("user_id")
+        return data
+
+    def handle_message(self, body, message):
+        caller = message.properties.get("user_id")
+        service = self.container.service_name
+        if self._checks and not access.admits(caller, service, self.method_name):
+            log.warning(
+                "refused an RPC from a caller not granted it",
+                extra={"rpc": f"{service}.{self.method_name}", "caller": caller},
+            )
+            refusal = Forbidden(
+                "caller_not_allowed",
+                f"{service}.{self.method_name} may not be called by "
+                f"{caller or 'a caller without a broker identity'}",
+            )
+            self.rpc_consumer.handle_result(message, None, (Forbidden, refusal, None))
+            return
+        super().handle_message(body, message)
 
 
 def rpc(method):
@@ -188,3 +242,20 @@ def rpc(method):
     function directly, so they must be bound first.)
     """
     return Rpc.decorator(expected_exceptions=ServiceError)(method)
+
+
+class CallerIdentity(DependencyProvider):
+    """`self.caller` in a worker: the broker identity that made this RPC
+    (`gateway`, `operator`, a service's name; in development every process
+    shares one broker user, whose name it then is). None outside RPCs."""
+
+    def get_dependency(self, worker_ctx):
+        return caller(worker_ctx)
+
+
+def caller(worker_ctx) -> str | None:
+    """The broker identity whose request this worker serves (None for
+    workers of other entrypoints)."""
+    if not isinstance(worker_ctx.entrypoint, Rpc):
+        return None
+    return worker_ctx.data.get(CALLER_KEY)

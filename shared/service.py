@@ -4,9 +4,11 @@ and its own metrics endpoint."""
 
 import socket
 
+from nameko.containers import ServiceContainer as NamekoServiceContainer
 from nameko_tracer import Tracer
 from sqlalchemy import text
 
+from shared import broker
 from shared.context import CorrelationContext
 from shared.heartbeats import Heartbeat
 from shared.housekeeping import Housekeeping
@@ -14,6 +16,16 @@ from shared.metrics import MetricsEndpoint
 from shared.probes import HealthEndpoint
 from shared.rpc import rpc
 from shared.tracing import TracedEntrypoints
+
+
+class ServiceContainer(NamekoServiceContainer):
+    """nameko's container, reaching the broker as shared.broker says: over TLS
+    with the service's own certificate when one is configured, and knowing
+    its identity there (config.yml names this class: SERVICE_CONTAINER_CLS)."""
+
+    def __init__(self, service_cls, config):
+        access = broker.access(service_cls.name, config.get("AMQP_URI"))
+        super().__init__(service_cls, access.nameko_config(config))
 
 
 class EntrypointTracer(Tracer):

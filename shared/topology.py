@@ -56,9 +56,9 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from amqp.exceptions import NotFound, PreconditionFailed
-from kombu import Connection, Exchange, Producer, Queue, binding
+from kombu import Exchange, Producer, Queue, binding
 
-from shared import config, contracts
+from shared import broker, config, contracts
 
 QUEUE_TYPE_KEY = "SAGA_QUEUE_TYPE"
 DELIVERY_LIMIT_KEY = "SAGA_DELIVERY_LIMIT"
@@ -131,6 +131,15 @@ def retry_queue_name(handler_queue: str, delay_ms: int) -> str:
     return f"{handler_queue}.retry-{delay_ms}ms"
 
 
+def requeue_exchange(service: str) -> Exchange:
+    """Where a service's handlers put the copies of events that failed: a
+    direct exchange of its own, routing by queue name to its retry and
+    parking queues. Publishing by queue name through the default exchange
+    would need a permission that reaches every queue of the vhost, another
+    service's RPC queue included (shared.access)."""
+    return Exchange(f"saga.{service}.requeue", type="direct", durable=True)
+
+
 def dead_letter_queue_name(service: str, settings: QueueSettings | None = None) -> str:
     settings = settings or queue_settings()
     return f"{PREFIX if settings.quorum else ''}{service}.dead-letters"
@@ -184,6 +193,7 @@ def handler_queues(
     name = handler_queue_name(service, method, source_service, event_type, settings)
     parking = dead_letter_queue_name(service, settings)
     bindings = [binding(exchange, routing_key=key) for key in binding_keys]
+    requeue = requeue_exchange(service)
     if settings.quorum:
         queue_arguments = _quorum(parking, settings.delivery_limit)
         parking_arguments = _quorum()
@@ -198,11 +208,21 @@ def handler_queues(
         queue=Queue(name, bindings=bindings, durable=True, queue_arguments=queue_arguments),
         retry_queues={
             delay: Queue(
-                retry_queue_name(name, delay), durable=True, queue_arguments=retry_arguments
+                retry_queue_name(name, delay),
+                exchange=requeue,
+                routing_key=retry_queue_name(name, delay),
+                durable=True,
+                queue_arguments=retry_arguments,
             )
             for delay in sorted(set(retry_delays_ms))
         },
-        dead_letter_queue=Queue(parking, durable=True, queue_arguments=parking_arguments),
+        dead_letter_queue=Queue(
+            parking,
+            exchange=requeue,
+            routing_key=parking,
+            durable=True,
+            queue_arguments=parking_arguments,
+        ),
     )
 
 
@@ -292,7 +312,7 @@ def declare(
     handlers = saga_handlers() if handlers is None else handlers
     publishers = contracts.PUBLISHERS if publishers is None else publishers
     report = Report()
-    with Connection(amqp_uri) as connection:
+    with broker.access(broker.OPERATOR, amqp_uri).connection() as connection:
         channel = connection.channel()
         for service in publishers:
             _event_exchange(service)(channel).declare()
@@ -330,7 +350,7 @@ def check(
     handlers = saga_handlers() if handlers is None else handlers
     publishers = contracts.PUBLISHERS if publishers is None else publishers
     report = Report()
-    with Connection(amqp_uri) as connection:
+    with broker.access(broker.OPERATOR, amqp_uri).connection() as connection:
         expected = [_event_exchange(service) for service in publishers]
         queues = {q.name: q for h in handlers for q in h.queues(settings).all()}
         for exchange in expected:
@@ -422,7 +442,8 @@ def migrate(
     report.lines += declare(amqp_uri, settings, handlers, publishers).lines[:1]
     pairs = [(h.queues(_CLASSIC), h.queues(settings)) for h in handlers]
     renamed = {old.queue.name: new.queue.name for old, new in pairs}
-    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as connection:
+    access = broker.access(broker.OPERATOR, amqp_uri)
+    with access.connection(transport_options={"confirm_publish": True}) as connection:
         present = {
             name: (messages, consumers)
             for name, messages, consumers in _existing(connection, _classic_names(handlers))
@@ -480,14 +501,26 @@ def _unbind(connection, queue: Queue) -> None:
         channel.close()
 
 
-def republish(producer: Producer, message, queue: str, headers: dict, expiration=None) -> None:
-    """Publish a copy of a received message to a queue; returns once the
-    broker confirmed it (a producer on a confirm_publish connection).
-    Mandatory: a copy no queue takes raises instead of vanishing."""
+def republish(
+    producer: Producer,
+    message,
+    queue: str,
+    headers: dict,
+    expiration=None,
+    *,
+    exchange: Exchange | str = "",
+    user_id: str | None = None,
+) -> None:
+    """Publish a copy of a received message to a queue (through the default
+    exchange, or a direct one the queue is bound to by its name); returns
+    once the broker confirmed it (a producer on a confirm_publish
+    connection). Mandatory: a copy no queue takes raises instead of vanishing."""
+    properties = {"user_id": user_id} if user_id else {}
     producer.publish(
         message.body,
-        exchange="",
+        exchange=exchange,
         routing_key=queue,
+        **properties,
         headers=headers,
         content_type=message.content_type,
         content_encoding=message.content_encoding,

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from amqp.exceptions import AMQPError, NotFound
 from flask import current_app
-from kombu import Connection
 from kombu.exceptions import OperationalError
 from marshmallow import Schema, fields
 from nameko.rpc import RPC_QUEUE_TEMPLATE
@@ -19,7 +18,7 @@ from nameko.rpc import RPC_QUEUE_TEMPLATE
 from gateway.blueprints.health import check_services
 from gateway.bodies import Blueprint
 from gateway.extensions import platform, require_role
-from shared import contracts
+from shared import broker, contracts
 from shared.errors import Unavailable
 
 blp = Blueprint("operations", __name__, description="The platform's services, for operators")
@@ -77,8 +76,7 @@ def rpc_consumer_counts(amqp_uri: str, services: list[str], timeout: float) -> d
     """
     counts = {}
     try:
-        with Connection(
-            amqp_uri,
+        with broker.access(broker.GATEWAY, amqp_uri).connection(
             connect_timeout=timeout,
             transport_options={"read_timeout": timeout, "write_timeout": timeout},
         ) as connection:

@@ -57,7 +57,7 @@ print(
    metrics         gateway {gateway}/metrics
                    {metrics or "(service metrics off)"}
    traces          python -m shared.traces <transfer id or X-Correlation-ID>
-   nameko shell    nameko shell --config config.yml
+   RPC shell       python -m shared.shell   (as the operator)
                    >>> n.rpc.accounts.health()
  Ctrl-C stops everything.
 ============================================================

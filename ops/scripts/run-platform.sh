@@ -10,8 +10,35 @@ ops/scripts/ensure-broker.sh
 # Prometheus (Debian's package, when root); without it the platform runs alone.
 ops/scripts/ensure-prometheus-tools.sh || echo "(continuing without Prometheus)" >&2
 
-export AMQP_URI=${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/}
 export DATA_DIR=${DATA_DIR:-$PWD/var}
+# AMQP_TLS=on: a broker of the platform's own on AMQP_TLS_PORT (5671) that
+# speaks mutual TLS only; every process logs in with its own certificate
+# (made on first start under $DATA_DIR/pki by a development CA) as its own
+# user, with the permissions of shared/access.py (docs/SECURITY.md).
+BROKER_PID=
+case "${AMQP_TLS:-off}" in
+    1|on|true|yes)
+        if [ -z "${AMQP_URI:-}" ]; then
+            export AMQP_CERT_DIR=${AMQP_CERT_DIR:-$DATA_DIR/pki}
+            "$VENV/bin/python" -m ops.pki "$AMQP_CERT_DIR"
+            port=${AMQP_TLS_PORT:-5671}
+            if ! "$VENV/bin/python" ops/scripts/probe.py tcp-free "127.0.0.1:$port" 2>/dev/null; then
+                echo "Port $port is taken; set AMQP_TLS_PORT to a free one." >&2
+                exit 1
+            fi
+            echo "==> starting the platform's TLS broker on port $port (data in $DATA_DIR/broker)"
+            "$VENV/bin/python" -m ops.private_broker --tls-dir "$AMQP_CERT_DIR" \
+                --data "$DATA_DIR/broker" --port "$port" &
+            BROKER_PID=$!
+            export AMQP_URI="amqps://127.0.0.1:$port/"
+            for _ in $(seq 1 120); do
+                "$VENV/bin/python" ops/scripts/probe.py tcp-free "127.0.0.1:$port" 2>/dev/null || break
+                sleep 0.5
+            done
+        fi
+        ;;
+esac
+export AMQP_URI=${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/}
 export GATEWAY_HOST=${GATEWAY_HOST:-127.0.0.1}
 export GATEWAY_PORT=${GATEWAY_PORT:-8000}
 # The sandbox payment provider (a real HTTP server, started below) and the
@@ -69,4 +96,9 @@ python -m shared.topology declare
 if [ -t 1 ]; then export LOG_FORMAT=${LOG_FORMAT:-text}; fi
 # supervisord restarts a process that dies (ops/scripts/supervise.py).
 echo "==> starting services and gateway (Ctrl-C stops everything)"
-exec python ops/scripts/supervise.py Procfile
+if [ -z "$BROKER_PID" ]; then
+    exec python ops/scripts/supervise.py Procfile
+fi
+# The TLS broker is this script's: stopped after everything else.
+trap 'kill -TERM "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID"' EXIT
+python ops/scripts/supervise.py Procfile
