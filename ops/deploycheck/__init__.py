@@ -31,4 +31,6 @@ SKIP with why) and exits 1 if any check failed.
     consistency.py  the rules both platforms must keep
     customresources.py  custom resources against the operators' CRDs
     capacity.py     autoscalers, queue-depth scaling, quota and limits
+    datastores.py   database roles, Redis, the Ingress
+    broker.py       the broker's mutual TLS and one identity per process
 """

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from .broker import broker_mutual_tls
 from .capacity import (
     one_autoscaler_per_deployment,
     quota_admits_full_scale,
@@ -62,6 +63,11 @@ TOPICS = [
     (
         "database roles (each service its own role and secret, verify-full, no superuser)",
         database_roles_separate,
+    ),
+    (
+        "broker mutual TLS (TLS only, EXTERNAL, one certificate per identity, "
+        "definitions = shared.access)",
+        broker_mutual_tls,
     ),
 ]
 # Production only (swarm, k8s prod and ha): the development overlay keeps the

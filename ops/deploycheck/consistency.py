@@ -42,6 +42,7 @@ INIT_SCRIPT = Path("swarm/postgres-init/create-databases.sh")
 
 BROKER = {"app.kubernetes.io/component": "broker"}
 DATABASE = {"app.kubernetes.io/component": "database"}
+AMQPS_PORT = 5671  # the broker listens for TLS only
 
 
 def procfile_services() -> list[str]:
@@ -109,7 +110,7 @@ def services_deployed_probed_budgeted(platform: Platform) -> None:
             if not platform.budgeted(p.labels):
                 problems.append(f"{p.name}: no PodDisruptionBudget selects it")
             if not (
-                platform.allows("Egress", p.labels, BROKER, 5672)
+                platform.allows("Egress", p.labels, BROKER, AMQPS_PORT)
                 and platform.allows("Egress", p.labels, DATABASE, 5432)
             ):
                 problems.append(

@@ -42,6 +42,10 @@
 #                           Applied before DATABASE_PASSWORD_FILE; never exported
 #                           as <SERVICE>_DATABASE_PASSWORD.
 #   AMQP_PASSWORD_FILE      same for `{password}` in AMQP_URI
+#   RABBITMQ_MANAGEMENT_PASSWORD_FILE
+#                           same for `{password}` in RABBITMQ_MANAGEMENT_URL (the
+#                           backup's password user of the management API; AMQP
+#                           itself takes a client certificate, no password)
 #   <NAME>_FILE             for the platform's own variables (NAME starting
 #                           with AUTH_, ACCOUNTS_, TRANSACTIONS_, RISK_, ANALYTICS_,
 #                           PAYMENTS_, NOTIFICATIONS_, SANDBOX_, SMTP_, GATEWAY_ or
@@ -186,6 +190,11 @@ if [ -n "${AMQP_PASSWORD_FILE:-}" ] && [ -n "${AMQP_URI:-}" ]; then
     _encoded=$(read_url_password "$AMQP_PASSWORD_FILE" AMQP_PASSWORD_FILE)
     fill_password AMQP_URI "$_encoded"
 fi
+if [ -n "${RABBITMQ_MANAGEMENT_PASSWORD_FILE:-}" ] && [ -n "${RABBITMQ_MANAGEMENT_URL:-}" ]; then
+    _encoded=$(read_url_password "$RABBITMQ_MANAGEMENT_PASSWORD_FILE" RABBITMQ_MANAGEMENT_PASSWORD_FILE)
+    fill_password RABBITMQ_MANAGEMENT_URL "$_encoded"
+fi
+unset RABBITMQ_MANAGEMENT_PASSWORD_FILE
 unset _encoded _name _password _rest _done _path _current _value _secret
 
 process=${1:-help}

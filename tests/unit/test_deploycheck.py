@@ -4,12 +4,13 @@ rendered objects, and how it decides that a network policy lets traffic through.
 The checks themselves run against the real manifests in `make validate-deploy`.
 """
 
+import json
 from fractions import Fraction
 
 import pytest
 import yaml
 
-from ops.deploycheck import datastores
+from ops.deploycheck import broker, datastores
 from ops.deploycheck.capacity import (
     one_autoscaler_per_deployment,
     pod_resources,
@@ -434,3 +435,128 @@ def test_a_plain_storage_uri_or_an_exposed_redis_fails():
         )
     assert "RATE_LIMIT_STORAGE_URI is set plainly" in str(failure.value)
     assert "Service/redis: type LoadBalancer, not ClusterIP" in str(failure.value)
+
+
+# The broker (ops/deploycheck/broker.py): TLS only, EXTERNAL, the definitions
+# of shared.access; every client its own identity's certificate.
+BROKER_CONF = """listeners.tcp = none
+listeners.ssl.default = 5671
+ssl_options.cacertfile = /etc/rabbitmq/tls/ca.crt
+ssl_options.certfile = /etc/rabbitmq/tls/tls.crt
+ssl_options.keyfile = /etc/rabbitmq/tls/tls.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+auth_mechanisms.1 = EXTERNAL
+ssl_cert_login_from = common_name
+load_definitions = /etc/rabbitmq/definitions
+"""
+
+
+def client_certificate(identity: str) -> dict:
+    return {
+        "kind": "Certificate",
+        "metadata": {"name": f"amqp-{identity}"},
+        "spec": {
+            "secretName": f"fintech-amqp-{identity}",
+            "commonName": identity,
+            "usages": ["client auth"],
+        },
+    }
+
+
+def amqp_client(name: str, args: list[str], secret: str, uri: str) -> dict:
+    items = [{"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")]
+    client = deployment(
+        name,
+        {
+            "name": name,
+            "args": args,
+            "env": [
+                {"name": "AMQP_URI", "value": uri},
+                {"name": "AMQP_CA_FILE", "value": "/run/secrets/amqp/ca.crt"},
+                {"name": "AMQP_CERT_FILE", "value": "/run/secrets/amqp/tls.crt"},
+                {"name": "AMQP_KEY_FILE", "value": "/run/secrets/amqp/tls.key"},
+            ],
+            "volumeMounts": [{"name": "amqp", "mountPath": "/run/secrets/amqp"}],
+        },
+        [
+            {
+                "name": "amqp",
+                "projected": {"sources": [{"secret": {"name": secret, "items": items}}]},
+            }
+        ],
+    )
+    return client
+
+
+def broker_platform(
+    conf=BROKER_CONF, definitions=None, gateway_secret="fintech-amqp-gateway", uri=None
+):
+    from shared.access import definitions as access_definitions
+
+    uri = uri or "amqps://rabbitmq:5671/fintech"
+    config = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "rabbitmq-config"},
+        "data": {
+            "20-fintech.conf": conf,
+            "enabled_plugins": "[rabbitmq_management,rabbitmq_auth_mechanism_ssl].",
+            "definitions.json": json.dumps(definitions or access_definitions("fintech")),
+        },
+    }
+    tls_items = [{"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")]
+    mounts = [
+        {"name": "config", "mountPath": f"/etc/rabbitmq/{path}", "subPath": key}
+        for path, key in (
+            ("conf.d/20-fintech.conf", "20-fintech.conf"),
+            ("enabled_plugins", "enabled_plugins"),
+            ("definitions/10-access.json", "definitions.json"),
+        )
+    ] + [{"name": "tls", "mountPath": "/etc/rabbitmq/tls"}]
+    broker = deployment(
+        "rabbitmq",
+        {"name": "rabbitmq", "args": [], "volumeMounts": mounts},
+        [
+            {"name": "config", "configMap": {"name": "rabbitmq-config"}},
+            {"name": "tls", "secret": {"secretName": "rabbitmq-tls", "items": tls_items}},
+        ],
+        BROKER,
+    )
+    broker["kind"] = "StatefulSet"
+    clients = [
+        amqp_client("auth", ["service", "auth"], "fintech-amqp-auth", uri),
+        amqp_client("gateway", ["gateway"], gateway_secret, uri),
+        amqp_client("migrate", ["migrate"], "fintech-amqp-operator", uri),
+    ]
+    certificates = [client_certificate(i) for i in ("auth", "gateway", "operator")]
+    return load_k8s(rendered(config, broker, *clients, *certificates))
+
+
+def test_a_tls_only_broker_with_the_access_definitions_and_own_certificates_passes():
+    broker.broker_mutual_tls(broker_platform())
+
+
+def test_a_plaintext_or_password_broker_or_stale_definitions_fail():
+    plaintext = BROKER_CONF.replace("listeners.tcp = none", "listeners.tcp.default = 5672")
+    plaintext = plaintext.replace("auth_mechanisms.1 = EXTERNAL", "auth_mechanisms.1 = PLAIN")
+    with pytest.raises(Failed) as failure:
+        broker.broker_mutual_tls(broker_platform(conf=plaintext, definitions={"users": []}))
+    message = str(failure.value)
+    assert "listeners.tcp is None, not none" in message
+    assert "auth_mechanisms.1 is PLAIN, not EXTERNAL" in message
+    assert "equals shared.access.definitions('fintech')" in message
+
+
+def test_a_password_uri_or_another_identitys_certificate_fails():
+    with pytest.raises(Failed) as failure:
+        broker.broker_mutual_tls(
+            broker_platform(
+                gateway_secret="fintech-amqp-auth",
+                uri="amqp://fintech:{password}@rabbitmq:5672/fintech",
+            )
+        )
+    message = str(failure.value)
+    assert "auth: AMQP_URI is amqp://, not amqps://" in message
+    assert "auth: AMQP_URI carries a user or password" in message
+    assert "gateway: AMQP_CERT_FILE is fintech-amqp-auth, issued to auth, not gateway" in message
+    assert "processes auth, gateway share the broker certificate fintech-amqp-auth" in message
