@@ -5,6 +5,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import audit_table
 from shared.models import service_base
 from shared.outbox import outbox_table
 from shared.sqltypes import UtcDateTime
@@ -76,3 +77,4 @@ class MfaChallenge(Base):
 
 
 outbox = outbox_table(metadata)
+audit = audit_table(metadata)

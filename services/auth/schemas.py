@@ -27,3 +27,12 @@ class MfaConfirmArgs(Schema):
 
 class RefreshArgs(Schema):
     refresh_token = _token
+
+
+class GrantRoleArgs(Schema):
+    user_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    role = fields.String(required=True)
+    # The admin on whose behalf, when an operator acts for one (audited).
+    granted_by = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=64)
+    )

@@ -2,9 +2,10 @@
 
 from services.auth import mfa, schemas, sessions, users
 from services.auth.keys import SigningKeys
+from shared import audit
 from shared.database import Database
 from shared.outbox import OutboxRelay
-from shared.rpc import rpc
+from shared.rpc import CallerIdentity, rpc
 from shared.schemas import load
 from shared.service import ServiceBase
 from shared.sqltypes import utcnow
@@ -17,6 +18,7 @@ class AuthService(ServiceBase):
     keys = SigningKeys()
     outbox = OutboxRelay()
     settings = sessions.AuthSettings()
+    caller = CallerIdentity()
 
     @rpc
     def register(self, email, password, full_name):
@@ -47,11 +49,13 @@ class AuthService(ServiceBase):
     @rpc
     def refresh(self, refresh_token):
         args = load(schemas.RefreshArgs, {"refresh_token": refresh_token})
-        return sessions.refresh(self.db, self.keys, self.settings, now=utcnow(), **args)
+        return sessions.refresh(
+            self.db, self.keys, self.settings, now=utcnow(), caller=self.caller, **args
+        )
 
     @rpc
     def logout(self, user_id, session_id):
-        sessions.logout(self.db, user_id, session_id, now=utcnow())
+        sessions.logout(self.db, user_id, session_id, now=utcnow(), caller=self.caller)
 
     @rpc
     def me(self, user_id, session_id):
@@ -66,6 +70,16 @@ class AuthService(ServiceBase):
         return sessions.revoked_sessions(self.db, self.settings, now=utcnow())
 
     @rpc
-    def grant_role(self, user_id, role):
-        """Operator command (nameko shell); not exposed over HTTP."""
-        return users.grant_role(self.db, user_id, role)
+    def grant_role(self, user_id, role, granted_by=None):
+        """Operator command (nameko shell); not exposed over HTTP. `granted_by`:
+        the admin the operator acts for, if any (audited beside the caller)."""
+        args = load(
+            schemas.GrantRoleArgs, {"user_id": user_id, "role": role, "granted_by": granted_by}
+        )
+        return users.grant_role(self.db, now=utcnow(), caller=self.caller, **args)
+
+    @rpc
+    def list_audit(self, after=None, limit=50, action=None):
+        """Role grants and session revocations, newest first (for admins)."""
+        args = load(audit.ListAuditArgs, {"after": after, "limit": limit, "action": action})
+        return audit.list_entries(self.db, args["after"], args["limit"], args["action"])

@@ -23,7 +23,7 @@ from services.auth.domain import (
 from services.auth.keys import KeyRing
 from services.auth.models import AuthSession, MfaChallenge, RefreshToken, User
 from services.auth.users import new_id, roles
-from shared import contracts
+from shared import audit, contracts
 from shared.database import UnitOfWork
 from shared.errors import InvalidInput, Locked, NotFound, Unauthenticated
 from shared.outbox import record_event
@@ -220,7 +220,12 @@ def _issue_tokens(
 
 
 def refresh(
-    uow: UnitOfWork, keys: KeyRing, settings: AuthSettings, refresh_token: str, now: datetime
+    uow: UnitOfWork,
+    keys: KeyRing,
+    settings: AuthSettings,
+    refresh_token: str,
+    now: datetime,
+    caller: str | None = None,
 ) -> dict:
     with uow.commit_on_exit() as session:
         token = session.scalar(
@@ -236,8 +241,9 @@ def refresh(
         ).rowcount
         auth_session = session.get(AuthSession, token.session_id)
         if not claimed:
-            # Reuse means the token leaked: end the whole family.
-            _revoke(session, auth_session, "refresh_token_reused", now)
+            # Reuse means the token leaked: end the whole family (the system
+            # decides this, on nobody's behalf).
+            _revoke(session, auth_session, "refresh_token_reused", now, audit.Actor(caller))
             tokens = None
         elif (
             auth_session.revoked_at is not None
@@ -256,11 +262,22 @@ def refresh(
     return tokens
 
 
-def _revoke(session: Session, auth_session: AuthSession, reason: str, now: datetime) -> None:
+def _revoke(
+    session: Session, auth_session: AuthSession, reason: str, now: datetime, actor: audit.Actor
+) -> None:
+    """End a session (every revocation comes through here: it is audited)."""
     if auth_session.revoked_at is not None:
         return
     auth_session.revoked_at = now
     auth_session.revoked_reason = reason
+    audit.record(
+        session,
+        audit.SESSION_REVOKED,
+        subject=auth_session.id,
+        actor=actor,
+        at=now,
+        details={"user_id": auth_session.user_id, "reason": reason},
+    )
     record_event(
         session,
         contracts.SESSION_REVOKED,
@@ -273,12 +290,15 @@ def _revoke(session: Session, auth_session: AuthSession, reason: str, now: datet
     )
 
 
-def logout(uow: UnitOfWork, user_id: str, session_id: str, now: datetime) -> None:
+def logout(
+    uow: UnitOfWork, user_id: str, session_id: str, now: datetime, caller: str | None = None
+) -> None:
+    """The user ends their own session (`user_id` as the caller vouches for it)."""
     with uow.commit_on_exit() as session:
         auth_session = session.get(AuthSession, session_id)
         if auth_session is None or auth_session.user_id != user_id:
             raise NotFound("session_not_found", "No such session.")
-        _revoke(session, auth_session, "logout", now)
+        _revoke(session, auth_session, "logout", now, audit.Actor(caller, user_id))
 
 
 def revoked_sessions(uow: UnitOfWork, settings: AuthSettings, now: datetime) -> list[dict]:

@@ -16,7 +16,7 @@ from services.auth.domain import (
     normalise_email,
 )
 from services.auth.models import AuthSession, User, UserRole
-from shared import contracts
+from shared import audit, contracts
 from shared.database import UnitOfWork
 from shared.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from shared.outbox import record_event
@@ -94,7 +94,15 @@ def me(uow: UnitOfWork, user_id: str, session_id: str, now: datetime) -> dict:
         }
 
 
-def grant_role(uow: UnitOfWork, user_id: str, role: str) -> list[str]:
+def grant_role(
+    uow: UnitOfWork,
+    user_id: str,
+    role: str,
+    now: datetime,
+    caller: str | None = None,
+    granted_by: str | None = None,
+) -> list[str]:
+    """Give a user a role; granting one they hold changes (and audits) nothing."""
     if role not in ROLES:
         raise InvalidInput(
             "unknown_role",
@@ -105,5 +113,13 @@ def grant_role(uow: UnitOfWork, user_id: str, role: str) -> list[str]:
         get_user(session, user_id)
         if session.get(UserRole, (user_id, role)) is None:
             session.add(UserRole(user_id=user_id, role=role))
+            audit.record(
+                session,
+                audit.ROLE_GRANTED,
+                subject=user_id,
+                actor=audit.Actor(caller, granted_by),
+                at=now,
+                details={"role": role},
+            )
         session.flush()
         return roles(session, user_id)

@@ -9,6 +9,8 @@
 - login_failures: auth's failed logins, which raise a customer's risk.
 - ended_transfers: transfers failed before risk assessed them.
 - account_ages: when each account was opened.
+- audit_entries: rule and tier changes and review decisions, with who made
+  them (shared/audit.py).
 """
 
 from datetime import datetime
@@ -16,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import audit_table
 from shared.inbox import inbox_table
 from shared.models import BigId, service_base
 from shared.outbox import outbox_table
@@ -152,3 +155,4 @@ class AccountAge(Base):
 
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)
+audit = audit_table(metadata)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from services.risk import domain, schemas
 from services.risk.models import AccountAge, Assessment, EndedTransfer, Review
 from services.risk.views import final_decision, review_by_id, review_of, review_view
-from shared import contracts
+from shared import audit, contracts
 from shared.database import UnitOfWork, advisory_lock, claims_deferred
 from shared.errors import Conflict, Forbidden
 from shared.events import is_id
@@ -157,12 +157,14 @@ def decide_review(
     decided_by: str,
     note: str | None,
     now: datetime,
+    caller: str | None = None,
 ) -> dict:
     """An admin approves (the saga continues) or rejects (it is compensated).
 
     Deciding again as already decided returns the review (a retried request);
     anything else on a closed review is a conflict. No admin decides on their
-    own transfer.
+    own transfer. The decision is audited: `decided_by` as the caller (the
+    broker identity that made the request) vouches for them.
     """
     status = APPROVED if decision == contracts.APPROVE else REJECTED
     with uow.commit_on_exit() as session:
@@ -180,6 +182,14 @@ def decide_review(
         if not _close_review(session, review, status, decided_by, note, now):
             session.refresh(review)
             raise Conflict("review_closed", f"This review is already {review.status}.")
+        audit.record(
+            session,
+            audit.REVIEW_DECIDED,
+            subject=review.review_id,
+            actor=audit.Actor(caller, decided_by),
+            at=now,
+            details={"decision": decision, "transfer_id": review.transfer_id, "note": note},
+        )
         return review_view(session, review)
 
 

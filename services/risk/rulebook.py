@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from services.risk import domain, schemas
 from services.risk.models import Customer, LoginFailure, RuleSetVersion
+from shared import audit
 from shared.database import UnitOfWork
 from shared.errors import Conflict, InvalidInput, NotFound
 
@@ -157,8 +158,10 @@ def put_rules(
     changed_by: str,
     comment: str | None,
     now: datetime,
+    caller: str | None = None,
 ) -> dict:
-    """Store a new version of the rules; it applies to the next assessment."""
+    """Store a new version of the rules; it applies to the next assessment.
+    Audited: `changed_by` as the caller (a broker identity) vouches for them."""
     parsed = _parse_rules(document)
     try:
         with uow.commit_on_exit() as session:
@@ -173,6 +176,14 @@ def put_rules(
             )
             session.add(row)
             session.flush()
+            audit.record(
+                session,
+                audit.RULES_CHANGED,
+                subject=str(version),
+                actor=audit.Actor(caller, changed_by),
+                at=now,
+                details={"version": version, "comment": comment},
+            )
             view = _rules_view(rules, row)
     except IntegrityError:
         raise Conflict(
@@ -217,8 +228,15 @@ def get_customer(uow: UnitOfWork, cache: RuleCache, user_id: str, now: datetime)
 
 
 def set_customer_tier(
-    uow: UnitOfWork, cache: RuleCache, user_id: str, tier: str, changed_by: str, now: datetime
+    uow: UnitOfWork,
+    cache: RuleCache,
+    user_id: str,
+    tier: str,
+    changed_by: str,
+    now: datetime,
+    caller: str | None = None,
 ) -> dict:
+    """Judge a customer under `tier`. Audited, as put_rules is."""
     with uow.commit_on_exit() as session:
         rules = cache.current(session)
         if tier not in rules.tiers:
@@ -229,6 +247,7 @@ def set_customer_tier(
                 {"tier": [f"Must be one of: {known}."]},
             )
         customer = session.get(Customer, user_id)
+        previous = customer.tier if customer else None
         if customer is None:
             session.add(Customer(user_id=user_id, tier=tier, updated_at=now, updated_by=changed_by))
         else:
@@ -239,4 +258,12 @@ def set_customer_tier(
             raise Conflict(
                 "tier_changed_concurrently", "The tier was set at the same moment; retry."
             ) from None
+        audit.record(
+            session,
+            audit.CUSTOMER_TIER_CHANGED,
+            subject=user_id,
+            actor=audit.Actor(caller, changed_by),
+            at=now,
+            details={"tier": tier, "previous_tier": previous},
+        )
         return _customer_view(session, rules, user_id, now)

@@ -11,7 +11,8 @@ repeated failed logins raise a customer's risk.
 
 The RPCs are for the gateway's admin endpoints and for operators (`nameko
 shell`), not for customers: the rules (every version), customers' tiers,
-reviews and every assessment.
+reviews, every assessment, and the audit trail of who changed rules and
+tiers and decided reviews (shared/audit.py).
 """
 
 from nameko.extensions import DependencyProvider
@@ -19,11 +20,11 @@ from nameko.timer import timer
 
 from services.risk import consumers, reviews, rulebook, schemas, views
 from services.risk.metrics import RiskMetrics
-from shared import config, contracts
+from shared import audit, config, contracts
 from shared.database import Database
 from shared.event_handlers import saga_step
 from shared.outbox import OutboxRelay
-from shared.rpc import rpc
+from shared.rpc import CallerIdentity, rpc
 from shared.schemas import load
 from shared.service import ServiceBase
 from shared.sqltypes import utcnow
@@ -55,6 +56,7 @@ class RiskService(ServiceBase):
     outbox = OutboxRelay()
     rules = Rules()
     metrics = RiskMetrics()
+    caller = CallerIdentity()
 
     # -- the saga and other events ------------------------------------------
 
@@ -133,6 +135,7 @@ class RiskService(ServiceBase):
             args["decided_by"],
             args["note"],
             utcnow(),
+            caller=self.caller,
         )
 
     # -- rules and customers -----------------------------------------------------
@@ -153,7 +156,13 @@ class RiskService(ServiceBase):
             schemas.PutRulesArgs, {"rules": rules, "changed_by": changed_by, "comment": comment}
         )
         return rulebook.put_rules(
-            self.db, self.rules, args["rules"], args["changed_by"], args["comment"], utcnow()
+            self.db,
+            self.rules,
+            args["rules"],
+            args["changed_by"],
+            args["comment"],
+            utcnow(),
+            caller=self.caller,
         )
 
     @rpc
@@ -167,5 +176,19 @@ class RiskService(ServiceBase):
             schemas.SetTierArgs, {"user_id": user_id, "tier": tier, "changed_by": changed_by}
         )
         return rulebook.set_customer_tier(
-            self.db, self.rules, str(args["user_id"]), args["tier"], args["changed_by"], utcnow()
+            self.db,
+            self.rules,
+            str(args["user_id"]),
+            args["tier"],
+            args["changed_by"],
+            utcnow(),
+            caller=self.caller,
         )
+
+    # -- the audit trail ----------------------------------------------------------
+
+    @rpc
+    def list_audit(self, after=None, limit=50, action=None):
+        """Rule and tier changes and review decisions, newest first (for admins)."""
+        args = load(audit.ListAuditArgs, {"after": after, "limit": limit, "action": action})
+        return audit.list_entries(self.db, args["after"], args["limit"], args["action"])
