@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import select
 import socket
 import threading
 import time
@@ -134,6 +135,21 @@ class _Client:
         if self._reply.get("error"):
             raise deserialize(self._reply["error"])
         return self._reply.get("result")
+
+    def looks_alive(self) -> bool:
+        """Whether the connection still stands, asked of the socket alone (one
+        poll, no round trip): one the broker, or anything between, closed has
+        its end of stream waiting to be read. Whatever else is waiting (a
+        late reply) is read and dropped."""
+        try:
+            sock = self._connection.connection.sock
+            if select.select([sock], [], [], 0)[0]:
+                self._connection.drain_events(timeout=0.01)
+        except TimeoutError:
+            return True
+        except Exception:  # noqa: BLE001 (any failure to read means a dead client)
+            return False
+        return True
 
     def close(self) -> None:
         try:
@@ -270,6 +286,12 @@ class RpcPool:
             if client is not None:
                 client.close()
                 client = None
+            # What the caller sees is a 503; what broke is said here.
+            log.warning("RPC client dropped", extra={"error": repr(exc)})
+            if not isinstance(exc, RpcTimeout):
+                # The idle clients lost their connections at the same moment
+                # as this one, most likely: each would fail one more call.
+                self.close()
             if isinstance(exc, RpcTimeout):
                 raise Unavailable("service_timeout", "A service did not answer in time.") from None
             raise Unavailable("broker_unavailable", "The message broker is unreachable.") from None
@@ -285,12 +307,17 @@ class RpcPool:
                 client = self._idle.get_nowait()
             except queue.Empty:
                 break
-            if time.monotonic() - client.last_used < MAX_IDLE_SECONDS:
+            # A client whose connection was cut (a broker restart, a network
+            # fault) would fail its caller's call, and count against the
+            # service's circuit: after a cut, every idle client is such a
+            # one, and calls that meet them one by one kept a circuit open.
+            if time.monotonic() - client.last_used < MAX_IDLE_SECONDS and client.looks_alive():
                 return client
             client.close()
         try:
             return _Client(self._access, self._timeout)
-        except _BROKEN:
+        except _BROKEN as exc:
+            log.warning("RPC client could not connect", extra={"error": repr(exc)})
             raise Unavailable("broker_unavailable", "The message broker is unreachable.") from None
 
     def close(self) -> None:

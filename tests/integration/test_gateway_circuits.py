@@ -3,12 +3,15 @@ a service that keeps failing is refused at once for a while, one whose
 answers are business errors is not, and a trial call after the pause
 closes the circuit again (gateway/rpc.py ServiceCircuits)."""
 
+import threading
 import time
+import urllib.parse
 
 import pytest
 from prometheus_client import REGISTRY
 
 from gateway.rpc import RpcPool, ServiceCircuits
+from ops.chaos.proxy import FaultyProxy
 from services.auth.service import AuthService
 from shared.errors import ServiceError, Unavailable
 from tests.integration.outage_probe import OutageProbe, probe_database
@@ -25,6 +28,18 @@ def pool(config):
     pool = RpcPool(config["AMQP_URI"], timeout=1, size=2, circuits=ServiceCircuits(2, 1))
     yield pool
     pool.close()
+
+
+@pytest.fixture
+def proxy_to_broker(config):
+    """A FaultyProxy in front of the test's broker; `.uri` reaches the vhost through it."""
+    parts = urllib.parse.urlsplit(config["AMQP_URI"])
+    proxy = FaultyProxy(parts.hostname, parts.port or 5672).start()
+    proxy.uri = parts._replace(
+        netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+    ).geturl()
+    yield proxy
+    proxy.close()
 
 
 def call(pool, service, method, *args):
@@ -76,3 +91,34 @@ def test_business_errors_mean_the_service_is_up(container_factory, config, pool)
             call(pool, "auth", "login", "nobody@example.com", "wrong password 123")
         assert not isinstance(refused.value, Unavailable)
     assert state("auth") == 0
+
+
+def test_after_a_broker_connection_cut_the_first_call_gets_a_live_client(
+    container_factory, config, proxy_to_broker
+):
+    """Every idle client loses its connection at the same moment; a call
+    must not meet them one by one (each a failure counted against the
+    service: after a chaos drop this kept auth's circuit open for minutes)."""
+    container_factory(OutageProbe, config).start()
+    pool = RpcPool(proxy_to_broker.uri, timeout=5, size=4, circuits=ServiceCircuits(2, 30))
+    try:
+        # Four clients at once, then idle in the pool.
+        threads = [
+            threading.Thread(target=call, args=(pool, "outage_probe", "slow", 0.3))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert pool._idle.qsize() == 4
+
+        proxy_to_broker.drop()
+        time.sleep(0.2)
+        proxy_to_broker.pass_through()
+
+        for _ in range(3):
+            assert call(pool, "outage_probe", "slow", 0) == "done"
+        assert state("outage_probe") == 0
+    finally:
+        pool.close()
