@@ -27,6 +27,8 @@ it, as Prometheus's `job` and `service` labels):
     provider_circuit_state{provider}            0 closed, 1 half-open, 2 open (payments,
                                                 notifications)
     service_metrics_scrape_errors_total{part}   a part that could not be read at a scrape
+    queue_consumer_stalls_total                 reconnections the consumer watchdog forced
+                                                (shared/consumer_watchdog.py)
 
 plus what a service adds (transactions: transfers ended and the saga's
 duration; risk: reviews waiting; accounts: reconciliation; analytics:
@@ -119,6 +121,11 @@ PROVIDER_CIRCUIT = Gauge(
     "provider_circuit_state",
     "Circuit breaker per payment or notification provider: 0 closed, 1 half-open, 2 open",
     ["provider"],
+    registry=REGISTRY,
+)
+CONSUMER_STALLS = Counter(
+    "queue_consumer_stalls",
+    "Times the queue consumer's loop was silent too long and was made to reconnect",
     registry=REGISTRY,
 )
 SCRAPE_ERRORS = Counter(

@@ -12,7 +12,8 @@ SERVICE_HEALTH_ADDR, 127.0.0.1: the probes run inside the container):
   died (an error nameko treats as fatal) or its hub is blocked. Nothing
   outside the process is asked: an outage restarts nobody.
 - GET /health/ready: 200 when this instance can work: it reaches the
-  broker and its own database, each within 2 s; 503 naming what failed.
+  broker and its own database, each within 2 s, and its queue consumer is
+  consuming (shared.consumer_watchdog); 503 naming what failed.
 """
 
 import json
@@ -24,6 +25,7 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy import text
 
 from shared import broker, config
+from shared.consumer_watchdog import ConsumerWatchdog
 from shared.database import Database
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,11 @@ class HealthEndpoint(DependencyProvider):
         if path == "/health/live":
             status, body = "200 OK", {"status": "live"}
         elif path == "/health/ready":
-            checks = {"broker": self._check_broker(), "database": self._check_database()}
+            checks = {
+                "broker": self._check_broker(),
+                "database": self._check_database(),
+                "consumer": check_consumer(self.container),
+            }
             ready = all(state == "ok" for state in checks.values())
             status = "200 OK" if ready else "503 Service Unavailable"
             body = {"status": "ready" if ready else "not_ready", "checks": checks}
@@ -99,6 +105,12 @@ def reach_broker(access: "broker.BrokerAccess | str", timeout: float = TIMEOUT) 
     except Exception as exc:  # noqa: BLE001 (named in the answer)
         return type(exc).__name__
     return "ok"
+
+
+def check_consumer(container) -> str:
+    """ "ok" while the process's queue consumer consumes, else "connecting"."""
+    watchdog = next((d for d in container.dependencies if isinstance(d, ConsumerWatchdog)), None)
+    return "ok" if watchdog is None or watchdog.consuming() else "connecting"
 
 
 def check_database(container) -> str:

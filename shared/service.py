@@ -9,6 +9,7 @@ from nameko_tracer import Tracer
 from sqlalchemy import text
 
 from shared import broker
+from shared.consumer_watchdog import ConsumerWatchdog
 from shared.context import CorrelationContext
 from shared.heartbeats import Heartbeat
 from shared.housekeeping import Housekeeping
@@ -50,6 +51,8 @@ class ServiceBase:
     housekeeping = Housekeeping()
     # This process's own /health/live and /health/ready (SERVICE_HEALTH_PORT).
     health_endpoint = HealthEndpoint()
+    # Reconnects the queue consumer when a reconnection hangs.
+    consumer_watchdog = ConsumerWatchdog()
     # Its heartbeat, so operators see every instance (GET /v1/admin/services).
     heartbeat = Heartbeat()
     # Its metrics for Prometheus (<SERVICE>_METRICS_PORT; a service with

@@ -11,6 +11,11 @@ the network of the machine:
     black hole  accept, forward nothing, close nothing; what was held is
                 forwarded once the mode changes back, as TCP would after a
                 partition heals
+    mute        close every connection; each new one completes the AMQP
+                handshake, then nothing the broker sends reaches the client
+                again, whatever the mode later (a return path lost just
+                after connecting); the broker closes it when the client's
+                heartbeats stop, or the client when it gives up waiting
 """
 
 import contextlib
@@ -19,9 +24,12 @@ import socket
 import threading
 import time
 
-PASS, DELAY, DROP, BLACK_HOLE = "pass", "delay", "drop", "black hole"
+PASS, DELAY, DROP, BLACK_HOLE, MUTE = "pass", "delay", "drop", "black hole", "mute"
 _CHUNK = 65536
 _END = None
+_FRAME_HEADER = 7  # type (1 byte), channel (2), payload size (4); then the payload and 0xCE
+_METHOD_FRAME = 1
+_CONNECTION_OPEN_OK = (10).to_bytes(2, "big") + (41).to_bytes(2, "big")  # class, method
 
 
 class FaultyProxy:
@@ -47,6 +55,13 @@ class FaultyProxy:
 
     def drop(self) -> None:
         self._switch(DROP)
+        self._shut_all()
+
+    def mute_after_handshake(self) -> None:
+        self._switch(MUTE)
+        self._shut_all()
+
+    def _shut_all(self) -> None:
         with self._changed:
             doomed = list(self._connections)
         for connection in doomed:
@@ -91,7 +106,8 @@ class FaultyProxy:
         self._listener.close()
 
     def _connect(self, client: socket.socket) -> None:
-        if self._unless_black_hole() == DROP:
+        mode = self._unless_black_hole()
+        if mode == DROP:
             client.close()
             return
         try:
@@ -100,7 +116,33 @@ class FaultyProxy:
             client.close()
             return
         server.settimeout(None)
-        Connection(self, client, server)
+        Connection(self, client, server, HandshakeGate() if mode == MUTE else None)
+
+
+class HandshakeGate:
+    """Lets the broker's frames through up to its Connection.OpenOk (the end
+    of the AMQP handshake), and nothing after it."""
+
+    def __init__(self):
+        self._pending = b""
+        self.open = True
+
+    def admit(self, data: bytes) -> bytes:
+        if not self.open:
+            return b""
+        self._pending += data
+        admitted = b""
+        while self.open and len(self._pending) >= _FRAME_HEADER:
+            size = int.from_bytes(self._pending[3:_FRAME_HEADER], "big")
+            end = _FRAME_HEADER + size + 1
+            if len(self._pending) < end:
+                break
+            frame, self._pending = self._pending[:end], self._pending[end:]
+            admitted += frame
+            payload = frame[_FRAME_HEADER : _FRAME_HEADER + 4]
+            if frame[0] == _METHOD_FRAME and payload == _CONNECTION_OPEN_OK:
+                self.open, self._pending = False, b""
+        return admitted
 
 
 class Connection:
@@ -109,14 +151,22 @@ class Connection:
     last of the four threads to end: under eventlet, closing a socket another
     green thread waits on lets a new socket reuse its descriptor under it."""
 
-    def __init__(self, proxy: FaultyProxy, client: socket.socket, server: socket.socket):
+    def __init__(
+        self,
+        proxy: FaultyProxy,
+        client: socket.socket,
+        server: socket.socket,
+        gate: HandshakeGate | None = None,
+    ):
         self.proxy, self.sockets = proxy, (client, server)
         self._running = 4
         with proxy._changed:
             proxy._connections.add(self)
-        for source, target in ((client, server), (server, client)):
+        for source, target, filtered in ((client, server, None), (server, client, gate)):
             chunks: queue.Queue = queue.Queue()
-            threading.Thread(target=self._read, args=(source, chunks), daemon=True).start()
+            threading.Thread(
+                target=self._read, args=(source, chunks, filtered), daemon=True
+            ).start()
             threading.Thread(target=self._write, args=(chunks, target), daemon=True).start()
 
     def shut(self) -> None:
@@ -124,10 +174,12 @@ class Connection:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _read(self, source: socket.socket, chunks: queue.Queue) -> None:
+    def _read(self, source: socket.socket, chunks: queue.Queue, gate: HandshakeGate | None) -> None:
         """Each chunk with the time it may be sent (now, or now + the delay)."""
         try:
             while data := source.recv(_CHUNK):
+                if gate is not None and not (data := gate.admit(data)):
+                    continue
                 chunks.put((time.monotonic() + self.proxy._delay, data))
         except OSError:
             pass

@@ -143,6 +143,9 @@ FULL = Plan(
         cut_database_connections("transactions"),
         broker_traffic("delayed 200 ms", lambda proxy: proxy.delay(200)),
         broker_traffic("dropped", FaultyProxy.drop),
+        # Reconnections finish the handshake and then hear nothing: each
+        # service's consumer watchdog must reconnect it (shared/consumer_watchdog.py).
+        broker_traffic("muted after the handshake", FaultyProxy.mute_after_handshake),
         # Not yet: after a black hole auth stopped consuming for good (open
         # finding, docs/CHAOS.md); `--black-hole` adds it.
     ],

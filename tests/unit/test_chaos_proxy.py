@@ -102,3 +102,32 @@ def test_black_hole_holds_traffic_until_healed(proxy):
             newcomer.settimeout(2)
             assert sock.recv(4096) == b"held"
             assert newcomer.recv(4096) == b"also held"
+
+
+def _frame(class_id: int, method_id: int, payload: bytes = b"") -> bytes:
+    """An AMQP method frame on channel 0."""
+    body = class_id.to_bytes(2, "big") + method_id.to_bytes(2, "big") + payload
+    return b"\x01\x00\x00" + len(body).to_bytes(4, "big") + body + b"\xce"
+
+
+def test_mute_lets_a_new_connection_finish_the_handshake_and_nothing_after(proxy):
+    start, open_ok, channel_open_ok = _frame(10, 10, b"x" * 300), _frame(10, 41), _frame(20, 11)
+    with _connect(proxy) as open_before:
+        _round_trip(open_before)
+        proxy.mute_after_handshake()
+        assert open_before.recv(4096) == b""  # closed, as a drop does
+    with _connect(proxy) as muted:
+        # The echo server plays the broker: what it sends back is the broker's.
+        muted.sendall(start[:5])  # a frame split across chunks still counts
+        muted.sendall(start[5:] + open_ok)
+        received = b""
+        while len(received) < len(start + open_ok):
+            received += muted.recv(4096)
+        assert received == start + open_ok
+        proxy.pass_through()  # healing does not give a muted connection its path back
+        muted.sendall(channel_open_ok)
+        muted.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            muted.recv(4096)
+        with _connect(proxy) as after:  # made after healing: forwarded both ways
+            assert _round_trip(after, channel_open_ok) == channel_open_ok
