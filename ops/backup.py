@@ -40,7 +40,7 @@ import psycopg2
 import requests
 from sqlalchemy.engine import URL, make_url
 
-from shared import config
+from shared import access, broker, config
 from shared.migrate import services_with_migrations
 
 # Dumped one after the other, each database in its own snapshot. The order
@@ -218,12 +218,24 @@ class Broker:
     """The platform's vhost, through RabbitMQ's management HTTP API."""
 
     def __init__(self, amqp_uri: str | None = None):
-        amqp = urllib.parse.urlsplit(amqp_uri or config.amqp_uri())
+        uri = amqp_uri or config.amqp_uri()
+        amqp = urllib.parse.urlsplit(uri)
         self.vhost = urllib.parse.unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
+        # With client certificates (shared/broker.py) every process has its
+        # own broker user, made from shared.access; with a password the URI's
+        # user is everyone's.
+        self.identities = broker.access(broker.OPERATOR, uri).login_method == "EXTERNAL"
         self.user = urllib.parse.unquote(amqp.username or "guest")
         credentials = f"{amqp.username or 'guest'}:{amqp.password or 'guest'}"
         default = f"http://{credentials}@{amqp.hostname or '127.0.0.1'}:15672"
-        management = urllib.parse.urlsplit(config.env_str("RABBITMQ_MANAGEMENT_URL", default))
+        management_url = config.env_str("RABBITMQ_MANAGEMENT_URL")
+        if management_url is None and self.identities:
+            raise BackupError(
+                "the broker is reached with client certificates, which its management API "
+                "does not take: set RABBITMQ_MANAGEMENT_URL=https://<user>:<password>@<host>:"
+                "<port> (the management user's secret, docs/SECURITY.md)"
+            )
+        management = urllib.parse.urlsplit(management_url or default)
         self.base = f"{management.scheme}://{management.hostname}:{management.port or 15672}"
         self.auth = (
             urllib.parse.unquote(management.username or "guest"),
@@ -270,16 +282,44 @@ class Broker:
         return "in use" if queues or exchanges else "empty"
 
     def load(self, definitions: dict) -> None:
-        if self._call("PUT", "vhosts").status_code not in (201, 204):
+        created = self._call("PUT", "vhosts").status_code
+        if created not in (201, 204):
             raise BackupError(f"cannot create vhost {self.vhost!r}")
-        everything = {"configure": ".*", "write": ".*", "read": ".*"}
-        quoted_user = urllib.parse.quote(self.user, safe="")
-        requests.put(
-            f"{self._url('permissions')}/{quoted_user}", auth=self.auth, timeout=10, json=everything
-        ).raise_for_status()
+        if self.identities:
+            # Each identity's user and least-privilege permissions, as the
+            # broker loads them at boot (they are not in a vhost's export).
+            self._post_everywhere(access.definitions(self.vhost))
+            if created == 201:
+                # RabbitMQ gave the vhost's creator, the management user,
+                # every permission on it: no one but the identities has any.
+                quoted_user = urllib.parse.quote(self.auth[0], safe="")
+                requests.delete(
+                    f"{self._url('permissions')}/{quoted_user}", auth=self.auth, timeout=10
+                ).raise_for_status()
+        else:
+            everything = {"configure": ".*", "write": ".*", "read": ".*"}
+            quoted_user = urllib.parse.quote(self.user, safe="")
+            requests.put(
+                f"{self._url('permissions')}/{quoted_user}",
+                auth=self.auth,
+                timeout=10,
+                json=everything,
+            ).raise_for_status()
         response = self._call("POST", "definitions", json=definitions)
         if response.status_code not in (201, 204):
             raise BackupError(f"POST definitions: HTTP {response.status_code} {response.text}")
+
+    def _post_everywhere(self, definitions: dict) -> None:
+        try:
+            response = requests.post(
+                f"{self.base}/api/definitions", auth=self.auth, timeout=60, json=definitions
+            )
+        except requests.RequestException as exc:
+            raise BackupError(f"RabbitMQ management API at {self.base}: {exc}") from None
+        if response.status_code not in (201, 204):
+            raise BackupError(
+                f"POST the identities' definitions: HTTP {response.status_code} {response.text}"
+            )
 
 
 def _durable_only(definitions: dict) -> dict:

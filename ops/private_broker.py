@@ -51,10 +51,12 @@ class PrivateBroker:
         *,
         directory: Path | None = None,
         port: int | None = None,
+        management_port: int | None = None,
     ):
         """`directory` keeps the node's data between starts (`make run`):
         its name is then fixed and close() leaves the data; by default
-        both are temporary."""
+        both are temporary. `management_port` adds the management API on
+        127.0.0.1 (plain HTTP, a password user: add_management_user)."""
         if not (os.path.exists(SERVER) and os.path.exists(CTL)):
             raise RuntimeError(
                 "RabbitMQ is not installed here (ops/scripts/ensure-broker.sh installs it)"
@@ -96,6 +98,10 @@ class PrivateBroker:
                 ]
             )
             plugins = "[rabbitmq_auth_mechanism_ssl]."
+        self.management_port = management_port
+        if management_port is not None:
+            conf += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {management_port}\n"
+            plugins = "[" + ", ".join(filter(None, [plugins[1:-2], "rabbitmq_management"])) + "]."
         (self.dir / "rabbitmq.conf").write_text(conf)
         (self.dir / "enabled_plugins").write_text(plugins + "\n")
         self.env = {
@@ -141,6 +147,12 @@ class PrivateBroker:
             capture_output=True,
             timeout=60,
         )
+
+    def add_management_user(self, name: str, password: str) -> str:
+        """An administrator of the management API; its base URL with the credentials."""
+        self.ctl("add_user", name, password)
+        self.ctl("set_user_tags", name, "administrator")
+        return f"http://{name}:{password}@127.0.0.1:{self.management_port}"
 
     def stop_app(self) -> None:
         """An outage: the node closes every connection and refuses new ones."""
