@@ -114,6 +114,8 @@ class PrivateBroker:
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
+            # A node or CLI that dies writes its crash dump here, not in the cwd.
+            "ERL_CRASH_DUMP": str(self.dir / "erl_crash.dump"),
         }
         self.env.pop("RABBITMQ_ALLOW_INPUT", None)  # any value makes it interactive
         self.process: subprocess.Popen | None = None
