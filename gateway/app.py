@@ -15,6 +15,7 @@ from gateway import metrics, problems, ratelimit, settings
 from gateway.blueprints import (
     accounts,
     analytics,
+    audit,
     auth,
     health,
     notifications,
@@ -61,6 +62,7 @@ def create_app(config: dict | None = None) -> Flask:
         risk_admin.blp,
         reconciliation.blp,
         operations.blp,
+        audit.blp,
     ):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)

@@ -61,6 +61,7 @@ _GATEWAY_RPCS = {
         "me",
         "jwks",
         "revoked_sessions",
+        "list_audit",
     ),
     contracts.ACCOUNTS: (
         "open_account",
@@ -85,6 +86,7 @@ _GATEWAY_RPCS = {
         "put_rules",
         "get_customer",
         "set_customer_tier",
+        "list_audit",
     ),
     contracts.ANALYTICS: ("summary", "insights", "anomalies"),
     contracts.PAYMENTS: ("record_provider_event",),

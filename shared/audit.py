@@ -119,6 +119,9 @@ class ListAuditArgs(Schema):
 def entry_view(row) -> dict:
     return {
         "entry_id": row.entry_id,
+        # Where this entry sits in the trail: passed as `after`, the page
+        # continues past it (a reader merging trails keeps one per trail).
+        "position": str(row.id),
         "at": row.at.isoformat(),
         "action": row.action,
         "actor_identity": row.actor_identity,

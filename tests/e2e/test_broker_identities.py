@@ -123,6 +123,18 @@ def test_a_money_flow_through_every_service_needs_no_more_than_the_table(platfor
     )
     assert decided.status_code == 200, decided.text
     assert dave.settled(held)["status"] == "completed"
+    # The trail names each actor as the broker authenticated it, and the
+    # gateway may read it.
+    trail = platform.get("/v1/admin/audit?limit=200", token=admin)
+    assert trail.status_code == 200, trail.text
+    actors = {(e["action"], e["subject"]): e for e in trail.json()["items"]}
+    grant = actors[("role_granted", admin_user["user_id"])]
+    decision = actors[("review_decided", review["review_id"])]
+    assert grant["actor_identity"] == "operator"
+    assert (decision["actor_identity"], decision["actor_user_id"]) == (
+        "gateway",
+        admin_user["user_id"],
+    )
     # The reconciler asks transactions and payments; the gateway reads the broker.
     with cluster_rpc({"AMQP_URI": platform.env["AMQP_URI"]}, timeout=60) as rpc:
         run = rpc.accounts.run_reconciliation(full=True)

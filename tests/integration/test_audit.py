@@ -90,6 +90,7 @@ def test_a_role_grant_is_audited_once_with_the_callers_broker_identity(auth, rpc
     assert entry["details"] == {"role": "admin"}
     assert set(entry) == {
         "entry_id",
+        "position",
         "at",
         "action",
         "actor_identity",
