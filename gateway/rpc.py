@@ -288,12 +288,11 @@ class RpcPool:
                 client = None
             # What the caller sees is a 503; what broke is said here.
             log.warning("RPC client dropped", extra={"error": repr(exc)})
-            if not isinstance(exc, RpcTimeout):
-                # The idle clients lost their connections at the same moment
-                # as this one, most likely: each would fail one more call.
-                self.close()
             if isinstance(exc, RpcTimeout):
                 raise Unavailable("service_timeout", "A service did not answer in time.") from None
+            # The idle clients lost their connections at the same moment as
+            # this one, most likely: each would fail one more call.
+            self.close()
             raise Unavailable("broker_unavailable", "The message broker is unreachable.") from None
         finally:
             if client is not None:

@@ -6,10 +6,10 @@ a green thread. When the broker connection is lost it reconnects, with a
 timeout on the TCP connect and the AMQP handshake but none on what
 follows: opening the channel, setting the prefetch, declaring and
 consuming each queue wait for the broker's answer for as long as it takes.
-In the chaos suite, after broker traffic was dropped and let through
-again, services logged "Error connecting to broker ... Retrying in 4.0
-seconds" and then nothing for minutes: connected or connecting, consuming
-nothing, while their RPC queues had no consumer (docs/CHAOS.md).
+If the broker's answers stop reaching the process just after the
+handshake (the chaos proxy's `mute` fault, docs/CHAOS.md), the process
+consumes nothing until the broker drops the connection for missed
+heartbeats, a minute later.
 
 Whatever the wait, a healthy loop is never silent for long: it iterates
 at least once a second while it consumes (drain_events times out each
