@@ -50,3 +50,18 @@ restore: venv
 .PHONY: chaos
 chaos: venv
 	@$(PY) -m ops.chaos
+
+# A longer schemathesis run of /openapi.json against a platform of its own
+# (tests/e2e/test_openapi_fuzz.py, which `make test` runs with a few examples
+# per operation, the same every run). New cases each run; FUZZ_SEED=<seed>
+# repeats one, FUZZ_EXAMPLES=<n> sends more.
+.PHONY: fuzz
+FUZZ_EXAMPLES ?= 100
+fuzz_seed := $(or $(FUZZ_SEED),$(shell date +%s))
+fuzz: venv
+	@ops/scripts/ensure-broker.sh
+	@echo "==> schemathesis: $(FUZZ_EXAMPLES) examples per operation, FUZZ_SEED=$(fuzz_seed)"
+	@TEST_DATABASE_URL=$$(ops/scripts/ensure-postgres.sh) \
+		TEST_AMQP_URI=$${TEST_AMQP_URI:-$${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/}} \
+		FUZZ_MAX_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(fuzz_seed) \
+		$(PY) -m pytest tests/e2e/test_openapi_fuzz.py

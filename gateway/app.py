@@ -1,17 +1,20 @@
 """The gateway's app factory."""
 
+import http
 import logging
 import time
 
+from apispec import BasePlugin
 from flask import Flask, g, request
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 from flask_swagger_ui import get_swaggerui_blueprint
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import metrics, problems, ratelimit, settings
+from gateway import metrics, problems, ratelimit, schemas, settings
 from gateway.blueprints import (
     accounts,
     analytics,
@@ -33,10 +36,36 @@ log = logging.getLogger("gateway.access")
 
 
 class _Api(Api):
-    """flask-smorest, with its error bodies replaced by problem+json."""
+    """flask-smorest, with its error bodies replaced by problem+json, and
+    documented as such in /openapi.json."""
+
+    ERROR_SCHEMA = schemas.Problem
 
     def handle_http_exception(self, error):
         return problems.handle_http_exception(error)
+
+    def _register_responses(self):
+        """The responses flask-smorest names for each status (UNPROCESSABLE_ENTITY
+        for a request that fails its schema, DEFAULT_ERROR for any other
+        error), with every error a Problem at application/problem+json: its
+        own registers them at application/json with a body we never send."""
+        for status in http.HTTPStatus:
+            response = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, problems.MEDIA_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "An error, as a problem", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, problems.MEDIA_TYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
+
+
+class _SchemaExtras(BasePlugin):
+    """A schema's `OPENAPI` dict joins its component in /openapi.json: rules
+    over the whole object that fields cannot show (minProperties, ...)."""
+
+    def schema_helper(self, name, definition, **kwargs):
+        return getattr(kwargs.get("schema"), "OPENAPI", None)
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -48,7 +77,7 @@ def create_app(config: dict | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
-    api = _Api(app, spec_kwargs={"servers": [{"url": "/"}]})
+    api = _Api(app, spec_kwargs={"servers": [{"url": "/"}], "extra_plugins": [_SchemaExtras()]})
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )

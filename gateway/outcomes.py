@@ -11,6 +11,7 @@ transactions. At most `max_waiters` requests of a process wait at once
 connected, requests answer at once and the client polls as before.
 """
 
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -108,11 +109,20 @@ class TransferOutcomes:
                     del self._waiting[transfer_id]
 
 
+# RFC 7240's delta-seconds, in ASCII digits. str.isdigit() also takes "²" (which
+# int() refuses) and any length (int() refuses past 4,300 digits): both were a
+# 500 after the transfer was made. A wait of ten digits or more is ignored.
+_WAIT_SECONDS = re.compile(r"[0-9]{1,9}")
+
+
 def preferred_wait(prefer_header: str | None) -> int:
-    """Seconds the client prefers to wait (RFC 7240 `Prefer: wait=N`), capped; 0 if none."""
+    """Seconds the client prefers to wait (RFC 7240 `Prefer: wait=N`), capped; 0 if
+    none, or if N is no number of seconds (a preference, not a demand)."""
     for preference in (prefer_header or "").split(","):
         name, _, value = preference.strip().partition("=")
-        if name.strip().lower() == "wait" and value.strip().isdigit():
+        if name.strip().lower() != "wait":
+            continue
+        if _WAIT_SECONDS.fullmatch(value.strip()):
             return min(int(value.strip()), MAX_WAIT_SECONDS)
     return 0
 

@@ -13,11 +13,17 @@ _INSTANCES: dict[type[Schema], Schema] = {}
 # The largest value a BIGINT column holds: an id, cursor, version or amount
 # past it would reach the database and fail there (an OverflowError, a 500).
 BIGINT_MAX = 2**63 - 1
+INTEGER_MAX = 2**31 - 1
 
 
 def bigint(minimum: int = 1) -> validate.Range:
     """An integer argument that fits the BIGINT columns it is compared with."""
     return validate.Range(min=minimum, max=BIGINT_MAX)
+
+
+def integer(minimum: int = 1) -> validate.Range:
+    """An integer argument that fits the INTEGER columns it is compared with."""
+    return validate.Range(min=minimum, max=INTEGER_MAX)
 
 
 def load(schema: type[Schema] | Schema, data: dict) -> dict:

@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from gateway.bodies import Blueprint
 from gateway.extensions import authenticated, platform, principal
+from gateway.schemas import Pattern
 from shared.money import format_minor, is_supported_currency
 
 blp = Blueprint("analytics", __name__, description="Spending summaries, insights and anomalies")
@@ -24,7 +25,7 @@ MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 class AnalyticsSummaryQuery(Schema):
     month = fields.String(
         load_default=None,
-        validate=validate.Regexp(MONTH_PATTERN, error="Must be a month, YYYY-MM."),
+        validate=Pattern(MONTH_PATTERN, error="Must be a month, YYYY-MM."),
         metadata={"description": "YYYY-MM (UTC); the current month when absent."},
     )
 

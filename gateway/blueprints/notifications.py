@@ -1,9 +1,10 @@
 """/v1/notifications: a customer's notifications and their channel preferences."""
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from gateway.bodies import Blueprint
 from gateway.extensions import authenticated, platform, principal
+from gateway.schemas import Pattern, StrictBoolean, not_blank
 
 blp = Blueprint("notifications", __name__, description="Notifications and preferences")
 
@@ -12,15 +13,6 @@ BEARER = [{"bearerAuth": []}]
 # The same rules as services/notifications/domain.py (the service checks again).
 E164 = r"^\+[1-9][0-9]{1,14}$"
 MAX_PUSH_TOKEN = 4096
-
-
-class StrictBoolean(fields.Boolean):
-    """JSON true or false only (not "yes", 1, "on"...)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
 
 
 class NotificationsQuery(Schema):
@@ -55,19 +47,42 @@ class PreferencesResponse(Schema):
 class PreferencesUpdate(Schema):
     """Fields left out stay as they are; `null` removes the phone or push token.
 
-    SMS needs a phone and push a push token (422 otherwise). Giving a phone
-    (a token) for the first time without saying `sms` (`push`) turns it on.
+    SMS needs a phone and push a push token (422 otherwise: here when the
+    body itself turns one on and removes the other, from the service when
+    none is kept). Giving a phone (a token) for the first time without
+    saying `sms` (`push`) turns it on. A change names at least one field.
     """
+
+    # Shown in /openapi.json (gateway.app): an empty change is refused.
+    OPENAPI = {"minProperties": 1}
 
     email = StrictBoolean()
     sms = StrictBoolean()
     push = StrictBoolean()
     phone = fields.String(
         allow_none=True,
-        validate=validate.Regexp(E164, error="Must be an E.164 number such as +4915112345678."),
+        validate=Pattern(E164, error="Must be an E.164 number such as +4915112345678."),
         metadata={"example": "+4915112345678"},
     )
-    push_token = fields.String(allow_none=True, validate=validate.Length(min=1, max=MAX_PUSH_TOKEN))
+    push_token = fields.String(
+        allow_none=True,
+        validate=[validate.Length(min=1, max=MAX_PUSH_TOKEN), not_blank()],
+    )
+
+    @validates_schema
+    def _a_change_that_can_hold(self, data, **kwargs):
+        if not data:
+            # No body (or {}) would answer 200 and change nothing.
+            raise ValidationError(
+                "Give at least one of email, sms, push, phone, push_token.", "body"
+            )
+        # The service's words (services/notifications/domain.py).
+        for channel, address, message in (
+            ("sms", "phone", "SMS needs a phone number (phone)."),
+            ("push", "push_token", "Push needs a push_token."),
+        ):
+            if data.get(channel) is True and address in data and data[address] is None:
+                raise ValidationError(message, channel)
 
 
 def _preferences(view: dict) -> dict:

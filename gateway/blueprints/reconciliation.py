@@ -7,14 +7,15 @@ names the admin who resolved a discrepancy (from the token, never the body).
 
 import csv
 import io
+from datetime import UTC, date, datetime, timedelta
 
 from flask import Response
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from gateway.blueprints.risk_admin import BEARER, MAX_NOTE, admin_only
 from gateway.bodies import Blueprint
 from gateway.extensions import platform, principal
-from gateway.schemas import Strict
+from gateway.schemas import Strict, StrictBoolean, not_blank
 
 blp = Blueprint(
     "reconciliation", __name__, description="Reconciliation runs, discrepancies, daily report"
@@ -90,20 +91,36 @@ class Overview(Schema):
 
 
 class RunRequest(Strict):
-    full = fields.Boolean(
+    full = StrictBoolean(
         load_default=False,
-        truthy={True},  # a JSON boolean, not "yes" or 1
-        falsy={False},
         metadata={"description": "Check everything from the start, not only what is new."},
     )
 
 
 class ResolveRequest(Strict):
-    note = fields.String(required=True, validate=validate.Length(min=1, max=MAX_NOTE))
+    note = fields.String(
+        required=True, validate=[validate.Length(min=1, max=MAX_NOTE), not_blank()]
+    )
+
+
+# The provider counts time in Unix seconds: no day before it has a report
+# (asking for one was its 400, answered 503).
+FIRST_REPORT_DAY = date(1970, 1, 1)
 
 
 class ReportQuery(Schema):
-    day = fields.Date(required=True, format="%Y-%m-%d", metadata={"description": "A UTC day."})
+    day = fields.Date(
+        required=True,
+        format="%Y-%m-%d",
+        metadata={"description": "A UTC day, from 1970-01-01 to tomorrow."},
+    )
+
+    @validates("day")
+    def _reportable(self, value, **kwargs):
+        # Tomorrow: today somewhere; later days have nothing to report (and
+        # 9999-12-31 has no next day to end it).
+        if not FIRST_REPORT_DAY <= value <= datetime.now(UTC).date() + timedelta(days=1):
+            raise ValidationError("Must be a day from 1970-01-01 to tomorrow (UTC).")
 
 
 @blp.route("/v1/admin/reconciliation", methods=["GET"])
@@ -120,7 +137,7 @@ def overview(query):
 
 @blp.route("/v1/admin/reconciliation/runs", methods=["POST"])
 @admin_only
-@blp.arguments(RunRequest())
+@blp.arguments(RunRequest(), required=False)  # {"full": false} when absent
 @blp.response(202, RunWithDiscrepancies)
 @blp.doc(security=BEARER)
 def run(body):

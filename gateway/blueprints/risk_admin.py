@@ -11,9 +11,9 @@ from marshmallow import Schema, fields, validate
 
 from gateway.bodies import Blueprint
 from gateway.extensions import platform, principal, require_role
-from gateway.schemas import Strict
+from gateway.schemas import Pattern, Strict
 from shared.money import format_minor
-from shared.schemas import bigint
+from shared.schemas import integer
 
 blp = Blueprint(
     "risk_admin", __name__, description="Risk reviews, assessments, rules and customer tiers"
@@ -144,7 +144,7 @@ class RiskAssessmentListResponse(Schema):
 class RiskRulesQuery(Schema):
     version = fields.Integer(
         load_default=None,
-        validate=bigint(),
+        validate=integer(),  # rule versions are an INTEGER column (services/risk/models.py)
         metadata={"description": "The current version when absent."},
     )
 
@@ -192,7 +192,11 @@ class RiskCustomer(Schema):
 class RiskCustomerUpdate(Strict):
     tier = fields.String(
         required=True,
-        validate=validate.Length(min=1, max=64),
+        # A tier's name as services/risk/schemas.py has it (the risk service checks again).
+        validate=Pattern(
+            r"^[a-z][a-z0-9_-]{0,31}$",
+            error="Must be 1-32 of a-z, 0-9, '_' or '-', starting with a letter.",
+        ),
         metadata={"description": "One of the tiers the current rules define."},
     )
 

@@ -9,7 +9,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from services.risk import domain
 from shared.money import CURRENCY_DIGITS
-from shared.schemas import bigint
+from shared.schemas import bigint, integer
 
 REVIEW_STATUSES = ("pending", "approved", "rejected", "expired", "withdrawn")
 TIER_NAME = validate.Regexp(
@@ -73,7 +73,7 @@ class SetTierArgs(Schema):
 
 
 class RulesRef(Schema):
-    version = fields.Integer(load_default=None, allow_none=True, validate=bigint(0))
+    version = fields.Integer(load_default=None, allow_none=True, validate=integer(0))
 
 
 class ListRuleVersionsArgs(Schema):
