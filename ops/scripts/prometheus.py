@@ -17,6 +17,12 @@ the package when run as root (`make run` calls it).
 Each target is labelled `service` (and `job`, the same name): the gateway,
 and the seven services. Alerts show on Prometheus's /alerts page; no
 Alertmanager runs locally (the Swarm stack and the k8s tree have one).
+
+When the gateway's /metrics wants a token (METRICS_TOKEN or
+METRICS_TOKEN_FILE in the environment; `make run` sets neither), the
+gateway's job sends it as a bearer token from a file: METRICS_TOKEN_FILE
+itself, or METRICS_TOKEN written to $DATA_DIR/prometheus/metrics-token
+(mode 0600), so that the token is not in the configuration.
 """
 
 import argparse
@@ -48,18 +54,46 @@ def targets(environ) -> dict[str, str]:
     return found
 
 
-def configuration(scrape: dict[str, str], rule_files: list[Path], interval: str = "15s") -> dict:
+def gateway_token_file(environ, home: Path) -> Path | None:
+    """The file holding the gateway's metrics token, if the gateway wants one:
+    METRICS_TOKEN_FILE, or METRICS_TOKEN written under `home`."""
+    if environ.get("METRICS_TOKEN_FILE"):
+        # Prometheus reads a relative path from its configuration's directory.
+        return Path(environ["METRICS_TOKEN_FILE"]).absolute()
+    if not environ.get("METRICS_TOKEN"):
+        return None
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "metrics-token"
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(environ["METRICS_TOKEN"])
+    return path
+
+
+def configuration(
+    scrape: dict[str, str],
+    rule_files: list[Path],
+    interval: str = "15s",
+    gateway_token_file: Path | None = None,
+) -> dict:
+    jobs = []
+    for service, address in scrape.items():
+        job = {
+            "job_name": service,
+            "static_configs": [{"targets": [address], "labels": {"service": service}}],
+        }
+        if service == "gateway" and gateway_token_file is not None:
+            job["authorization"] = {"type": "Bearer", "credentials_file": str(gateway_token_file)}
+        jobs.append(job)
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(path) for path in rule_files],
-        "scrape_configs": [
-            {
-                "job_name": service,
-                "static_configs": [{"targets": [address], "labels": {"service": service}}],
-            }
-            for service, address in scrape.items()
-        ],
+        "scrape_configs": jobs,
     }
+
+
+def local_home() -> Path:
+    return Path(os.environ.get("DATA_DIR", ROOT / "var")) / "prometheus"
 
 
 def rule_files() -> list[Path]:
@@ -94,11 +128,14 @@ def run() -> int:
     port = int(os.environ.get("PROMETHEUS_PORT", "9090"))
     if not _port_free(port):
         return _idle(f"port {port} is taken, so Prometheus does not start; set PROMETHEUS_PORT.")
-    home = Path(os.environ.get("DATA_DIR", ROOT / "var")) / "prometheus"
+    home = local_home()
     (home / "data").mkdir(parents=True, exist_ok=True)
     config_file = home / "prometheus.yml"
     config = configuration(
-        targets(os.environ), rule_files(), os.environ.get("PROMETHEUS_SCRAPE_INTERVAL", "15s")
+        targets(os.environ),
+        rule_files(),
+        os.environ.get("PROMETHEUS_SCRAPE_INTERVAL", "15s"),
+        gateway_token_file(os.environ, home),
     )
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     os.execv(  # noqa: S606 (the operator's own prometheus)
@@ -186,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {K8S_GENERATED.relative_to(ROOT)}")
         return 0
     if args.command == "config":
-        config = configuration(targets(os.environ), rule_files())
+        config = configuration(
+            targets(os.environ),
+            rule_files(),
+            gateway_token_file=gateway_token_file(os.environ, local_home()),
+        )
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0
     return run()

@@ -60,6 +60,9 @@ export PAYMENTS_METRICS_PORT=${PAYMENTS_METRICS_PORT:-9105}
 export RISK_METRICS_PORT=${RISK_METRICS_PORT:-9106}
 export NOTIFICATIONS_METRICS_PORT=${NOTIFICATIONS_METRICS_PORT:-9107}
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+# The gateway's /metrics is open here (development, no METRICS_TOKEN); set
+# METRICS_TOKEN or METRICS_TOKEN_FILE to try it behind its token, which the
+# local Prometheus then sends (ops/scripts/prometheus.py).
 # Spans of every process kept locally (shared/tracing.py), unless they go to
 # an OpenTelemetry collector: `python -m shared.traces <transfer id>`.
 # TRACES_DIR= (set, empty) turns tracing off.

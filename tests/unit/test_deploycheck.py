@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 import yaml
 
-from ops.deploycheck import broker, datastores
+from ops.deploycheck import broker, datastores, metrics
 from ops.deploycheck.capacity import (
     one_autoscaler_per_deployment,
     pod_resources,
@@ -20,7 +20,7 @@ from ops.deploycheck.capacity import (
 )
 from ops.deploycheck.consistency import k8s_secrets_mounted
 from ops.deploycheck.customresources import built_in_objects, custom_resources_valid
-from ops.deploycheck.platforms import load_k8s, selected
+from ops.deploycheck.platforms import load_k8s, load_swarm, selected
 from ops.deploycheck.runner import Failed
 from ops.deploycheck.tools import final_user, production_stages
 
@@ -560,3 +560,108 @@ def test_a_password_uri_or_another_identitys_certificate_fails():
     assert "auth: AMQP_URI carries a user or password" in message
     assert "gateway: AMQP_CERT_FILE is fintech-amqp-auth, issued to auth, not gateway" in message
     assert "processes auth, gateway share the broker certificate fintech-amqp-auth" in message
+
+
+# The gateway's /metrics token (ops/deploycheck/metrics.py): a mounted secret
+# in the gateway, sent by every Prometheus job that scrapes the gateway.
+METRICS_SECRET = ("fintech-metrics-token", "token")
+
+
+def scrape_config(gateway_authorization: dict | None) -> dict:
+    gateway = {
+        "job_name": "gateway",
+        "dns_sd_configs": [{"names": ["gateway-metrics.fintech.svc"], "type": "A", "port": 8000}],
+    }
+    if gateway_authorization is not None:
+        gateway["authorization"] = gateway_authorization
+    auth = {"job_name": "auth", "static_configs": [{"targets": ["auth-metrics:9100"]}]}
+    return {"scrape_configs": [gateway, auth]}
+
+
+SENDS_TOKEN = {"type": "Bearer", "credentials_file": "/run/secrets/f/token"}
+
+
+def metrics_platforms(gateway_env=None, prometheus_secret=METRICS_SECRET):
+    """The fintech namespace's gateway and the monitoring namespace's Prometheus."""
+    env = {"METRICS_TOKEN_FILE": "/run/secrets/f/metrics-token"} if gateway_env is None else {}
+    gateway = database_client(
+        "gateway", ["gateway"], {**env, **(gateway_env or {})}, {"metrics-token": METRICS_SECRET}
+    )
+    prometheus = database_client(
+        "prometheus",
+        ["--config.file=/etc/prometheus/prometheus.yml"],
+        {},
+        {"token": prometheus_secret},
+    )
+    return load_k8s(rendered(gateway)), load_k8s(rendered(prometheus))
+
+
+def test_a_gateway_token_secret_that_prometheus_sends_passes():
+    fintech, monitoring = metrics_platforms()
+    metrics.gateway_metrics_authenticated(fintech, monitoring, scrape_config(SENDS_TOKEN))
+
+
+def test_a_gateway_without_its_token_file_fails():
+    fintech, monitoring = metrics_platforms(gateway_env={"METRICS_TOKEN": "plain"})
+    with pytest.raises(Failed) as failure:
+        metrics.gateway_metrics_authenticated(fintech, monitoring, scrape_config(SENDS_TOKEN))
+    message = str(failure.value)
+    assert "gateway: METRICS_TOKEN is set plainly" in message
+    assert "gateway: METRICS_TOKEN_FILE is not a mounted secret" in message
+
+
+def test_a_gateway_scrape_job_without_the_token_fails():
+    fintech, monitoring = metrics_platforms()
+    with pytest.raises(Failed, match="job gateway: sends no credentials"):
+        metrics.gateway_metrics_authenticated(fintech, monitoring, scrape_config(None))
+
+    # Another job aimed at the gateway, under any name, must send it too.
+    config = scrape_config(SENDS_TOKEN)
+    config["scrape_configs"].append(
+        {"job_name": "api", "static_configs": [{"targets": ["gateway:8000"]}]}
+    )
+    with pytest.raises(Failed, match="job api: sends no credentials"):
+        metrics.gateway_metrics_authenticated(fintech, monitoring, config)
+
+
+def test_an_inline_token_or_another_secret_than_the_gateways_fails():
+    fintech, monitoring = metrics_platforms(prometheus_secret=("grafana-admin", "password"))
+    with pytest.raises(Failed) as failure:
+        metrics.gateway_metrics_authenticated(
+            fintech, monitoring, scrape_config({**SENDS_TOKEN, "credentials": "t0ken"})
+        )
+    message = str(failure.value)
+    assert "job gateway: the token is inline" in message
+    assert "prometheus sends ('grafana-admin', 'password') at /run/secrets/f/token" in message
+
+
+def swarm_stack_model(gateway_secrets: list[dict], prometheus_secrets: list[dict]):
+    """What `docker-compose config --format json` says of the two services."""
+    gateway = {
+        "command": ["gateway"],
+        "environment": {"METRICS_TOKEN_FILE": "/run/secrets/metrics_token"},
+        "secrets": gateway_secrets,
+    }
+    return load_swarm(
+        json.dumps(
+            {"services": {"gateway": gateway, "prometheus": {"secrets": prometheus_secrets}}}
+        )
+    )
+
+
+def test_swarm_the_gateway_and_prometheus_mount_the_same_token_secret():
+    mounted = [{"source": "metrics_token", "target": "metrics_token"}]
+    config = {
+        "scrape_configs": [
+            {
+                "job_name": "gateway",
+                "dns_sd_configs": [{"names": ["tasks.gateway"], "type": "A", "port": 8000}],
+                "authorization": {"credentials_file": "/run/secrets/metrics_token"},
+            }
+        ]
+    }
+    metrics.gateway_metrics_authenticated(swarm_stack_model(mounted, mounted), None, config)
+    with pytest.raises(Failed, match="prometheus mounts no secret at /run/secrets/metrics_token"):
+        metrics.gateway_metrics_authenticated(swarm_stack_model(mounted, []), None, config)
+    with pytest.raises(Failed, match="METRICS_TOKEN_FILE is not a mounted secret"):
+        metrics.gateway_metrics_authenticated(swarm_stack_model([], mounted), None, config)
