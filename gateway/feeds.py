@@ -65,12 +65,14 @@ class EventFeed:
     def _run(self) -> None:
         backoff = 1.0
         while True:
+            conn = None
             try:
-                with (
-                    self._access.connection(heartbeat=30, connect_timeout=5) as conn,
-                    Consumer(
-                        conn, [self._queue], callbacks=[self._deliver], accept=["json"], no_ack=True
-                    ),
+                # Every wait bounded (shared.broker): a feed connected while the
+                # broker's answers did not reach us would be deaf for good,
+                # and the revocation feed must not be.
+                conn = self._access.connect(heartbeat=30, connect_timeout=5)
+                with Consumer(
+                    conn, [self._queue], callbacks=[self._deliver], accept=["json"], no_ack=True
                 ):
                     # Bound first, then caught up: nothing falls between the two.
                     if self._on_connect is not None:
@@ -84,6 +86,7 @@ class EventFeed:
                             conn.heartbeat_check()
             except Exception as exc:  # noqa: BLE001 (reconnect forever: the feed must flow)
                 self.connected.clear()
+                broker.discard(conn)  # no goodbye on a connection that failed
                 log.warning(
                     "event feed disconnected; retrying",
                     extra={"feed": self._name, "error": repr(exc), "retry_in": backoff},

@@ -74,7 +74,10 @@ class _Client:
         # Requests carry the gateway's broker identity, which RabbitMQ checks
         # against this connection's user (shared.broker).
         self._identity = access.identity
-        self._connection = access.connection(connect_timeout=5)
+        # Every wait bounded, by the call's own timeout (shared.broker): a
+        # connection made while the broker's answers do not reach us would
+        # hold this thread for good on its first channel.
+        self._connection = access.connect(answer_timeout=timeout, connect_timeout=5)
         try:
             channel = self._channel = self._connection.channel()
             self._exchange(channel).declare()
@@ -89,7 +92,7 @@ class _Client:
             channel.basic_consume(replies.name, no_ack=True, callback=self._on_reply)
             channel.events["basic_return"].add(self._on_return)
         except BaseException:
-            self.close()
+            self.discard()
             raise
         self.last_used = time.monotonic()
 
@@ -152,10 +155,15 @@ class _Client:
         return True
 
     def close(self) -> None:
+        """Close politely (the broker answers within its bound, or it is dropped)."""
         try:
             self._connection.release()
         except Exception:  # already broken; closing is best effort
             log.debug("error while closing an RPC client", exc_info=True)
+
+    def discard(self) -> None:
+        """Drop a client whose connection failed, without waiting on it."""
+        broker.discard(self._connection)
 
 
 class ServiceCircuits:
@@ -284,7 +292,7 @@ class RpcPool:
             raise Unavailable("service_unavailable", f"{exc} is not running.") from None
         except _BROKEN as exc:
             if client is not None:
-                client.close()
+                client.discard()
                 client = None
             # What the caller sees is a 503; what broke is said here.
             log.warning("RPC client dropped", extra={"error": repr(exc)})
@@ -292,7 +300,7 @@ class RpcPool:
                 raise Unavailable("service_timeout", "A service did not answer in time.") from None
             # The idle clients lost their connections at the same moment as
             # this one, most likely: each would fail one more call.
-            self.close()
+            self.discard_idle()
             raise Unavailable("broker_unavailable", "The message broker is unreachable.") from None
         finally:
             if client is not None:
@@ -310,16 +318,28 @@ class RpcPool:
             # fault) would fail its caller's call, and count against the
             # service's circuit: after a cut, every idle client is such a
             # one, and calls that meet them one by one kept a circuit open.
-            if time.monotonic() - client.last_used < MAX_IDLE_SECONDS and client.looks_alive():
+            if time.monotonic() - client.last_used >= MAX_IDLE_SECONDS:
+                client.close()
+            elif client.looks_alive():
                 return client
-            client.close()
+            else:
+                client.discard()
         try:
             return _Client(self._access, self._timeout)
         except _BROKEN as exc:
             log.warning("RPC client could not connect", extra={"error": repr(exc)})
             raise Unavailable("broker_unavailable", "The message broker is unreachable.") from None
 
+    def discard_idle(self) -> None:
+        """Drop every idle client, without waiting on their connections."""
+        while True:
+            try:
+                self._idle.get_nowait().discard()
+            except queue.Empty:
+                return
+
     def close(self) -> None:
+        """Close every idle client (shutting down)."""
         while True:
             try:
                 self._idle.get_nowait().close()

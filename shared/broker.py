@@ -22,8 +22,19 @@ tools. Every message the process publishes carries it as the AMQP
 `user_id` property, which RabbitMQ refuses unless it is the connection's
 own user; so a service can read who called it (shared.rpc) and no one can
 claim to be someone else. What each identity may touch is shared.access.
+
+Every wait for the broker is bounded. kombu times out the TCP connect and
+the AMQP handshake (connect_timeout) but nothing after them: on a
+connection whose broker stops answering just after the handshake (a frozen
+node, a path that drops one direction; the chaos proxy's `mute` fault,
+docs/CHAOS.md), opening a channel waits for good, and so does the polite
+close that follows. `BrokerAccess.connect` gives a connection whose waits
+end after ANSWER_TIMEOUT seconds of silence (socket.timeout, an OSError
+every caller already treats as a lost connection), and `discard` lets go of
+a failed one without that goodbye.
 """
 
+import contextlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +57,12 @@ LOGIN_METHOD_KEY = "LOGIN_METHOD"
 IDENTITY_KEY = "AMQP_IDENTITY"
 CALLER_CHECKS_KEY = "AMQP_CALLER_CHECKS"
 
+# The longest silence the platform waits out on a connection it opened, for
+# an answer it did not bound itself (a channel, a declaration, a close): a
+# broker that answers at all answers in milliseconds, a quorum queue's
+# declaration during a leader election in seconds.
+ANSWER_TIMEOUT = 10.0
+
 
 class BrokerConfigError(config.ConfigError):
     pass
@@ -64,6 +81,18 @@ class BrokerAccess:
     def connection(self, **kwargs) -> Connection:
         """A kombu connection (not yet connected) with this access's TLS and login."""
         return Connection(self.uri, ssl=self.ssl, login_method=self.login_method, **kwargs)
+
+    def connect(self, answer_timeout: float = ANSWER_TIMEOUT, **kwargs) -> Connection:
+        """A connected kombu connection whose waits for the broker end after
+        `answer_timeout` seconds of silence (see the module's docstring)."""
+        connection = self.connection(**kwargs)
+        try:
+            connection.connect()
+            bound_waits(connection, answer_timeout)
+        except BaseException:
+            discard(connection)
+            raise
+        return connection
 
     def nameko_config(self, base: Mapping | None = None) -> dict:
         """`base` (a nameko container config) with this access in it."""
@@ -156,6 +185,23 @@ def access(identity: str, uri: str | None = None) -> BrokerAccess:
         login_method="EXTERNAL",
         caller_checks=caller_checks,
     )
+
+
+def bound_waits(connection: Connection, seconds: float = ANSWER_TIMEOUT) -> None:
+    """Make every wait of a connected kombu connection that has no timeout of
+    its own end after `seconds` of silence. Waits given one
+    (drain_events(timeout=...)) keep theirs: py-amqp sets it around the read
+    and puts this one back. A timeout that fires leaves the connection
+    unusable: the caller drops it, as after any connection error."""
+    connection.connection.sock.settimeout(seconds)
+
+
+def discard(connection: Connection | None) -> None:
+    """Let go of a connection that failed: its socket is closed without the
+    AMQP close, whose answer a broker that stopped answering never sends."""
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.collect()
 
 
 def from_config(container_config: Mapping) -> BrokerAccess:

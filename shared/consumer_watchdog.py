@@ -9,23 +9,32 @@ consuming each queue wait for the broker's answer for as long as it takes.
 If the broker's answers stop reaching the process just after the
 handshake (the chaos proxy's `mute` fault, docs/CHAOS.md), the process
 consumes nothing until the broker drops the connection for missed
-heartbeats, a minute later.
+heartbeats, a minute later; and the close that follows waits for an
+answer too.
 
-Whatever the wait, a healthy loop is never silent for long: it iterates
-at least once a second while it consumes (drain_events times out each
-second to check heartbeats), and it reports each failed attempt with the
-seconds it will sleep before the next. The watchdog notes each of those
-and, when the loop has been silent longer than the next report was due
-plus STALL_SECONDS, throws a connection error into it. The loop treats it
-as any lost connection: it closes what it had, connects again and declares
-its consumers again. Each intervention is logged at WARNING and counted
-(queue_consumer_stalls_total).
+So each connection the loop makes has its waits bounded once it is up
+(shared.broker.bound_waits: ANSWER_TIMEOUT of silence is a lost
+connection) and is dropped without the AMQP close when it was lost, and
+a watchdog covers whatever else could hold the loop.
+A healthy loop is never silent for long: it iterates at least once a
+second while it consumes (drain_events times out each second to check
+heartbeats), and it reports each failed attempt with the seconds it will
+sleep before the next. The watchdog notes each of those and, when the
+loop has been silent longer than the next report was due plus
+STALL_SECONDS, shuts the socket of the loop's connection, which ends
+every wait on it at once (a closed connection, the same as a broker that
+went away: the loop connects again and declares its consumers again). If
+there is no socket to shut, or the loop is still silent at the next
+check, it throws a connection error into the loop instead. Each
+intervention is logged at WARNING and counted (queue_consumer_stalls_total).
 
 `consuming()` says whether consumers are set up and the loop is alive:
 the process's /health/ready reports it (shared.probes).
 """
 
 import logging
+import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -33,7 +42,7 @@ import eventlet
 from nameko.extensions import DependencyProvider
 from nameko.messaging import QueueConsumer
 
-from shared import config
+from shared import broker, config
 from shared.metrics import CONSUMER_STALLS
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,8 @@ class Progress:
         self.grace = stall_seconds
         self.iterated_at: float | None = None
         self.ready = False
+        self.connection = None  # the loop's latest kombu connection
+        self.last_shut = None  # the connection whose socket the watchdog last shut
 
     def heard(self, grace: float = 0.0) -> None:
         self.heard_at, self.grace = self.clock(), grace + self.stall_seconds
@@ -83,10 +94,27 @@ class Progress:
 def watch(consumer: QueueConsumer, progress: Progress) -> None:
     """Note the consumer loop's progress through its own hooks (kombu's
     ConsumerMixin calls them on the instance, so these wrap the instance's)."""
+    create = consumer.create_connection
     iterate = consumer.on_iteration
     failed = consumer.on_connection_error
     revived = consumer.on_connection_revived
     ready = consumer.on_consume_ready
+
+    def create_connection():
+        connection = progress.connection = create()
+        polite = connection.release
+
+        def release():
+            # The loop's `with` unwinding on a lost connection: no AMQP close,
+            # whose answer a broker that stopped answering would make it wait
+            # out (kombu's __exit__ knows no exception; the interpreter does).
+            if isinstance(sys.exc_info()[1], OSError):
+                broker.discard(connection)
+            else:
+                polite()
+
+        connection.release = release
+        return connection
 
     def on_iteration():
         progress.iterated()
@@ -98,6 +126,9 @@ def watch(consumer: QueueConsumer, progress: Progress) -> None:
         return failed(exc, interval)
 
     def on_connection_revived():
+        # Connected: from here on (the channel, the prefetch, each queue's
+        # declaration and consumer, the close) no wait is unbounded.
+        broker.bound_waits(progress.connection)
         progress.ready = False
         progress.heard()
         return revived()
@@ -107,6 +138,7 @@ def watch(consumer: QueueConsumer, progress: Progress) -> None:
         progress.heard()
         return ready(connection, channel, consumers, **kwargs)
 
+    consumer.create_connection = create_connection
     consumer.on_iteration = on_iteration
     consumer.on_connection_error = on_connection_error
     consumer.on_connection_revived = on_connection_revived
@@ -130,7 +162,24 @@ def nudge_if_stalled(consumer: QueueConsumer, progress: Progress) -> bool:
     CONSUMER_STALLS.inc()
     progress.ready = False
     progress.heard()  # give the new attempt its own time
-    thread.kill(ConsumerStalled(f"no progress for {silent:.0f} s"))
+    if not _shut(progress):
+        thread.kill(ConsumerStalled(f"no progress for {silent:.0f} s"))
+    return True
+
+
+def _shut(progress: Progress) -> bool:
+    """Shut the socket of the loop's connection, unless it was shut at the last
+    intervention already (the loop is held by something else then); whether it was."""
+    connection = progress.connection
+    # kombu's Connection.connection would connect if it was not: read the attribute.
+    sock = getattr(getattr(connection, "_connection", None), "sock", None)
+    if sock is None or connection is progress.last_shut:
+        return False
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return False
+    progress.last_shut = connection
     return True
 
 

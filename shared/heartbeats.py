@@ -69,7 +69,7 @@ class Heartbeat(DependencyProvider):
             try:
                 if connection is None:
                     access = broker.from_config(self.container.config)
-                    connection = access.connection(connect_timeout=5)
+                    connection = access.connect(connect_timeout=5)
                     identity = access.identity
                     producer = Producer(connection.channel(), exchange=exchange())
                     producer.declare()
@@ -84,9 +84,8 @@ class Heartbeat(DependencyProvider):
                 )
             except Exception:  # the broker away: the next beat tries again
                 log.debug("heartbeat not sent", exc_info=True)
-                if connection is not None:
-                    connection.release()
-                    connection = None
+                broker.discard(connection)
+                connection = None
             self._stopped.wait(self.interval)
         if connection is not None:
             connection.release()

@@ -228,7 +228,7 @@ class ServiceCollector:
         if self._parking_queue is None:
             return
         try:
-            with self._access.connection(connect_timeout=2) as conn:
+            with self._access.connect(connect_timeout=2) as conn:
                 _, count, _ = conn.default_channel.queue_declare(self._parking_queue, passive=True)
         except (OSError, AMQPError, KombuError) as exc:  # not declared yet, or no broker
             SCRAPE_ERRORS.labels("parked").inc()

@@ -194,7 +194,7 @@ class ConfirmedPublisher:
         self._returned: set[str] = set()
 
     def _open(self):
-        connection = self._access.connection()
+        connection = self._access.connect()  # every wait bounded (shared.broker)
         channel = connection.channel()
         self._exchange(channel).declare()
         channel.confirm_select()
@@ -251,7 +251,7 @@ class ConfirmedPublisher:
                     raise TimeoutError(f"broker confirmed too little of {len(tags)} events")
                 self._connection.drain_events(timeout=remaining)
         except BaseException:
-            self.close()
+            self.discard()
             raise
         outcome = []
         for item, tag in zip(messages, tags, strict=True):
@@ -269,6 +269,11 @@ class ConfirmedPublisher:
         if connection is not None:
             with suppress(Exception):
                 connection.release()
+
+    def discard(self) -> None:
+        """Drop a connection that failed, without waiting on it."""
+        connection, self._connection, self._channel = self._connection, None, None
+        broker.discard(connection)
 
 
 class OutboxRelay(DependencyProvider):

@@ -104,14 +104,16 @@ class ReplyPublisher:
             for attempt in (1, 2):
                 try:
                     if self._channel is None:
-                        self._connection = self._access.connection()
+                        # Every wait bounded (shared.broker): the lock is held
+                        # meanwhile, and every reply of the service waits on it.
+                        self._connection = self._access.connect()
                         self._channel = self._connection.channel()
                     self._channel.basic_publish(
                         message, exchange=self._exchange, routing_key=routing_key
                     )
                     return
                 except Exception:
-                    self.close()  # a broken connection: once more on a new one
+                    self.discard()  # a broken connection: once more on a new one
                     if attempt == 2:
                         raise
 
@@ -120,6 +122,10 @@ class ReplyPublisher:
         if connection is not None:
             with suppress(Exception):
                 connection.release()
+
+    def discard(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        broker.discard(connection)
 
 
 # A database that cannot be reached or answered in time (connection refused

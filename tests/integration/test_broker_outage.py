@@ -19,6 +19,7 @@ import pytest
 
 from ops.chaos.proxy import FaultyProxy
 from ops.private_broker import PrivateBroker, free_port
+from shared.broker import ANSWER_TIMEOUT
 from shared.rpc import cluster_rpc
 from tests.integration.outage_probe import probe_database
 
@@ -189,21 +190,32 @@ def test_a_consumer_whose_reconnection_hangs_is_reconnected_by_its_watchdog(
         assert answer(broker, "handled", timeout=30) == []
         # Silent for 3 s past the last word from its loop, then reconnected.
         assert time.monotonic() - started < 20
-        assert "queue consumer silent" in process.log.read_text()
+        log = process.log.read_text()
+        assert "queue consumer silent" in log
+        # Shutting the connection's socket ended the wait: nothing was thrown.
+        assert "ConsumerStalled" not in log
         assert probe_health(process, "ready")[0] == 200
     finally:
         stop_probe(process)
 
 
-def test_without_the_watchdog_the_hung_reconnection_lasts(broker, proxy, tmp_path):
-    """The control: the same fault, the watchdog set beyond the test, and
-    the probe stays deaf (until the broker would close the connection for
-    missed heartbeats: HEARTBEAT, 30 s in config.yml, times two)."""
+def test_without_the_watchdog_the_bounded_waits_end_the_hung_reconnection(
+    broker, proxy, tmp_path
+):
+    """The same fault, the watchdog set beyond the test: the consumer's
+    connection has its waits bounded once it is up (shared.broker), so its
+    channel's open gives up after ANSWER_TIMEOUT and the loop reconnects.
+    Before that bound the probe stayed deaf until the broker closed the
+    connection for missed heartbeats (HEARTBEAT, 30 s in config.yml, times two)."""
     process = muted_reconnection(broker, proxy, tmp_path, stall_seconds=600)
     try:
         with pytest.raises(Exception):  # noqa: B017 (nameko's RPC timeout)
-            answer(broker, "handled", timeout=10)
+            answer(broker, "handled", timeout=2)
         assert probe_health(process, "ready")[1]["checks"]["consumer"] == "connecting"
-        assert "queue consumer silent" not in process.log.read_text()
+        assert answer(broker, "handled", timeout=ANSWER_TIMEOUT + 20) == []
+        log = process.log.read_text()
+        assert "queue consumer silent" not in log
+        assert "TimeoutError" in log  # the bound, as a lost connection
+        assert probe_health(process, "ready")[0] == 200
     finally:
-        stop_probe(process, grace=1)  # its hung consumer would hold a graceful stop
+        stop_probe(process)

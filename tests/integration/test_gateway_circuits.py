@@ -122,3 +122,33 @@ def test_after_a_broker_connection_cut_the_first_call_gets_a_live_client(
         assert state("outage_probe") == 0
     finally:
         pool.close()
+
+
+def test_a_client_made_while_the_broker_says_nothing_gives_up_in_time(
+    container_factory, config, proxy_to_broker
+):
+    """A new client's connection passes the handshake and then hears nothing
+    (the chaos suite's `mute`): opening its channel waited for good, holding
+    the request's thread. Its waits are bounded by the RPC timeout: the
+    caller gets a 503, and once the path heals the next call goes through."""
+    container_factory(OutageProbe, config).start()
+    pool = RpcPool(proxy_to_broker.uri, timeout=2, size=2, circuits=ServiceCircuits(5, 30))
+    outcome = []
+
+    def muted_call():
+        try:
+            call(pool, "outage_probe", "slow", 0)
+        except Unavailable as exc:
+            outcome.append(exc.code)
+
+    try:
+        proxy_to_broker.mute_after_handshake()
+        caller = threading.Thread(target=muted_call, daemon=True)
+        caller.start()
+        caller.join(timeout=15)
+        assert not caller.is_alive(), "the call still waits on a silent broker"
+        assert outcome == ["broker_unavailable"]
+        proxy_to_broker.pass_through()
+        assert call(pool, "outage_probe", "slow", 0) == "done"
+    finally:
+        pool.close()
