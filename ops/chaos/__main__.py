@@ -19,11 +19,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.chaos", description=__doc__)
     parser.add_argument("--short", action="store_true", help="a few faults, few customers")
     parser.add_argument("--seed", type=int, default=0, help="seeds the customers' choices")
-    parser.add_argument(
-        "--black-hole", action="store_true", help="also black-hole broker traffic (open finding)"
-    )
     args = parser.parse_args(argv)
-    report = run(short=args.short, seed=args.seed, black_hole=args.black_hole)
+    report = run(short=args.short, seed=args.seed)
     print(table(report))
     if report.violations:
         print(f"\n{len(report.violations)} violations (logs: {report.logs}):")
