@@ -11,7 +11,7 @@ from gateway.outcomes import TransferOutcomes
 from gateway.revocations import RevocationList, RevocationListener
 from gateway.rpc import RpcPool, ServiceCircuits
 from gateway.tokens import Principal, TokenVerifier
-from shared import contracts
+from shared import broker, contracts
 from shared.errors import Forbidden, Unauthenticated, Unavailable
 
 # How long a request waits for the revocation feed before refusing (503).
@@ -36,8 +36,12 @@ class Platform:
     """What views use to reach the services."""
 
     def __init__(self, settings: dict):
+        # The process's way into the broker, as the gateway (read once: the
+        # environment and the certificate's name), for everything below and
+        # the health and operations views.
+        self.broker = broker.access(broker.GATEWAY, settings["AMQP_URI"])
         self.rpc = RpcPool(
-            settings["AMQP_URI"],
+            self.broker,
             timeout=settings["RPC_TIMEOUT"],
             size=settings["RPC_POOL_SIZE"],
             circuits=ServiceCircuits(settings["CIRCUIT_FAILURES"], settings["CIRCUIT_RESET"]),
@@ -45,16 +49,16 @@ class Platform:
         # One client per service: /v1/admin/services asks them all at once.
         # No circuits: health checks must see each service as it is.
         self.health_rpc = RpcPool(
-            settings["AMQP_URI"], timeout=settings["HEALTH_TIMEOUT"], size=len(contracts.SERVICES)
+            self.broker, timeout=settings["HEALTH_TIMEOUT"], size=len(contracts.SERVICES)
         )
         self.revoked = RevocationList(keep_for=settings["ACCESS_TOKEN_MAX_TTL"])
         self.revocation_listener = RevocationListener(
-            settings["AMQP_URI"], self.revoked, self._current_revocations
+            self.broker, self.revoked, self._current_revocations
         )
         self.verifier = TokenVerifier(self._jwks, self._is_revoked)
-        self.outcomes = TransferOutcomes(settings["AMQP_URI"], settings["MAX_WAITERS"])
+        self.outcomes = TransferOutcomes(self.broker, settings["MAX_WAITERS"])
         # Every service instance's heartbeat, for /v1/admin/services.
-        self.instances = InstanceRegistry(settings["AMQP_URI"])
+        self.instances = InstanceRegistry(self.broker)
 
     def _is_revoked(self, session_id: str) -> bool:
         # Fail closed: without the revocation feed a logged-out token would

@@ -23,13 +23,13 @@ log = logging.getLogger(__name__)
 class EventFeed:
     def __init__(
         self,
-        amqp_uri: str,
+        access: broker.BrokerAccess,
         name: str,
         bindings: list[tuple[str, str]],
         on_message: Callable[[dict], None],
         on_connect: Callable[[], None] | None = None,
     ):
-        self._access = broker.access(broker.GATEWAY, amqp_uri)
+        self._access = access
         self._name = name
         self._on_message = on_message
         self._on_connect = on_connect

@@ -9,6 +9,7 @@ import threading
 import time
 
 from gateway.feeds import EventFeed
+from shared.broker import BrokerAccess
 from shared.heartbeats import EXCHANGE
 
 MISSED = 3  # intervals without a heartbeat before an instance counts as gone
@@ -16,12 +17,12 @@ WARM_UP = 5.5  # a listener that has heard for this long has heard every instanc
 
 
 class InstanceRegistry:
-    def __init__(self, amqp_uri: str):
+    def __init__(self, access: BrokerAccess):
         self._lock = threading.Lock()
         self._latest: dict[tuple[str, str], tuple[float, dict]] = {}
         self._listening_since: float | None = None
         self._feed = EventFeed(
-            amqp_uri,
+            access,
             "heartbeats",
             [(EXCHANGE, "#")],
             self._on_message,

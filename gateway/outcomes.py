@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 from gateway.feeds import EventFeed
 from shared import contracts
+from shared.broker import BrokerAccess
 from shared.events import exchange_name
 
 # How long an outcome is kept for requests that start waiting after it came.
@@ -42,7 +43,7 @@ class Watch:
 
 
 class TransferOutcomes:
-    def __init__(self, amqp_uri: str, max_waiters: int):
+    def __init__(self, access: BrokerAccess, max_waiters: int):
         self._max_waiters = max_waiters
         self._lock = threading.Lock()
         self._waiting: dict[str, list[threading.Event]] = {}
@@ -50,7 +51,7 @@ class TransferOutcomes:
         self._ended: OrderedDict[str, tuple[float, dict]] = OrderedDict()
         source = exchange_name(contracts.TRANSACTIONS)
         self._feed = EventFeed(
-            amqp_uri,
+            access,
             "outcomes",
             [
                 (source, f"{contracts.TRANSFER_COMPLETED}.#"),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from gateway.feeds import EventFeed
 from shared import contracts
+from shared.broker import BrokerAccess
 from shared.events import exchange_name
 
 
@@ -45,12 +46,15 @@ class RevocationListener:
     """Feeds a RevocationList from auth's events; one daemon thread per process."""
 
     def __init__(
-        self, amqp_uri: str, revoked: RevocationList, pull_current: Callable[[], list[dict]]
+        self,
+        access: BrokerAccess,
+        revoked: RevocationList,
+        pull_current: Callable[[], list[dict]],
     ):
         self._revoked = revoked
         self._pull_current = pull_current
         self._feed = EventFeed(
-            amqp_uri,
+            access,
             "revocations",
             [(exchange_name(contracts.AUTH), contracts.SESSION_REVOKED)],
             self._on_message,

@@ -249,13 +249,13 @@ class _Service:
 class RpcPool:
     def __init__(
         self,
-        amqp_uri: str,
+        access: broker.BrokerAccess,
         timeout: float = 10.0,
         size: int = 8,
         circuits: ServiceCircuits | None = None,
     ):
         register_error_types()
-        self._access = broker.access(broker.GATEWAY, amqp_uri)
+        self._access = access
         self._timeout = timeout
         self._size = size
         self._circuits = circuits

@@ -92,13 +92,11 @@ def check_broker(container) -> str:
     return reach_broker(broker.from_config(container.config))
 
 
-def reach_broker(access: "broker.BrokerAccess | str", timeout: float = TIMEOUT) -> str:
+def reach_broker(access: "broker.BrokerAccess", timeout: float = TIMEOUT) -> str:
     """ "ok", or why a new connection to the broker could not be opened
     within `timeout` (the handshake included: a broker that accepts and then
     says nothing fails too). Green under eventlet, plain in a thread."""
     options = {"read_timeout": timeout, "write_timeout": timeout}
-    if isinstance(access, str):  # a URI: the process's own access to it
-        access = broker.from_config({"AMQP_URI": access})
     try:
         with access.connection(connect_timeout=timeout, transport_options=options) as connection:
             connection.connect()

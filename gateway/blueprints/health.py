@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 from gateway.extensions import limiter, platform
 from gateway.problems import problem
-from shared import broker, config
+from shared import config
 from shared.errors import ServiceError
 from shared.probes import reach_broker
 
@@ -66,7 +66,7 @@ def ready():
     services and the revocation feed are reported, not required: a service
     that is down makes only its own endpoints answer 503 (each behind its
     circuit breaker), so a load balancer keeps sending the rest here."""
-    checks = {"broker": reach_broker(broker.access(broker.GATEWAY, current_app.config["AMQP_URI"]))}
+    checks = {"broker": reach_broker(platform().broker)}
     checks.update(check_services(current_app.config["HEALTH_SERVICES"]))
     plat = platform()
     plat.revocation_listener.ensure_started()

@@ -67,7 +67,9 @@ class PlatformServicesResponse(Schema):
 # -- the broker's view --------------------------------------------------------------
 
 
-def rpc_consumer_counts(amqp_uri: str, services: list[str], timeout: float) -> dict[str, int]:
+def rpc_consumer_counts(
+    access: broker.BrokerAccess, services: list[str], timeout: float
+) -> dict[str, int]:
     """The number of consumers on each service's RPC queue, read from the broker.
 
     A passive declare reports on a queue without creating it. A queue the
@@ -76,7 +78,7 @@ def rpc_consumer_counts(amqp_uri: str, services: list[str], timeout: float) -> d
     """
     counts = {}
     try:
-        with broker.access(broker.GATEWAY, amqp_uri).connection(
+        with access.connection(
             connect_timeout=timeout,
             transport_options={"read_timeout": timeout, "write_timeout": timeout},
         ) as connection:
@@ -112,7 +114,7 @@ def list_services():
     # The broker is asked while the health checks wait for their replies.
     with ThreadPoolExecutor(max_workers=1) as pool:
         counting = pool.submit(
-            rpc_consumer_counts, config["AMQP_URI"], services, config["HEALTH_TIMEOUT"]
+            rpc_consumer_counts, platform().broker, services, config["HEALTH_TIMEOUT"]
         )
         checks = check_services(services)
         instances = counting.result()

@@ -199,9 +199,7 @@ def test_a_consumer_whose_reconnection_hangs_is_reconnected_by_its_watchdog(
         stop_probe(process)
 
 
-def test_without_the_watchdog_the_bounded_waits_end_the_hung_reconnection(
-    broker, proxy, tmp_path
-):
+def test_without_the_watchdog_the_bounded_waits_end_the_hung_reconnection(broker, proxy, tmp_path):
     """The same fault, the watchdog set beyond the test: the consumer's
     connection has its waits bounded once it is up (shared.broker), so its
     channel's open gives up after ANSWER_TIMEOUT and the loop reconnects.

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from gateway.rpc import RpcPool, ServiceCircuits
 from ops.chaos.proxy import FaultyProxy
 from services.auth.service import AuthService
+from shared.broker import GATEWAY, access
 from shared.errors import ServiceError, Unavailable
 from tests.integration.outage_probe import OutageProbe, probe_database
 
@@ -25,7 +26,9 @@ def the_probes_database(monkeypatch, tmp_path):
 
 @pytest.fixture
 def pool(config):
-    pool = RpcPool(config["AMQP_URI"], timeout=1, size=2, circuits=ServiceCircuits(2, 1))
+    pool = RpcPool(
+        access(GATEWAY, config["AMQP_URI"]), timeout=1, size=2, circuits=ServiceCircuits(2, 1)
+    )
     yield pool
     pool.close()
 
@@ -100,7 +103,9 @@ def test_after_a_broker_connection_cut_the_first_call_gets_a_live_client(
     must not meet them one by one (each a failure counted against the
     service: after a chaos drop this kept auth's circuit open for minutes)."""
     container_factory(OutageProbe, config).start()
-    pool = RpcPool(proxy_to_broker.uri, timeout=5, size=4, circuits=ServiceCircuits(2, 30))
+    pool = RpcPool(
+        access(GATEWAY, proxy_to_broker.uri), timeout=5, size=4, circuits=ServiceCircuits(2, 30)
+    )
     try:
         # Four clients at once, then idle in the pool.
         threads = [
@@ -132,7 +137,9 @@ def test_a_client_made_while_the_broker_says_nothing_gives_up_in_time(
     the request's thread. Its waits are bounded by the RPC timeout: the
     caller gets a 503, and once the path heals the next call goes through."""
     container_factory(OutageProbe, config).start()
-    pool = RpcPool(proxy_to_broker.uri, timeout=2, size=2, circuits=ServiceCircuits(5, 30))
+    pool = RpcPool(
+        access(GATEWAY, proxy_to_broker.uri), timeout=2, size=2, circuits=ServiceCircuits(5, 30)
+    )
     outcome = []
 
     def muted_call():

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from gateway.instances import InstanceRegistry
+from shared.broker import GATEWAY, access
 from tests.integration.helpers import wait_for
 from tests.integration.outage_probe import OutageProbe, probe_database, unreachable_database
 
@@ -15,7 +16,7 @@ from tests.integration.outage_probe import OutageProbe, probe_database, unreacha
 @pytest.fixture
 def registry(config, monkeypatch):
     monkeypatch.setenv("SERVICE_HEARTBEAT_SECONDS", "1")
-    registry = InstanceRegistry(config["AMQP_URI"])
+    registry = InstanceRegistry(access(GATEWAY, config["AMQP_URI"]))
     registry.ensure_started()
     assert registry.connected.wait(10)
     return registry

@@ -7,6 +7,7 @@ import pytest
 from nameko.rpc import rpc
 
 from gateway.blueprints.operations import rpc_consumer_counts
+from shared.broker import GATEWAY, access
 from shared.errors import Unavailable
 
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1/"
@@ -29,7 +30,9 @@ def test_each_running_instance_is_one_consumer_of_the_rpc_queue(container_factor
     service = probe_service()
 
     def instances():
-        return rpc_consumer_counts(config["AMQP_URI"], [service.name], timeout=2)[service.name]
+        return rpc_consumer_counts(access(GATEWAY, config["AMQP_URI"]), [service.name], timeout=2)[
+            service.name
+        ]
 
     first = container_factory(service, config)
     second = container_factory(service, config)
@@ -47,13 +50,15 @@ def test_a_service_that_never_ran_has_no_queue_and_no_instances(container_factor
     container_factory(running, config).start()
     never_ran = f"ops_never_{uuid.uuid4().hex[:8]}"
     # The 404 on one queue does not stop the count of the queues after it.
-    counts = rpc_consumer_counts(config["AMQP_URI"], [never_ran, running.name], timeout=2)
+    counts = rpc_consumer_counts(
+        access(GATEWAY, config["AMQP_URI"]), [never_ran, running.name], timeout=2
+    )
     assert counts == {never_ran: 0, running.name: 1}
 
 
 def test_an_unreachable_broker_is_unavailable_at_once():
     started = time.monotonic()
     with pytest.raises(Unavailable) as raised:
-        rpc_consumer_counts(DEAD_BROKER, ["accounts"], timeout=2)
+        rpc_consumer_counts(access(GATEWAY, DEAD_BROKER), ["accounts"], timeout=2)
     assert raised.value.code == "broker_unavailable"
     assert time.monotonic() - started < 2
