@@ -26,6 +26,10 @@ import pytest  # noqa: E402
 import requests  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+# tests/e2e/test_openapi_fuzz.py's parametrisation; loaded here, after the
+# monkey patching above (pyproject.toml keeps its entry point from loading first).
+pytest_plugins = ["schemathesis.pytest.plugin"]
+
 RUN_ID = f"{time.strftime('%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
 
 # risk sweeps expired reviews every second in tests (read when its module is
