@@ -241,6 +241,13 @@ class Broker:
             urllib.parse.unquote(management.username or "guest"),
             urllib.parse.unquote(management.password or "guest"),
         )
+        # Over https the management API shows the broker's certificate, which
+        # the platform's own CA signed: verified against the CA AMQP clients
+        # use (AMQP_CA_FILE or AMQP_CERT_DIR), which no system store knows.
+        access = broker.access(broker.OPERATOR, uri)
+        self.verify: str | bool = True
+        if management.scheme == "https" and access.ssl is not None:
+            self.verify = access.ssl["ca_certs"]
 
     def _url(self, path: str) -> str:
         return f"{self.base}/api/{path}/{urllib.parse.quote(self.vhost, safe='')}"
@@ -248,7 +255,7 @@ class Broker:
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
         try:
             response = requests.request(
-                method, self._url(path), auth=self.auth, timeout=60, **kwargs
+                method, self._url(path), auth=self.auth, verify=self.verify, timeout=60, **kwargs
             )
         except requests.RequestException as exc:
             raise BackupError(f"RabbitMQ management API at {self.base}: {exc}") from None

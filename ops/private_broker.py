@@ -52,11 +52,14 @@ class PrivateBroker:
         directory: Path | None = None,
         port: int | None = None,
         management_port: int | None = None,
+        management_tls: bool = False,
     ):
         """`directory` keeps the node's data between starts (`make run`):
         its name is then fixed and close() leaves the data; by default
         both are temporary. `management_port` adds the management API on
-        127.0.0.1 (plain HTTP, a password user: add_management_user)."""
+        127.0.0.1 (a password user: add_management_user), over plain HTTP,
+        or with `management_tls` (and `tls_dir`) over HTTPS with the
+        broker's certificate."""
         if not (os.path.exists(SERVER) and os.path.exists(CTL)):
             raise RuntimeError(
                 "RabbitMQ is not installed here (ops/scripts/ensure-broker.sh installs it)"
@@ -99,8 +102,21 @@ class PrivateBroker:
             )
             plugins = "[rabbitmq_auth_mechanism_ssl]."
         self.management_port = management_port
-        if management_port is not None:
+        self.management_scheme = "https" if tls_dir is not None and management_tls else "http"
+        if management_port is not None and self.management_scheme == "https":
+            conf += "\n".join(
+                [
+                    "management.ssl.ip = 127.0.0.1",
+                    f"management.ssl.port = {management_port}",
+                    f"management.ssl.cacertfile = {tls_dir / 'ca.pem'}",
+                    f"management.ssl.certfile = {tls_dir / 'broker.pem'}",
+                    f"management.ssl.keyfile = {tls_dir / 'broker.key'}",
+                    "",
+                ]
+            )
+        elif management_port is not None:
             conf += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {management_port}\n"
+        if management_port is not None:
             plugins = "[" + ", ".join(filter(None, [plugins[1:-2], "rabbitmq_management"])) + "]."
         (self.dir / "rabbitmq.conf").write_text(conf)
         (self.dir / "enabled_plugins").write_text(plugins + "\n")
@@ -154,7 +170,7 @@ class PrivateBroker:
         """An administrator of the management API; its base URL with the credentials."""
         self.ctl("add_user", name, password)
         self.ctl("set_user_tags", name, "administrator")
-        return f"http://{name}:{password}@127.0.0.1:{self.management_port}"
+        return f"{self.management_scheme}://{name}:{password}@127.0.0.1:{self.management_port}"
 
     def stop_app(self) -> None:
         """An outage: the node closes every connection and refuses new ones."""

@@ -83,3 +83,31 @@ def test_certificates_without_a_management_url_is_a_clear_error(monkeypatch, cer
     monkeypatch.delenv("RABBITMQ_MANAGEMENT_URL", raising=False)
     with pytest.raises(BackupError, match="RABBITMQ_MANAGEMENT_URL"):
         Broker(node.uri)
+
+
+def test_over_https_the_management_api_is_verified_against_the_platforms_ca(
+    certificates, monkeypatch
+):
+    """The management API behind TLS shows the broker's certificate, signed
+    by the platform's own CA: the backup verifies it with that CA (the one
+    AMQP clients use), and refuses a broker it cannot verify."""
+    node = PrivateBroker(
+        tls_dir=certificates, vhost=VHOST, management_port=free_port(), management_tls=True
+    )
+    try:
+        node.start()
+        management = node.add_management_user("backup-admin", "s3cret-for-tests")
+        assert management.startswith("https://")
+        monkeypatch.setenv("AMQP_URI", node.uri)
+        monkeypatch.setenv("RABBITMQ_MANAGEMENT_URL", management)
+        monkeypatch.setenv("AMQP_CERT_DIR", str(certificates))
+        declare(node.uri)
+        assert any(q["name"].startswith("evt-") for q in Broker().definitions()["queues"])
+
+        # Another CA's name for the broker: the backup does not talk to it.
+        other = pki.ensure_all(certificates.parent / "other-pki")
+        monkeypatch.setenv("AMQP_CERT_DIR", str(other))
+        with pytest.raises(BackupError, match="CERTIFICATE_VERIFY_FAILED"):
+            Broker().definitions()
+    finally:
+        node.close()
