@@ -332,16 +332,17 @@ class RpcPool:
 
     def discard_idle(self) -> None:
         """Drop every idle client, without waiting on their connections."""
-        while True:
-            try:
-                self._idle.get_nowait().discard()
-            except queue.Empty:
-                return
+        for client in self._take_idle():
+            client.discard()
 
     def close(self) -> None:
         """Close every idle client (shutting down)."""
+        for client in self._take_idle():
+            client.close()
+
+    def _take_idle(self) -> Iterator[_Client]:
         while True:
             try:
-                self._idle.get_nowait().close()
+                yield self._idle.get_nowait()
             except queue.Empty:
                 return

@@ -167,10 +167,7 @@ def rate_limits_shared(platform: Platform) -> None:
     gateway = platform.processes.get("gateway")
     if gateway is None:
         fail_if(["no gateway process"])
-    if "RATE_LIMIT_STORAGE_URI" in gateway.env:
-        problems.append("gateway: RATE_LIMIT_STORAGE_URI is set plainly (use the _FILE secret)")
-    if gateway.secret("RATE_LIMIT_STORAGE_URI_FILE") is None:
-        problems.append("gateway: RATE_LIMIT_STORAGE_URI_FILE is not a mounted secret")
+    gateway.secret_setting("RATE_LIMIT_STORAGE_URI", problems)
     redis = redis_processes(platform)
     if not redis:
         problems.append("no redis process")

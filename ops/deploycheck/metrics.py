@@ -73,14 +73,11 @@ def gateway_metrics_authenticated(
     gateway = platform.processes.get("gateway")
     if gateway is None:
         fail_if(["no gateway process"])
-    if "METRICS_TOKEN" in gateway.env:
-        problems.append("gateway: METRICS_TOKEN is set plainly (use METRICS_TOKEN_FILE)")
-    token = gateway.secret("METRICS_TOKEN_FILE")
-    if token is None:
-        problems.append(
-            "gateway: METRICS_TOKEN_FILE is not a mounted secret "
-            "(in production the gateway does not start without its metrics token)"
-        )
+    token = gateway.secret_setting(
+        "METRICS_TOKEN",
+        problems,
+        " (in production the gateway does not start without its metrics token)",
+    )
     scrapers = [p for name, p in monitoring.processes.items() if name.split("/")[0] == "prometheus"]
     if not scrapers:
         problems.append("no prometheus process")

@@ -37,6 +37,18 @@ class Process:
         """The secret item mounted at the path that `variable` names, if any."""
         return self.secrets.get(self.env.get(variable, ""))
 
+    def secret_setting(
+        self, name: str, problems: list[str], why: str = ""
+    ) -> tuple[str, str | None] | None:
+        """The secret item NAME_FILE names; a problem when NAME is set plainly
+        (the orchestrator would show it) or NAME_FILE is no mounted secret."""
+        if name in self.env:
+            problems.append(f"{self.name}: {name} is set plainly (use {name}_FILE)")
+        item = self.secret(f"{name}_FILE")
+        if item is None:
+            problems.append(f"{self.name}: {name}_FILE is not a mounted secret{why}")
+        return item
+
 
 @dataclass
 class Platform:
