@@ -195,9 +195,13 @@ class ConfirmedPublisher:
 
     def _open(self):
         connection = self._access.connect()  # every wait bounded (shared.broker)
-        channel = connection.channel()
-        self._exchange(channel).declare()
-        channel.confirm_select()
+        try:
+            channel = connection.channel()
+            self._exchange(channel).declare()
+            channel.confirm_select()
+        except BaseException:
+            broker.discard(connection)  # not left open behind the caller's retry
+            raise
         channel.events["basic_ack"].add(lambda tag, multiple: self._settle(tag, multiple, True))
         channel.events["basic_nack"].add(lambda tag, multiple: self._settle(tag, multiple, False))
         channel.events["basic_return"].add(self._returned_message)
