@@ -15,6 +15,11 @@ _INSTANCES: dict[type[Schema], Schema] = {}
 BIGINT_MAX = 2**63 - 1
 INTEGER_MAX = 2**31 - 1
 
+# A risk tier's name: the rules name tiers so (services/risk/schemas.py), and
+# the gateway refuses any other at its edge (gateway/blueprints/risk_admin.py).
+TIER_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+TIER_NAME_ERROR = "Must be 1-32 of a-z, 0-9, '_' or '-', starting with a letter."
+
 
 def bigint(minimum: int = 1) -> validate.Range:
     """An integer argument that fits the BIGINT columns it is compared with."""

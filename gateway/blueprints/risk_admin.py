@@ -13,7 +13,7 @@ from gateway.bodies import Blueprint
 from gateway.extensions import platform, principal, require_role
 from gateway.schemas import Pattern, Strict
 from shared.money import format_minor
-from shared.schemas import integer
+from shared.schemas import TIER_NAME_ERROR, TIER_NAME_PATTERN, integer
 
 blp = Blueprint(
     "risk_admin", __name__, description="Risk reviews, assessments, rules and customer tiers"
@@ -192,11 +192,8 @@ class RiskCustomer(Schema):
 class RiskCustomerUpdate(Strict):
     tier = fields.String(
         required=True,
-        # A tier's name as services/risk/schemas.py has it (the risk service checks again).
-        validate=Pattern(
-            r"^[a-z][a-z0-9_-]{0,31}$",
-            error="Must be 1-32 of a-z, 0-9, '_' or '-', starting with a letter.",
-        ),
+        # The risk service checks it again.
+        validate=Pattern(TIER_NAME_PATTERN, error=TIER_NAME_ERROR),
         metadata={"description": "One of the tiers the current rules define."},
     )
 

@@ -9,13 +9,10 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from services.risk import domain
 from shared.money import CURRENCY_DIGITS
-from shared.schemas import bigint, integer
+from shared.schemas import TIER_NAME_ERROR, TIER_NAME_PATTERN, bigint, integer
 
 REVIEW_STATUSES = ("pending", "approved", "rejected", "expired", "withdrawn")
-TIER_NAME = validate.Regexp(
-    r"^[a-z][a-z0-9_-]{0,31}$",
-    error="Must be 1-32 of a-z, 0-9, '_' or '-', starting with a letter.",
-)
+TIER_NAME = validate.Regexp(TIER_NAME_PATTERN, error=TIER_NAME_ERROR)
 CURRENCY = validate.OneOf(sorted(CURRENCY_DIGITS), error="Must be a supported ISO 4217 code.")
 COUNT = validate.Range(min=1, max=1_000_000)
 PERCENT = validate.Range(min=1, max=100)
