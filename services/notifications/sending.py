@@ -168,7 +168,8 @@ def _create_notifications(
         )
     if not wanted:
         return []
-    rendered = templates.render(planned.template, {**planned.context, "name": name})
+    # Only what the wanted channels send (an email needs no SMS text).
+    rendered = templates.render(planned.template, {**planned.context, "name": name}, wanted)
     rows = []
     for channel, address in wanted.items():
         subject, body = rendered.for_channel(channel)

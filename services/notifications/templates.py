@@ -176,11 +176,22 @@ def _environment() -> Environment:
 _ENV = _environment()
 
 
+# The parts each channel sends (email: subject and body; SMS: the short
+# text; push: the subject as its title and the short text).
+CHANNEL_PARTS = {
+    domain.EMAIL: ("subject", "body"),
+    domain.SMS: ("short",),
+    domain.PUSH: ("subject", "short"),
+}
+
+
 @dataclass(frozen=True)
 class Rendered:
-    subject: str
-    body: str
-    short: str
+    """A template's parts; those no channel asked for are None (not rendered)."""
+
+    subject: str | None
+    body: str | None
+    short: str | None
 
     def for_channel(self, channel: str) -> tuple[str | None, str]:
         """(subject or title, text) as that channel sends them."""
@@ -191,14 +202,22 @@ class Rendered:
         return self.subject, self.short
 
 
-def render(template: str, context: Mapping) -> Rendered:
-    """Every part of a template; `name` defaults to "there" ("Hi there")."""
+def render(template: str, context: Mapping, channels=domain.CHANNELS) -> Rendered:
+    """The parts of a template that `channels` send (every part by default);
+    `name` defaults to "there" ("Hi there")."""
     if template not in _SOURCES:
         raise KeyError(f"no template {template!r}")
     values = {"name": None, **context}
     values["name"] = values["name"] or "there"
-    parts = {part: _ENV.get_template(f"{template}/{part}").render(values).strip() for part in PARTS}
+    wanted = {part for channel in channels for part in CHANNEL_PARTS[channel]}
+    parts = {
+        part: _ENV.get_template(f"{template}/{part}").render(values).strip()
+        if part in wanted
+        else None
+        for part in PARTS
+    }
     # One line for subjects and short texts, whatever the values held.
-    parts["subject"] = " ".join(parts["subject"].split())
-    parts["short"] = " ".join(parts["short"].split())
+    for part in ("subject", "short"):
+        if parts[part] is not None:
+            parts[part] = " ".join(parts[part].split())
     return Rendered(**parts)

@@ -152,3 +152,21 @@ def test_a_template_naming_a_missing_value_fails_loudly():
         templates.render(domain.Template.DEPOSIT_RECEIVED, {"name": "Ada"})
     with pytest.raises(KeyError):
         templates.render("no_such_template", {})
+
+
+@pytest.mark.parametrize(
+    ("channels", "parts"),
+    [
+        ((domain.EMAIL,), {"subject", "body"}),
+        ((domain.SMS,), {"short"}),
+        ((domain.PUSH,), {"subject", "short"}),
+        ((domain.EMAIL, domain.SMS), {"subject", "body", "short"}),
+    ],
+)
+def test_only_the_parts_the_channels_send_are_rendered(channels, parts):
+    everything = templates.render(domain.Template.MFA_ENABLED, {"at": AT, "name": "Ada"})
+    some = templates.render(domain.Template.MFA_ENABLED, {"at": AT, "name": "Ada"}, channels)
+    for part in templates.PARTS:
+        assert getattr(some, part) == (getattr(everything, part) if part in parts else None)
+    for channel in channels:
+        assert some.for_channel(channel) == everything.for_channel(channel)
