@@ -10,7 +10,7 @@ Filters: `money(amount, currency)` -> "EUR 1,234.50" through
 shared.money.format_minor; `when(iso)` -> "2026-01-31 14:05 UTC".
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -202,7 +202,7 @@ class Rendered:
         return self.subject, self.short
 
 
-def render(template: str, context: Mapping, channels=domain.CHANNELS) -> Rendered:
+def render(template: str, context: Mapping, channels: Iterable[str] = domain.CHANNELS) -> Rendered:
     """The parts of a template that `channels` send (every part by default);
     `name` defaults to "there" ("Hi there")."""
     if template not in _SOURCES:
