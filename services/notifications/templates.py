@@ -176,11 +176,11 @@ def _environment() -> Environment:
 _ENV = _environment()
 
 
-# The parts each channel sends (email: subject and body; SMS: the short
-# text; push: the subject as its title and the short text).
-CHANNEL_PARTS = {
+# What each channel sends: (the part that is its subject or title, if any;
+# the part that is its text).
+CHANNEL_PARTS: dict[str, tuple[str | None, str]] = {
     domain.EMAIL: ("subject", "body"),
-    domain.SMS: ("short",),
+    domain.SMS: (None, "short"),
     domain.PUSH: ("subject", "short"),
 }
 
@@ -195,11 +195,11 @@ class Rendered:
 
     def for_channel(self, channel: str) -> tuple[str | None, str]:
         """(subject or title, text) as that channel sends them."""
-        if channel == domain.EMAIL:
-            return self.subject, self.body
+        title, text = CHANNEL_PARTS[channel]
+        sent = getattr(self, text)
         if channel == domain.SMS:
-            return None, self.short[:SMS_MAX]
-        return self.subject, self.short
+            sent = sent[:SMS_MAX]
+        return (getattr(self, title) if title else None), sent
 
 
 def render(template: str, context: Mapping, channels: Iterable[str] = domain.CHANNELS) -> Rendered:
@@ -209,7 +209,7 @@ def render(template: str, context: Mapping, channels: Iterable[str] = domain.CHA
         raise KeyError(f"no template {template!r}")
     values = {"name": None, **context}
     values["name"] = values["name"] or "there"
-    wanted = {part for channel in channels for part in CHANNEL_PARTS[channel]}
+    wanted = {part for channel in channels for part in CHANNEL_PARTS[channel] if part}
     parts = {
         part: _ENV.get_template(f"{template}/{part}").render(values).strip()
         if part in wanted
