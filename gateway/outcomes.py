@@ -1,21 +1,34 @@
 """Requests that wait for a transfer to end (`Prefer: wait=N`), woken by its outcome.
 
-Every gateway process follows transactions' `transfer_completed` and
-`transfer_failed` events (gateway.feeds) and keeps the latest ones for a
-minute. A request that prefers to wait registers the transfer before it
-looks at it, so an outcome published meanwhile is not missed, and sleeps
-until the outcome arrives or its time is up. The outcome event carries
-the whole transfer view, so the answer needs no second call to
-transactions. At most `max_waiters` requests of a process wait at once
-(each holds one of its threads); beyond that, and while the feed is not
-connected, requests answer at once and the client polls as before.
+Each gateway process has its own routing key on transactions' exchange
+(`route`, shared.contracts.OUTCOME_ROUTE_PREFIX + a uuid), bound to its
+feed's queue (gateway.feeds). A request that starts a transfer and
+prefers to wait gives transactions that key, and the transfer's
+`transfer_completed` or `transfer_failed` is routed there as well as to
+its consumers: one delivery to the process that waits, however many
+gateway processes there are (before, every process decoded every
+outcome). The process keeps what came for a minute. The outcome event
+carries the whole transfer view, so the answer needs no second call to
+transactions.
+
+A request registers the transfer before it looks at it, so an outcome
+that arrives meanwhile is not missed, and sleeps until the outcome comes
+or its time is up. Another process may hold the key a transfer was
+started with (a GET, or the same Idempotency-Key sent again, landing
+elsewhere), so a waiting request also reads the transfer now and then
+(`poll_after`, doubling): it answers within a poll of the end even when
+its own feed will never hear of it. At most `max_waiters` requests of a
+process wait at once (each holds one of its threads); beyond that, and
+while the feed is not connected, requests answer at once and the client
+polls as before.
 """
 
 import re
 import threading
 import time
+import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from gateway.feeds import EventFeed
@@ -30,6 +43,11 @@ REMEMBER_AT_MOST = 20_000
 MAX_WAIT_SECONDS = 10
 
 
+# A waiting request that reads the transfer itself (wait_or_read) waits
+# twice as long before each next read, up to this.
+POLL_AT_MOST_EVERY = 2.0
+
+
 class Watch:
     def __init__(self, outcomes: "TransferOutcomes", transfer_id: str, event: threading.Event):
         self._outcomes, self._transfer_id, self._event = outcomes, transfer_id, event
@@ -41,27 +59,53 @@ class Watch:
             outcome = self._outcomes.ended(self._transfer_id)
         return outcome
 
+    def wait_or_read(
+        self, timeout: float, read: Callable[[], dict | None], poll_after: float
+    ) -> dict | None:
+        """The transfer's end, from its outcome here or from `read()` (the
+        transfer's view once it is no longer pending, else None), whichever
+        comes first; None if `timeout` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        pause = poll_after
+        while (left := deadline - time.monotonic()) > 0:
+            outcome = self.wait(min(pause, left))
+            if outcome is not None:
+                return transfer_view(outcome)
+            if deadline - time.monotonic() <= 0:
+                return None
+            ended = read()
+            if ended is not None:
+                return ended
+            pause = min(pause * 2, POLL_AT_MOST_EVERY)
+        return None
+
 
 class TransferOutcomes:
+    # What transactions routes to a process's outcome route (handlers.py's _fold).
+    EVENTS = (contracts.TRANSFER_COMPLETED, contracts.TRANSFER_FAILED)
+
     def __init__(self, access: BrokerAccess, max_waiters: int):
         self._max_waiters = max_waiters
         self._lock = threading.Lock()
         self._waiting: dict[str, list[threading.Event]] = {}
         self._waiters = 0
         self._ended: OrderedDict[str, tuple[float, dict]] = OrderedDict()
-        source = exchange_name(contracts.TRANSACTIONS)
+        self._route = f"{contracts.OUTCOME_ROUTE_PREFIX}{uuid.uuid4()}"
         self._feed = EventFeed(
             access,
             "outcomes",
-            [
-                (source, f"{contracts.TRANSFER_COMPLETED}.#"),
-                (source, f"{contracts.TRANSFER_FAILED}.#"),
-            ],
+            [(exchange_name(contracts.TRANSACTIONS), self._route)],
             self._on_message,
         )
 
     def ensure_started(self) -> None:
         self._feed.ensure_started()
+
+    def route(self) -> str | None:
+        """The routing key to start a transfer with, for its outcome to come
+        here; None while the feed is not listening (nothing would)."""
+        self.ensure_started()
+        return self._route if self._feed.connected.is_set() else None
 
     def _on_message(self, body: dict) -> None:
         payload = body.get("payload")

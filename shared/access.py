@@ -220,10 +220,8 @@ def gateway_permissions() -> Permissions:
         topics={
             RPC_EXCHANGE: (f"^({_rpc_keys(RPC_GRANTS[GATEWAY])})$", f"^{_UUID}$"),
             HEARTBEATS_EXCHANGE: ("^$", "^#$"),
-            f"{contracts.TRANSACTIONS}.events": (
-                "^$",
-                f"^({contracts.TRANSFER_COMPLETED}|{contracts.TRANSFER_FAILED})\\.#$",
-            ),
+            # Only its own outcome routes (shared.contracts), not every outcome.
+            f"{contracts.TRANSACTIONS}.events": ("^$", f"^{contracts.OUTCOME_ROUTE_PATTERN}$"),
             f"{contracts.AUTH}.events": ("^$", f"^{contracts.SESSION_REVOKED}$"),
         },
     )

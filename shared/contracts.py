@@ -490,3 +490,13 @@ class TransferCompleted(_Ended):
 @_contract
 class TransferFailed(_Ended):
     TYPE: ClassVar[str] = TRANSFER_FAILED
+
+
+# A gateway process waiting on transfers it started gives transactions its
+# own routing key; their outcome is routed there too (besides
+# `transfer_completed.<kind>` / `transfer_failed.<kind>`), so no gateway
+# process follows every outcome. Only keys of this form are accepted.
+OUTCOME_ROUTE_PREFIX = "gateway.outcomes."
+OUTCOME_ROUTE_PATTERN = (
+    r"gateway\.outcomes\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)

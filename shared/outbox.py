@@ -42,6 +42,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,8 @@ LEASE_SECONDS = 30.0
 # in every 5 minutes, keeps firing while one is stuck.
 UNROUTABLE_BACKOFF = 2.0
 UNROUTABLE_MAX_BACKOFF = 60.0
+# RabbitMQ's sender-selected distribution: more routing keys, not delivered.
+BCC_HEADER = "BCC"
 
 CONFIRMED, REFUSED, UNROUTABLE = "confirmed", "refused", "unroutable"
 
@@ -132,14 +135,26 @@ def unroutable_backoff(attempts: int) -> float:
 
 
 def record_event(
-    session: Session, event_type: str, payload: dict, causation_id: str | None = None
+    session: Session,
+    event_type: str,
+    payload: dict,
+    causation_id: str | None = None,
+    also_to: Sequence[str] = (),
 ) -> dict:
-    """Stage an event in the caller's transaction; returns its envelope."""
+    """Stage an event in the caller's transaction; returns its envelope.
+
+    `also_to`: routing keys the broker also routes the event by, besides
+    its own (RabbitMQ's BCC header, which it removes before delivery):
+    one gateway process's outcome queue, say, instead of every one of
+    them binding every outcome.
+    """
     cid = correlation.current()
     message = envelope(event_type, payload, correlation_id=cid, causation_id=causation_id)
     # nameko reads context data from "nameko.*" headers: the consumer's
     # worker picks the correlation id up from there.
     headers = {f"{HEADER_PREFIX}.{correlation.CONTEXT_KEY}": cid} if cid else {}
+    if also_to:
+        headers[BCC_HEADER] = list(also_to)
     # The step's span, so that the consumer's continues its trace, however
     # late the row is published (shared/tracing.py).
     traceparent = tracing.current_traceparent()
@@ -167,9 +182,16 @@ def record_event(
     return message
 
 
-def stage(session: Session, event: contracts.Event, causation_id: str | None = None) -> dict:
+def stage(
+    session: Session,
+    event: contracts.Event,
+    causation_id: str | None = None,
+    also_to: Sequence[str] = (),
+) -> dict:
     """Stage a typed saga event (shared.contracts) in the caller's transaction."""
-    return record_event(session, event.TYPE, event.payload(), causation_id=causation_id)
+    return record_event(
+        session, event.TYPE, event.payload(), causation_id=causation_id, also_to=also_to
+    )
 
 
 class ConfirmedPublisher:

@@ -5,6 +5,12 @@ to 10 seconds): the POST then answers 201 with the whole transfer as soon
 as it is completed or failed, or 202 as usual if N seconds pass first; a
 GET answers once the transfer is no longer pending, or after N seconds
 (gateway.outcomes). Without the header nothing changes.
+
+A POST that waits starts the transfer with this process's outcome route,
+so its outcome comes here; it reads the transfer only after a second
+(the outcome normally comes first), for a repeated Idempotency-Key whose
+transfer was started by another process. A GET's transfer may have been
+started anywhere, so it reads sooner.
 """
 
 import functools
@@ -14,7 +20,7 @@ from flask import jsonify, request
 from gateway import schemas
 from gateway.bodies import Blueprint
 from gateway.extensions import authenticated, platform, principal
-from gateway.outcomes import preferred_wait, transfer_view
+from gateway.outcomes import preferred_wait
 from gateway.shaping import shaped
 from shared import contracts
 from shared.errors import BadRequest
@@ -65,17 +71,24 @@ def _start(kind: str, body: dict, **accounts) -> dict:
         "beneficiary": body.get("beneficiary"),
         **{name: str(value) for name, value in accounts.items()},
     }
-    with platform().rpc.client() as rpc:
-        accepted = rpc.transactions.create_transfer(caller.user_id, key, transfer)
     wait = preferred_wait(request.headers.get("Prefer"))
-    if not wait:
+    # Told to this process only if it waits (and can: its feed listens).
+    notify = platform().outcomes.route() if wait else None
+    with platform().rpc.client() as rpc:
+        accepted = rpc.transactions.create_transfer(caller.user_id, key, transfer, notify)
+    if notify is None:
         return accepted
-    with platform().outcomes.watch(accepted["transfer_id"]) as watch:
-        outcome = watch.wait(wait) if watch is not None else None
-    if outcome is None:
+    transfer_id = accepted["transfer_id"]
+    with platform().outcomes.watch(transfer_id) as watch:
+        view = (
+            watch.wait_or_read(wait, lambda: _ended(transfer_id), poll_after=_POST_POLL_AFTER)
+            if watch is not None
+            else None
+        )
+    if view is None:
         return accepted
     # Ended within the wait: the whole transfer, created (201).
-    response = jsonify(shaped(schemas.TransferResponse, _transfer(transfer_view(outcome))))
+    response = jsonify(shaped(schemas.TransferResponse, _transfer(view)))
     response.status_code = 201
     response.headers["Preference-Applied"] = f"wait={wait}"
     response.headers["Location"] = f"/v1/transfers/{accepted['transfer_id']}"
@@ -135,16 +148,28 @@ def get_transfer(transfer_id):
     with platform().outcomes.watch(str(transfer_id)) as watch:
         view = _read(transfer_id)  # watched first: an end published meanwhile is not missed
         if view["status"] == "pending" and watch is not None:
-            outcome = watch.wait(wait)
-            if outcome is not None:
-                view = transfer_view(outcome)
+            ended = watch.wait_or_read(
+                wait, lambda: _ended(transfer_id), poll_after=_GET_POLL_AFTER
+            )
+            view = ended or view
     return jsonify(shaped(schemas.TransferResponse, _transfer(view)))
+
+
+# When a waiting request first reads the transfer itself (see the module's docstring).
+_POST_POLL_AFTER = 1.0
+_GET_POLL_AFTER = 0.25
 
 
 def _read(transfer_id) -> dict:
     """The caller's transfer (404 if it is not theirs)."""
     with platform().rpc.client() as rpc:
         return rpc.transactions.get_transfer(principal().user_id, str(transfer_id))
+
+
+def _ended(transfer_id) -> dict | None:
+    """The caller's transfer once it is no longer pending; None while it is."""
+    view = _read(transfer_id)
+    return None if view["status"] == "pending" else view
 
 
 @blp.route("/v1/transfers", methods=["GET"])

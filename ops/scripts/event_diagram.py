@@ -77,9 +77,15 @@ def gateway_subscriptions() -> Iterator[Subscription]:
     publishers = {exchange_name(service): service for service in contracts.SERVICES}
     for listener in listeners:
         for binding in listener._feed._queue.bindings:
+            publisher = publishers[binding.exchange.name]
+            if binding.routing_key.startswith(contracts.OUTCOME_ROUTE_PREFIX):
+                # The process's own key: what transactions routes there, every kind.
+                for event in TransferOutcomes.EVENTS:
+                    yield Subscription(GATEWAY, publisher, event, ())
+                continue
             event = binding.routing_key.partition(".")[0]
             kinds = _kinds([binding.routing_key])
-            yield Subscription(GATEWAY, publishers[binding.exchange.name], event, kinds)
+            yield Subscription(GATEWAY, publisher, event, kinds)
 
 
 def publisher_of() -> dict[str, str]:

@@ -79,6 +79,8 @@ class Transfer:
     deadline: str | None = None
     steps: list[dict] = field(default_factory=list)
     version: int = 0
+    # The waiting gateway process's routing key for the outcome, if any.
+    notify: str | None = None
 
     # -- commands ---------------------------------------------------------
 
@@ -97,25 +99,26 @@ class Transfer:
         beneficiary: dict | None,
         deadline: datetime | None,
         now: datetime,
+        notify: str | None = None,
     ) -> Event:
-        return Event(
-            Recorded.REQUESTED,
-            {
-                "transfer_id": transfer_id,
-                "kind": kind,
-                "owner_id": owner_id,
-                "to_owner_id": to_owner_id,
-                "amount": amount,
-                "currency": currency,
-                "from_account_id": from_account_id,
-                "to_account_id": to_account_id,
-                "reference": reference,
-                "source": source,
-                "beneficiary": beneficiary,
-                "deadline": deadline.isoformat() if deadline else None,
-                "at": now.isoformat(),
-            },
-        )
+        data = {
+            "transfer_id": transfer_id,
+            "kind": kind,
+            "owner_id": owner_id,
+            "to_owner_id": to_owner_id,
+            "amount": amount,
+            "currency": currency,
+            "from_account_id": from_account_id,
+            "to_account_id": to_account_id,
+            "reference": reference,
+            "source": source,
+            "beneficiary": beneficiary,
+            "deadline": deadline.isoformat() if deadline else None,
+            "at": now.isoformat(),
+        }
+        if notify:  # absent otherwise, as in every request recorded before it existed
+            data["notify"] = notify
+        return Event(Recorded.REQUESTED, data)
 
     def record_step(
         self, step: str, payload: dict, now: datetime, prior: dict | None = None
@@ -206,6 +209,7 @@ class Transfer:
                 "deadline",
             ):
                 setattr(self, key, data[key])
+            self.notify = data.get("notify")
             self.created_at = self.updated_at = data["at"]
         elif event.type == Recorded.STEP_RECORDED:
             self.steps.append({"type": data["step"], "at": data["at"]})

@@ -79,6 +79,7 @@ def create_transfer(
     request: dict,
     deadline_after: timedelta,
     now: datetime,
+    notify: str | None = None,
 ) -> dict:
     """Start a transfer once per (customer, Idempotency-Key).
 
@@ -88,7 +89,8 @@ def create_transfer(
     deposit (whose card is charged before the ledger sees the money), are
     checked by accounts itself (`ask_accounts`, an RPC), outside any
     transaction. A repeated key answers the first response (or 409) before
-    anything is checked.
+    anything is checked. `notify` is the routing key its outcome is also
+    published to (the waiting gateway process's; kept with the request).
     """
     request_hash = _request_hash(request)
     kind, currency = request["kind"], request["currency"]
@@ -133,6 +135,7 @@ def create_transfer(
             request.get("beneficiary"),
             now + deadline_after,
             now,
+            notify,
         )
         transfer = Transfer.replay([requested])
         position = event_store.start(session, transfer, [requested], correlation.current(), now)
@@ -159,7 +162,8 @@ def _fold(session: Session, transfer_id: str, decide, now: datetime, causation_i
     if events:
         projections.update_view(session, transfer)
     if any(event.type in ENDINGS for event in events):
-        stage(session, transfer.outcome(), causation_id=causation_id)
+        also_to = (transfer.notify,) if transfer.notify else ()
+        stage(session, transfer.outcome(), causation_id=causation_id, also_to=also_to)
         after_commit(session, lambda: metrics.transfer_ended(transfer, now))
     return transfer
 

@@ -27,6 +27,14 @@ class TransferRequestArgs(Schema):
 class CreateTransferArgs(Schema):
     owner_id = fields.UUID(required=True)
     idempotency_key = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    # The caller's routing key for the outcome (shared.contracts), if it waits.
+    notify = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(
+            rf"{contracts.OUTCOME_ROUTE_PATTERN}\Z", error="not a gateway outcome route"
+        ),
+    )
 
 
 class ListArgs(Schema):

@@ -40,9 +40,10 @@ class TransactionsService(ServiceBase):
     directory = Directory()
 
     @rpc
-    def create_transfer(self, owner_id, idempotency_key, request):
+    def create_transfer(self, owner_id, idempotency_key, request, notify=None):
         ids = load(
-            schemas.CreateTransferArgs, {"owner_id": owner_id, "idempotency_key": idempotency_key}
+            schemas.CreateTransferArgs,
+            {"owner_id": owner_id, "idempotency_key": idempotency_key, "notify": notify},
         )
         transfer = load(schemas.TransferRequestArgs, request)
         owner = str(ids["owner_id"])
@@ -75,6 +76,7 @@ class TransactionsService(ServiceBase):
             transfer,
             deadline_after=timedelta(seconds=config.env_int("TRANSFER_DEADLINE_SECONDS", 60, 1)),
             now=utcnow(),
+            notify=ids["notify"],
         )
 
     @rpc

@@ -53,9 +53,9 @@ def event_tap(config):
 
     connections = []
 
-    def tap(service, event_type=None):
+    def tap(service, event_type=None, routing_key=None):
         # Events about a transfer are routed "<type>.<kind>" (shared.contracts).
-        routing_key = f"{event_type}.#" if event_type else "#"
+        routing_key = routing_key or (f"{event_type}.#" if event_type else "#")
         conn = Connection(config["AMQP_URI"])
         connections.append(conn)
         channel = conn.channel()

@@ -171,6 +171,44 @@ def test_saga_steps_fold_once_and_the_end_is_announced(services, rpc, uow, event
     assert completed["transfer_id"] == transfer_id and completed["amount"] == 500
 
 
+def test_the_end_goes_to_the_route_the_transfer_was_started_with_and_no_other(
+    services, rpc, uow, event_tap
+):
+    route, elsewhere = (f"{contracts.OUTCOME_ROUTE_PREFIX}{uuid.uuid4()}" for _ in range(2))
+    mine = event_tap("transactions", routing_key=route)
+    other = event_tap("transactions", routing_key=elsewhere)
+    consumers_see = event_tap("transactions", contracts.TRANSFER_COMPLETED)
+    alice, a_acc, _, b_acc = two_accounts(rpc)
+    started = rpc.transactions.create_transfer(alice, "k", internal(a_acc, b_acc), route)
+    unrouted = rpc.transactions.create_transfer(alice, "k2", internal(a_acc, b_acc, 100))
+    for transfer_id in (started["transfer_id"], unrouted["transfer_id"]):
+        fold(uow, saga_event(contracts.TRANSFER_POSTED, transfer_id, prior_step=APPROVED))
+    # The route gets its transfer's outcome, once; the consumers get both.
+    outcome = mine(of_type=contracts.TRANSFER_COMPLETED)
+    assert outcome.payload["payload"]["transfer_id"] == started["transfer_id"]
+    assert outcome.payload["payload"]["status"] == "completed"
+    assert "BCC" not in outcome.headers  # the broker keeps the route list to itself
+    assert mine(timeout=1.0) is None
+    assert other(timeout=0.5) is None
+    seen = {consumers_see(of_type=contracts.TRANSFER_COMPLETED).payload["payload"]["transfer_id"]}
+    seen.add(consumers_see(of_type=contracts.TRANSFER_COMPLETED).payload["payload"]["transfer_id"])
+    assert seen == {started["transfer_id"], unrouted["transfer_id"]}
+
+
+@pytest.mark.parametrize(
+    "route",
+    ["transfer_approved.internal", "gateway.outcomes.#", f"gateway.outcomes.{uuid.uuid4()}\n", ""],
+)
+def test_only_a_gateway_outcome_route_is_taken(services, rpc, sql, route):
+    alice, a_acc, _, b_acc = two_accounts(rpc)
+    with pytest.raises(InvalidInput) as refused:
+        rpc.transactions.create_transfer(alice, "k", internal(a_acc, b_acc), route)
+    assert "notify" in str(refused.value)
+    assert sql(
+        "transactions", "SELECT count(*) FROM transfer_requests WHERE owner_id = :o", o=alice
+    ) == [(0,)]
+
+
 def test_a_stale_writer_gets_a_concurrency_error(services, rpc, uow):
     alice, a_acc, _, b_acc = two_accounts(rpc)
     transfer_id = rpc.transactions.create_transfer(alice, "k", internal(a_acc, b_acc))[

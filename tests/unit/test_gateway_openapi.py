@@ -153,8 +153,9 @@ def test_amounts_that_are_not_positive_decimals_in_the_currencys_digits_are_422(
 def test_amounts_in_the_currencys_digits_go_through(client, services, amount, currency, minor):
     response = client.post("/v1/transfers", json=_transfer(amount, currency), headers=AS_CUSTOMER)
     assert response.status_code == 202
-    [(_, (_, _, transfer), _)] = services.transactions.calls
+    [(_, (_, _, transfer, notify), _)] = services.transactions.calls
     assert (transfer["amount"], transfer["currency"]) == (minor, currency)
+    assert notify is None  # it does not wait: its outcome is routed to no gateway process
 
 
 def _payout(iban, name="Landlord"):
@@ -189,7 +190,7 @@ def test_an_iban_written_in_groups_is_read_as_the_bank_writes_it(client, service
         "/v1/payouts", json=_payout("de89 3704 0044 0532 0130 00"), headers=AS_CUSTOMER
     )
     assert response.status_code == 202
-    [(_, (_, _, transfer), _)] = services.transactions.calls
+    [(_, (_, _, transfer, _), _)] = services.transactions.calls
     assert transfer["beneficiary"]["iban"] == "DE89370400440532013000"
 
 
