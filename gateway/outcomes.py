@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from gateway.feeds import EventFeed
 from shared import contracts
 from shared.broker import BrokerAccess
+from shared.errors import Unavailable
 from shared.events import exchange_name
 
 # How long an outcome is kept for requests that start waiting after it came.
@@ -64,7 +65,9 @@ class Watch:
     ) -> dict | None:
         """The transfer's end, from its outcome here or from `read()` (the
         transfer's view once it is no longer pending, else None), whichever
-        comes first; None if `timeout` seconds pass first."""
+        comes first; None if `timeout` seconds pass first. A read that finds
+        transactions or the broker away counts as "still pending": the
+        transfer was accepted, and the outcome may yet come here."""
         deadline = time.monotonic() + timeout
         pause = poll_after
         while (left := deadline - time.monotonic()) > 0:
@@ -73,7 +76,10 @@ class Watch:
                 return transfer_view(outcome)
             if deadline - time.monotonic() <= 0:
                 return None
-            ended = read()
+            try:
+                ended = read()
+            except Unavailable:
+                ended = None
             if ended is not None:
                 return ended
             pause = min(pause * 2, POLL_AT_MOST_EVERY)

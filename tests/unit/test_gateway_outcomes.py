@@ -7,6 +7,7 @@ import uuid
 
 from gateway.outcomes import TransferOutcomes, Watch, transfer_view
 from shared import contracts
+from shared.errors import Unavailable
 
 
 def outcome(transfer_id: str, status: str = "completed") -> dict:
@@ -32,13 +33,16 @@ def watch_of(outcomes: TransferOutcomes, transfer_id: str) -> tuple[Watch, threa
 
 
 class Reads:
-    """The transfer as transactions would answer: pending `pending_for` reads."""
+    """The transfer as transactions would answer: pending `pending_for` reads
+    (the first `away_for` of them find transactions away)."""
 
-    def __init__(self, view: dict, pending_for: int):
-        self.view, self.pending_for, self.at = view, pending_for, []
+    def __init__(self, view: dict, pending_for: int, away_for: int = 0):
+        self.view, self.pending_for, self.away_for, self.at = view, pending_for, away_for, []
 
     def __call__(self):
         self.at.append(time.monotonic())
+        if len(self.at) <= self.away_for:
+            raise Unavailable("service_timeout", "A service did not answer in time.")
         return None if len(self.at) <= self.pending_for else self.view
 
 
@@ -82,3 +86,12 @@ def test_a_wait_that_runs_out_answers_none_and_reads_nothing_after_it():
     assert watch.wait_or_read(0.5, reads, poll_after=0.2) is None
     assert time.monotonic() - started >= 0.5
     assert all(at - started < 0.5 for at in reads.at) and len(reads.at) <= 1
+
+
+def test_a_read_that_finds_transactions_away_is_not_the_answer():
+    outcomes = TransferOutcomes("amqp://unused", max_waiters=4)
+    watch, _ = watch_of(outcomes, str(uuid.uuid4()))
+    ended = {"transfer_id": "t", "status": "completed"}
+    reads = Reads(ended, pending_for=2, away_for=2)
+    assert watch.wait_or_read(5, reads, poll_after=0.05) == ended
+    assert len(reads.at) == 3
