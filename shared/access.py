@@ -46,7 +46,7 @@ from shared.broker import GATEWAY, OPERATOR
 RPC_EXCHANGE = "nameko-rpc"
 HEARTBEATS_EXCHANGE = "platform.heartbeats"
 # A reply goes to the caller's reply queue, routed by that queue's uuid.
-_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID = contracts.UUID_PATTERN
 
 # Every RPC a caller other than the operator may make, as routing keys.
 _GATEWAY_RPCS = {

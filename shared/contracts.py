@@ -15,6 +15,7 @@ Standard library only.
 """
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -492,11 +493,12 @@ class TransferFailed(_Ended):
     TYPE: ClassVar[str] = TRANSFER_FAILED
 
 
+# A uuid as str(uuid.uuid4()) writes it (routing keys, queue names).
+UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
 # A gateway process waiting on transfers it started gives transactions its
 # own routing key; their outcome is routed there too (besides
 # `transfer_completed.<kind>` / `transfer_failed.<kind>`), so no gateway
 # process follows every outcome. Only keys of this form are accepted.
 OUTCOME_ROUTE_PREFIX = "gateway.outcomes."
-OUTCOME_ROUTE_PATTERN = (
-    r"gateway\.outcomes\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-)
+OUTCOME_ROUTE_PATTERN = re.escape(OUTCOME_ROUTE_PREFIX) + UUID_PATTERN
