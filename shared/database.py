@@ -147,8 +147,11 @@ _AFTER_COMMIT = "after_commit"
 _CONNECTION = "connection"
 
 
-def connection_of(session: Session | Connection) -> Connection:
-    """The Core connection of a session's transaction (or the connection given)."""
+def connection_of(session: "Work | Session | Connection") -> Connection:
+    """The Core connection of a unit of work's (or a session's) transaction,
+    or the connection given."""
+    if type(session) is Work:
+        return session.connection()
     if not isinstance(session, Session):
         return session
     connection = session.info.get(_CONNECTION)
@@ -462,29 +465,93 @@ class UnitOfWork:
             yield connection
 
     @contextmanager
-    def commit_on_exit(self) -> Iterator[Session]:
-        """A session whose transaction COMMITS when the block ends normally
-        (rolls back only if it raises), unlike the usual rollback-unless-
-        committed: a use case is one block, and forgetting a commit() call
-        would silently drop a posting. See the module docstring for why the
-        commit sits inside the entrypoint."""
-        session = self._session_factory()
+    def commit_on_exit(self) -> Iterator["Work"]:
+        """A transaction that COMMITS when the block ends normally (rolls
+        back only if it raises), unlike the usual rollback-unless-committed:
+        a use case is one block, and forgetting a commit() call would
+        silently drop a posting. See the module docstring for why the
+        commit sits inside the entrypoint. What it yields behaves as an ORM
+        Session (`Work`)."""
+        engine: Engine = self._session_factory.kw["bind"]
+        connection = engine.connect()
+        work = Work(connection, self._session_factory)
         try:
-            session.info[_CONNECTION] = session.connection()
-            yield session
-            session.commit()
+            transaction = connection.begin()
+            yield work
+            work.flush_orm()
+            transaction.commit()
             # Only transactions that staged outbox events need the relay.
-            staged_events = session.info.pop(STAGED_EVENTS, None)
-            callbacks = session.info.pop(_AFTER_COMMIT, ())
+            staged_events = work.info.pop(STAGED_EVENTS, None)
+            callbacks = work.info.pop(_AFTER_COMMIT, ())
         except BaseException:
-            session.rollback()
+            connection.rollback()
             raise
         finally:
-            session.close()
+            work.end()
         if staged_events and self._after_commit is not None:
             self._after_commit(staged_events)
         for callback in callbacks:
             callback()
+
+
+class Work:
+    """One UnitOfWork transaction: a Core connection, and an ORM Session on
+    that same connection and transaction made only when the ORM is asked for.
+
+    A saga step states its statements in Core (`connection_of`, `defer`,
+    `shared.inbox.claim`, `shared.outbox.stage`), and an ORM Session costs
+    more to make, begin and commit than such a step's statements do
+    (ops/bench/db_floor.py). So a unit of work starts as a connection; the
+    first ORM call (`get`, `add`, `execute`, `begin_nested`, ...) makes a
+    Session joined to its transaction, whose pending objects are flushed
+    before the COMMIT. Either way there is one transaction, committed or
+    rolled back by `UnitOfWork.commit_on_exit`.
+    """
+
+    __slots__ = ("_connection", "_session", "_sessionmaker", "info")
+
+    def __init__(self, connection: Connection, sessionmaker_: Callable[..., Session]):
+        self._connection = connection
+        self.info: dict = {}
+        self._sessionmaker = sessionmaker_
+        self._session: Session | None = None
+
+    @property
+    def orm(self) -> Session:
+        """The Session of this transaction, made on first use."""
+        if self._session is None:
+            # Joined to the connection's transaction: it never commits it.
+            self._session = self._sessionmaker(bind=self._connection)
+        return self._session
+
+    def __getattr__(self, name: str):
+        return getattr(self.orm, name)
+
+    def get_bind(self, *_args, **_kwargs) -> Engine:
+        return self._connection.engine
+
+    def in_nested_transaction(self) -> bool:
+        return self._session is not None and self._session.in_nested_transaction()
+
+    def connection(self, *_args, **_kwargs) -> Connection:
+        """The transaction's connection (as Session.connection()), after the
+        SAVEPOINT of a nested transaction begun through the Session (which
+        asking the Session issues)."""
+        if self._session is not None and self._session.in_nested_transaction():
+            return self._session.connection()
+        return self._connection
+
+    def flush_orm(self) -> None:
+        if self._session is not None:
+            self._session.flush()
+
+    def end(self) -> None:
+        """Close the Session, if one was made, and return the connection."""
+        try:
+            if self._session is not None:
+                self._session.close()
+        finally:
+            self._connection.close()
 
 
 class Database(DependencyProvider):
