@@ -219,6 +219,18 @@ class PipelinedConnection(psycopg2.extensions.connection):
         if prefix:
             self.send(prefix)
 
+    def execute_now(self, cursor, sql: str, parameters) -> None:
+        """Execute `sql` on `cursor` (of this connection) after what is
+        queued, in one message; as its prepared form once there is one."""
+        if isinstance(parameters, dict) and parameters:
+            sql = self.executable(sql)
+        prefix = self.take_prefix()
+        if prefix:
+            # psycopg2 interpolates the whole string: a literal % in the
+            # already interpolated prefix must survive that.
+            sql = prefix.replace("%", "%%") + sql
+        cursor.execute(sql, parameters)
+
     def send(self, sql: str) -> None:
         cursor = self.cursor()
         try:
@@ -271,15 +283,9 @@ class PipelinedDialect(PGDialect_psycopg2):
             # A server-side cursor's statement becomes DECLARE ... FOR <it>:
             # nothing may precede it there.
             connection.flush()
+            cursor.execute(statement, parameters)
         else:
-            if isinstance(parameters, dict) and parameters:
-                statement = connection.executable(statement)
-            prefix = connection.take_prefix()
-            if prefix:
-                # psycopg2 interpolates the whole string: a literal % in the
-                # already interpolated prefix must survive that.
-                statement = prefix.replace("%", "%%") + statement
-        cursor.execute(statement, parameters)
+            connection.execute_now(cursor, statement, parameters)
 
     def do_execute_no_params(self, cursor, statement, context=None):
         cursor.execute(cursor.connection.take_prefix() + statement)

@@ -53,6 +53,7 @@ from shared.database import (
     defer,
     defer_rows,
     insert_ignoring_duplicates,
+    query,
 )
 
 # The bank's side of money that enters or leaves through a payment provider.
@@ -339,8 +340,10 @@ def post_transfer(
         return _outcome_again(session, transfer_id, previous)
     rows = {
         row.id: row
-        for row in _conn(session).execute(
-            _LOCK_PAIR, {"from_account_id": from_account_id, "to_account_id": to_account_id}
+        for row in query(
+            session,
+            _LOCK_PAIR,
+            {"from_account_id": from_account_id, "to_account_id": to_account_id},
         )
     }
     sender, receiver = rows.get(from_account_id), rows.get(to_account_id)

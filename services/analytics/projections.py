@@ -41,6 +41,7 @@ from shared.database import (
     claims_deferred,
     connection_of,
     defer_rows,
+    query,
     upsert_adding,
 )
 from shared.events import event_time, is_id
@@ -165,21 +166,18 @@ def record_event(
             return False
         _lock_users(session, users)
         occurred_at = event_time(envelope, now)  # decides its month
-        position = (
-            connection_of(session)
-            .execute(
-                _LOG_EVENT,
-                {
-                    "event_id": envelope["event_id"],
-                    "event_type": event_type,
-                    "source": source,
-                    "occurred_at": occurred_at,
-                    "received_at": now,
-                    "body": json.dumps(envelope, sort_keys=True),
-                },
-            )
-            .scalar_one()
-        )
+        position = query(
+            session,
+            _LOG_EVENT,
+            {
+                "event_id": envelope["event_id"],
+                "event_type": event_type,
+                "source": source,
+                "occurred_at": occurred_at,
+                "received_at": now,
+                "body": json.dumps(envelope, sort_keys=True),
+            },
+        ).scalar_one()
         project(session, position, event_type, payload, occurred_at, settings)
     return True
 

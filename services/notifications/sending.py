@@ -48,9 +48,9 @@ from shared import contracts
 from shared.database import (
     UnitOfWork,
     claims_deferred,
-    connection_of,
     defer,
     insert_ignoring_duplicates,
+    query,
 )
 from shared.events import event_time
 from shared.inbox import claim
@@ -142,7 +142,7 @@ _RECIPIENT = select(
 
 def _recipient(session: Session, user_id: str) -> tuple[domain.Recipient, str | None]:
     """What channels need to know about a customer, and their name."""
-    row = connection_of(session).execute(_RECIPIENT, {"user_id": user_id}).one()
+    row = query(session, _RECIPIENT, {"user_id": user_id}).one()
     return (
         domain.Recipient(
             preferences=preferences_of(row if row.has_preferences else None), email=row.address

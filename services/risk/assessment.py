@@ -30,7 +30,7 @@ from services.risk.models import AccountAge, Assessment, Customer, EndedTransfer
 from services.risk.rulebook import NEWEST_RULES, RuleCache
 from services.risk.views import assessment_view, final_decision, review_of
 from shared import contracts, iban
-from shared.database import UnitOfWork, advisory_lock, claims_deferred, connection_of, defer
+from shared.database import UnitOfWork, advisory_lock, claims_deferred, defer, query
 from shared.events import is_id
 from shared.inbox import claim
 from shared.outbox import stage
@@ -96,7 +96,7 @@ def _facts_query(with_payee: bool):
         )
         .where(
             Assessment.account_id == bindparam("account_id"),
-            FINAL.in_(COUNTED),
+            FINAL.in_([literal(decision) for decision in COUNTED]),
             Assessment.assessed_at > bindparam("day_ago"),
         )
         .subquery()
@@ -169,8 +169,8 @@ def _facts(
     is not `rules`, the caller judges again by the newer rules)."""
     key = beneficiary_of(transfer)
     internal = transfer.get("kind") == contracts.KIND_INTERNAL
-    connection = connection_of(session)
-    row = connection.execute(
+    row = query(
+        session,
         _facts_query(bool(owner_id and key)),
         {
             "account_id": account_id,
@@ -185,9 +185,9 @@ def _facts(
     ).one()
     history: list = []
     if owner_id:
-        history = connection.execute(
-            _HISTORY, {"owner_id": owner_id, "history_size": rules.history_size}
-        ).all()
+        history = query(
+            session, _HISTORY, {"owner_id": owner_id, "history_size": rules.history_size}
+        )
     own_account = internal and owner_id is not None and row.target_owner == owner_id
     facts = domain.Facts(
         amount=transfer["amount"],

@@ -31,6 +31,7 @@ from shared.database import (
     defer_rows,
     insert_ignoring,
     insert_ignoring_duplicates,
+    query,
 )
 
 _events = StoredEvent.__table__
@@ -93,7 +94,7 @@ def start(
 ) -> int:
     """Write a new stream's first events and its snapshot; returns the first position."""
     first, *rest = _rows(transfer.transfer_id, 0, events, correlation_id, now)
-    position = connection_of(session).execute(_START, first).scalar_one()
+    position = query(session, _START, first).scalar_one()
     defer_rows(session, _events, rest)
     defer(
         session, _RECORD_SNAPSHOT, {"stream_id": transfer.transfer_id, **_snapshot(transfer, now)}
@@ -132,11 +133,7 @@ def load(session: Session, stream_id: str, *, for_update: bool = False) -> Trans
     up to date from the events after it; a stream without one is replayed
     and given one, so that it can be locked.
     """
-    found = (
-        connection_of(session)
-        .execute(_LOAD_LOCKED if for_update else _LOAD, {"stream_id": stream_id})
-        .first()
-    )
+    found = query(session, _LOAD_LOCKED if for_update else _LOAD, {"stream_id": stream_id}).first()
     if found is not None:
         transfer = Transfer(**json.loads(found.state))
         if (found.head or 0) > found.version:

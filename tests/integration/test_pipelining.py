@@ -7,14 +7,37 @@ order, errors, savepoints, isolation of reads, a clean pooled connection,
 and the number of messages a saga step costs.
 """
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import eventlet
 import psycopg2.extensions
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, exc, select, text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    exc,
+    select,
+    text,
+)
 from sqlalchemy.orm import sessionmaker
 
 from shared import pipelining
-from shared.database import UnitOfWork, advisory_lock, defer, make_engine
+from shared.database import (
+    UnitOfWork,
+    advisory_lock,
+    connection_of,
+    defer,
+    make_engine,
+    query,
+)
+from shared.sqltypes import UtcDateTime
 
 metadata = MetaData()
 rows = Table(
@@ -197,3 +220,67 @@ def test_a_statement_postgresql_cannot_prepare_is_sent_as_it_is(counting_uow):
         with counting_uow.commit_on_exit() as session:
             value = session.execute(text("SELECT :value AS echoed"), {"value": "50%"}).scalar()
         assert value == "50%"
+
+
+stamped = Table(
+    "pipelining_stamped",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("amount", Numeric(12, 2)),
+)
+_STAMPED = select(stamped.c.id, stamped.c.at, stamped.c.amount).where(
+    stamped.c.id >= bindparam("from_id")
+)
+
+
+def test_query_reads_after_the_queued_writes_in_one_message_with_sqlalchemys_conversions(
+    counting_uow,
+):
+    at = datetime(2026, 12, 5, 12, 30, tzinfo=UTC)
+    with counting_uow.commit_on_exit() as session:
+        defer(session, stamped.insert(), {"id": 1, "at": at, "amount": Decimal("1.50")})
+        CountingConnection.sent = 0
+        found = query(session, _STAMPED, {"from_id": 1})
+        assert CountingConnection.sent == 1  # BEGIN, the insert and the read together
+    assert found.one() == (1, at, Decimal("1.50"))
+    assert found.first().at.tzinfo is UTC and found.first().amount == Decimal("1.50")
+    assert found.all() == [(1, at, Decimal("1.50"))] and found.scalar() == 1
+    # What SQLAlchemy's execution returns, row for row.
+    with counting_uow.commit_on_exit() as session:
+        assert (
+            query(session, _STAMPED, {"from_id": 1})
+            == session.execute(_STAMPED, {"from_id": 1}).all()
+        )
+        assert query(session, _STAMPED, {"from_id": 2}).first() is None
+        with pytest.raises(exc.NoResultFound):
+            query(session, _STAMPED, {"from_id": 2}).one()
+
+
+def test_query_raises_as_sqlalchemy_and_the_transaction_rolls_back(uow):
+    insert_returning = rows.insert().returning(rows.c.id)
+    with uow.commit_on_exit() as session:
+        assert query(session, insert_returning, {"id": 1, "note": "kept"}).scalar_one() == 1
+    with pytest.raises(exc.IntegrityError) as raised, uow.commit_on_exit() as session:
+        defer(session, rows.insert(), {"id": 2, "note": "rolled back"})
+        query(session, insert_returning, {"id": 1, "note": "duplicate"})
+    assert raised.value.orig.pgcode == "23505"  # what claims_deferred looks for
+    assert ids(uow) == [1]
+
+
+def test_query_of_a_statement_the_driver_path_cannot_take_goes_through_sqlalchemy(uow):
+    with uow.commit_on_exit() as session:
+        defer(session, rows.insert(), {"id": 1, "note": "a"})
+        defer(session, rows.insert(), {"id": 2, "note": "b"})
+        expanding = select(rows.c.note).where(rows.c.id.in_(bindparam("ids", expanding=True)))
+        assert sorted(query(session, expanding, {"ids": [1, 2]}).all()) == [("a",), ("b",)]
+
+
+def test_a_unit_of_work_makes_an_orm_session_only_when_asked_and_flushes_it(uow):
+    with uow.commit_on_exit() as session:
+        defer(session, rows.insert(), {"id": 1, "note": "core"})
+        assert session._session is None  # Core only: no Session made
+        assert session.execute(select(rows.c.note)).scalar_one() == "core"  # the ORM's execute
+        assert session._session is not None
+        assert session.connection() is connection_of(session)  # one connection, one transaction
+    assert ids(uow) == [1]
