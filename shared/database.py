@@ -462,13 +462,15 @@ def _row_form(dialect, statement, sql: str, description) -> tuple:
     and each column's result conversion (None: as the driver gives it)."""
     form = _ROW_FORMS.get(sql)
     if form is None:
-        compiled = statement.compile(dialect=dialect)
-        columns = compiled._result_columns
-        names = [column.keyname for column in columns]
-        converters = tuple(
-            column.type._cached_result_processor(dialect, described[1])
-            for column, described in zip(columns, description, strict=True)
-        )
+        columns = statement.compile(dialect=dialect)._result_columns
+        if len(columns) == len(description):
+            names = [column.keyname for column in columns]
+            converters = tuple(
+                column.type._cached_result_processor(dialect, described[1])
+                for column, described in zip(columns, description, strict=True)
+            )
+        else:  # textual SQL: no typed columns, the driver's names and values
+            names, converters = [described[0] for described in description], ()
         row_type = collections.namedtuple("Row", names, rename=True)
         form = (row_type, converters if any(converters) else ())
         if len(_ROW_FORMS) < _REMEMBER_ROW_FORMS:

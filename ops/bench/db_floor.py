@@ -9,7 +9,8 @@ and commits, on eventlet as the services run. This measures the process
 CPU (user and kernel, getrusage) of each layer on its own, against
 BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
 a raw DBAPI round trip, SQLAlchemy's execute, an empty unit of work, a
-read, a transaction with one SELECT. Nothing is written. The figures are
+read, a transaction with one SELECT (through SQLAlchemy, and through
+shared.database.query). Nothing is written. The figures are
 a floor to compare the benchmark's per-process CPU against (see
 docs/PERFORMANCE.md), not a throughput. Not part of `make test`.
 """
@@ -31,7 +32,7 @@ from sqlalchemy.orm import sessionmaker  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from shared.database import UnitOfWork, connection_of, make_engine  # noqa: E402
+from shared.database import UnitOfWork, connection_of, make_engine, query  # noqa: E402
 
 _SELECT_ONE = text("SELECT 1")
 
@@ -77,12 +78,17 @@ def operations(url: str) -> list[tuple[str, Callable[[], None]]]:
         with uow.commit_on_exit() as session:
             connection_of(session).execute(_SELECT_ONE).scalar()
 
+    def transaction_with_query():
+        with uow.commit_on_exit() as session:
+            query(session, _SELECT_ONE, {}).scalar()
+
     return [
         ("a raw DBAPI round trip (SELECT 1, autocommit)", raw_round_trip),
         ("SQLAlchemy Core execute on an open connection", core_execute),
         ("commit_on_exit() that says nothing", empty_unit_of_work),
         ("uow.read() with one SELECT", read),
         ("commit_on_exit() with one SELECT and its COMMIT", transaction_with_select),
+        ("the same, the SELECT through query()", transaction_with_query),
     ]
 
 

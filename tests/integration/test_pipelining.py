@@ -253,6 +253,7 @@ def test_query_reads_after_the_queued_writes_in_one_message_with_sqlalchemys_con
             == session.execute(_STAMPED, {"from_id": 1}).all()
         )
         assert query(session, _STAMPED, {"from_id": 2}).first() is None
+        assert query(session, text("SELECT 7 AS seven"), {}).one().seven == 7  # textual SQL
         with pytest.raises(exc.NoResultFound):
             query(session, _STAMPED, {"from_id": 2}).one()
 
