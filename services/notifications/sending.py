@@ -35,6 +35,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import String, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -158,7 +159,7 @@ def _create_notifications(
     planned: domain.Planned,
     now: datetime,
     lease: timedelta,
-) -> list[Notification]:
+) -> list[SimpleNamespace]:
     """The planned customer's rows, one per channel they want, leased for sending."""
     recipient, name = _recipient(session, planned.user_id)
     wanted = domain.channels(recipient)
@@ -174,7 +175,7 @@ def _create_notifications(
     for channel, address in wanted.items():
         subject, body = rendered.for_channel(channel)
         rows.append(
-            Notification(
+            _new_notification(
                 id=str(uuid.uuid4()),
                 event_id=envelope["event_id"],
                 event_type=event_type,
@@ -194,7 +195,7 @@ def _create_notifications(
         )
     for row in rows:
         # The unique (event, user, channel) refuses a second row (at the commit).
-        defer(session, _ADD_NOTIFICATION, _row_of(row))
+        defer(session, _ADD_NOTIFICATION, vars(row))
     return rows
 
 
@@ -202,8 +203,10 @@ _ADD_NOTIFICATION = Notification.__table__.insert().inline()
 _NOTIFICATION_COLUMNS = tuple(column.key for column in Notification.__table__.columns)
 
 
-def _row_of(notification: Notification) -> dict:
-    return {key: getattr(notification, key) for key in _NOTIFICATION_COLUMNS}
+def _new_notification(**values) -> SimpleNamespace:
+    """A new notification's row (every column), read as a Notification is: the
+    hot path builds no ORM object."""
+    return SimpleNamespace(**{**dict.fromkeys(_NOTIFICATION_COLUMNS), **values})
 
 
 def _to_send(now: datetime):
@@ -248,7 +251,7 @@ def _send(
     uow: UnitOfWork,
     channels: Channels,
     event_id: str,
-    taken: list[Notification],
+    taken: list[Notification | SimpleNamespace],
     held_elsewhere: list[str],
     delivery: Delivery,
     now: datetime,

@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.orm import Session
@@ -241,7 +242,8 @@ def assess_transfer(
         # Failed before it reached risk (its deadline passed while risk was
         # away): judged for the record, never held, never moving money.
         ended = bool(found.ended)
-        assessment = Assessment(
+        # A row, read as an Assessment is (views, reviews): no ORM object on the hot path.
+        assessment = _new_assessment(
             transfer_id=transfer_id,
             kind=transfer["kind"],
             account_id=account_id,
@@ -261,7 +263,7 @@ def assess_transfer(
         )
         # The unique transfer_id refuses a second decision (at the commit: a
         # concurrent one rolls this back, and its retry repeats that decision).
-        defer(session, _RECORD_ASSESSMENT, _row_of(assessment))
+        defer(session, _RECORD_ASSESSMENT, vars(assessment))
         review = None
         if ended:
             log.info("transfer failed before it was assessed", extra={"transfer_id": transfer_id})
@@ -288,8 +290,9 @@ _ASSESSMENT_COLUMNS = tuple(
 )
 
 
-def _row_of(assessment: Assessment) -> dict:
-    return {key: getattr(assessment, key) for key in _ASSESSMENT_COLUMNS}
+def _new_assessment(**values) -> SimpleNamespace:
+    """A new assessment's row (every column but the key), with attribute access."""
+    return SimpleNamespace(**{**dict.fromkeys(_ASSESSMENT_COLUMNS), **values})
 
 
 def _repeat(session: Session, assessment: Assessment, transfer: Mapping, event_id: str) -> None:
