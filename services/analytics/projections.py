@@ -39,7 +39,6 @@ from shared.database import (
     advisory_lock,
     claim_once,
     claims_deferred,
-    connection_of,
     defer_rows,
     query,
     upsert_adding,
@@ -263,9 +262,10 @@ def _judge(
     settings: domain.AnomalySettings,
 ) -> None:
     """Flag the outflow if it is far above the user's earlier outflows."""
-    earlier = (
-        connection_of(session)
-        .scalars(
+    earlier = [
+        amount
+        for (amount,) in query(
+            session,
             _EARLIER_OUTFLOWS,
             {
                 "user_id": flow.user_id,
@@ -274,8 +274,7 @@ def _judge(
                 "history": settings.history,
             },
         )
-        .all()
-    )
+    ]
     anomaly = domain.detect_anomaly(flow.amount, flow.currency, earlier[::-1], settings)
     if anomaly is None:
         return
