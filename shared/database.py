@@ -316,11 +316,7 @@ def defer(session: Session | Connection, statement, parameters: dict | None = No
     if isinstance(dbapi, pipelining.PipelinedConnection) and dbapi.in_transaction():
         form = _interpolable(connection.dialect, statement, tuple(parameters or ()))
         if form is not None:
-            sql, fixed, processors = form
-            values = {**fixed, **(parameters or {})}
-            for name, process in processors:
-                values[name] = process(values[name])
-            dbapi.queue_interpolated(sql, values)
+            dbapi.queue_interpolated(form[0], _bound(form, parameters or {}))
             return
     connection.execute(statement, parameters, execution_options={pipelining.DEFER: True})
 
@@ -424,10 +420,7 @@ class Rows(list):
 
 
 def _query_driver(connection: Connection, dbapi, statement, form, parameters: dict) -> Rows:
-    sql, fixed, processors = form
-    values = {**fixed, **parameters}
-    for name, process in processors:
-        values[name] = process(values[name])
+    sql, values = form[0], _bound(form, parameters)
     cursor = dbapi.cursor()
     try:
         dbapi.execute_now(cursor, sql, values)
@@ -476,6 +469,17 @@ def _row_form(dialect, statement, sql: str, description) -> tuple:
         if len(_ROW_FORMS) < _REMEMBER_ROW_FORMS:
             _ROW_FORMS[sql] = form
     return form
+
+
+def _bound(form, parameters: dict) -> dict:
+    """The values psycopg2 interpolates into an `_interpolable` form's SQL:
+    the statement's own fixed values and the caller's, each converted as
+    SQLAlchemy's execution would convert it."""
+    _sql, fixed, processors = form
+    values = {**fixed, **parameters}
+    for name, process in processors:
+        values[name] = process(values[name])
+    return values
 
 
 def bulk_insert(session: Session | Connection, table: Table, rows: list[tuple]) -> None:

@@ -114,11 +114,19 @@ def outbox_table(metadata: MetaData) -> Table:
 
 OUTBOX = outbox_table(MetaData())
 _INSERT = OUTBOX.insert().inline()
-# Rows the relay saw confirmed, marked published (PostgreSQL: the ids as an array).
-_MARK_PUBLISHED = (
+# Rows the relay saw confirmed, marked published: on PostgreSQL with the ids
+# as an array, so that one prepared statement serves any number of them;
+# elsewhere as a list.
+_MARKED = {"published_at": bindparam("published_at"), "claimed_until": None}
+_MARK_PUBLISHED_PG = (
     update(OUTBOX)
     .where(OUTBOX.c.event_id == any_(bindparam("event_ids", type_=postgresql.ARRAY(String))))
-    .values(published_at=bindparam("published_at"), claimed_until=None)
+    .values(**_MARKED)
+)
+_MARK_PUBLISHED_LISTED = (
+    update(OUTBOX)
+    .where(OUTBOX.c.event_id.in_(bindparam("event_ids", expanding=True)))
+    .values(**_MARKED)
 )
 
 
@@ -481,16 +489,9 @@ class OutboxRelay(DependencyProvider):
             return
         try:
             with self._database.engine.connect() as conn:
-                if conn.dialect.name == "postgresql":
-                    # One statement (prepared once) for any number of rows.
-                    marked = {"event_ids": published, "published_at": datetime.now(UTC)}
-                    conn.execute(_MARK_PUBLISHED, marked)
-                else:
-                    conn.execute(
-                        update(OUTBOX)
-                        .where(OUTBOX.c.event_id.in_(published))
-                        .values(published_at=datetime.now(UTC), claimed_until=None)
-                    )
+                postgresql_ = conn.dialect.name == "postgresql"
+                mark = _MARK_PUBLISHED_PG if postgresql_ else _MARK_PUBLISHED_LISTED
+                conn.execute(mark, {"event_ids": published, "published_at": datetime.now(UTC)})
                 conn.commit()
         except Exception:
             # Unmarked rows would be published again by a sweep: keep trying.
