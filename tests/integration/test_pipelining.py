@@ -285,3 +285,14 @@ def test_a_unit_of_work_makes_an_orm_session_only_when_asked_and_flushes_it(uow)
         assert session._session is not None
         assert session.connection() is connection_of(session)  # one connection, one transaction
     assert ids(uow) == [1]
+
+
+def test_a_connection_cut_under_query_is_invalidated_and_the_next_unit_of_work_works(uow, engine):
+    with pytest.raises(exc.OperationalError) as raised, uow.commit_on_exit() as session:
+        backend = query(session, text("SELECT pg_backend_pid() AS pid"), {}).one().pid
+        with engine.connect() as other:  # another pooled connection: this one is in use
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        query(session, _STAMPED, {"from_id": 1})
+    assert raised.value.connection_invalidated  # never handed out again
+    with uow.commit_on_exit() as session:
+        assert query(session, text("SELECT pg_backend_pid() AS pid"), {}).one().pid != backend
