@@ -1,8 +1,10 @@
-"""Column types that behave the same on SQLite and PostgreSQL."""
+"""Column types and SQL functions that behave the same on SQLite and PostgreSQL."""
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, Integer
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 
@@ -31,3 +33,31 @@ class UtcDateTime(TypeDecorator):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class utc_hour(FunctionElement):
+    """The hour of day (0-23, in UTC) of a UtcDateTime column, as an integer
+    computed by the database: a read that needs only the hour then sends no
+    timestamps to parse.
+
+    PostgreSQL: the hour of the instant in UTC, whatever the session's time
+    zone. SQLite: UtcDateTime keeps UTC text there, whose hour is read as is.
+    """
+
+    type = Integer()
+    inherit_cache = True
+    name = "utc_hour"
+
+
+@compiles(utc_hour, "postgresql")
+def _utc_hour_postgresql(element, compiler, **kw):
+    (column,) = element.clauses
+    instant = compiler.process(column, **kw)
+    return f"CAST(EXTRACT(HOUR FROM {instant} AT TIME ZONE 'UTC') AS INTEGER)"
+
+
+@compiles(utc_hour, "sqlite")
+def _utc_hour_sqlite(element, compiler, **kw):
+    (column,) = element.clauses
+    instant = compiler.process(column, **kw)
+    return f"CAST(strftime('%H', {instant}) AS INTEGER)"

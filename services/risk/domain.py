@@ -415,9 +415,14 @@ def velocity_rules(facts: Facts, tier: Tier, limits: CurrencyLimits) -> list[str
     return reasons
 
 
+# Hours from `hour` (mod 24) that are within an hour of it: the same hour,
+# the next, the one before.
+_WITHIN_AN_HOUR = frozenset((0, 1, 23))
+
+
 def hour_share_percent(hour: int, history_hours: Sequence[int]) -> float:
     """The share of the history within an hour of `hour` (on the 24-hour clock)."""
-    near = sum(1 for h in history_hours if min((h - hour) % 24, (hour - h) % 24) <= 1)
+    near = sum(1 for h in history_hours if (h - hour) % 24 in _WITHIN_AN_HOUR)
     return 100 * near / len(history_hours)
 
 

@@ -11,10 +11,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy
+from sqlalchemy.orm import sessionmaker
 
-from services.risk import domain
+from services.risk import consumers, domain
 from services.risk.service import RiskService
 from shared import contracts
+from shared.database import UnitOfWork, make_engine
 from shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from shared.events import envelope
 
@@ -395,3 +398,46 @@ def test_failed_logins_from_auth_raise_the_customers_risk(risk, publish, assesse
     payload = transfer(str(uuid.uuid4()), owner=owner)
     request(publish, payload)
     assert domain.FAILED_LOGINS in assessed(payload["transfer_id"])["payload"]["reasons"]
+
+
+@pytest.fixture
+def risk_uow(integration_env):
+    """A unit of work on risk's PostgreSQL database whose sessions keep a
+    time zone far from UTC, as a server's default may be."""
+    engine = make_engine(integration_env.database_urls["risk"], pool_size=1)
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def far_from_utc(dbapi_connection, _):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TimeZone = 'Asia/Kolkata'")  # UTC+05:30
+        cursor.close()
+
+    yield UnitOfWork(sessionmaker(engine, expire_on_commit=False))
+    engine.dispose()
+
+
+def test_the_customers_history_is_read_in_utc_hours_and_in_the_assessed_currency(risk_uow):
+    """The history rules on PostgreSQL: amounts in another currency are not
+    compared, every approved outflow counts toward the usual hours, and those
+    hours are UTC hours whatever the session's time zone."""
+    owner, source, shop = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    noon = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def assess(amount, currency="EUR", now=noon):
+        payload = {**transfer(source, amount=amount, currency=currency, owner=owner)}
+        payload["to_account_id"] = shop
+        message = requested(payload)
+        return consumers.handle_transfer_requested(risk_uow, message, now=now)
+
+    for days_ago, amount in enumerate((2_000, 2_500, 1_800, 2_200, 2_100), start=2):
+        assert assess(amount, now=noon - timedelta(days=days_ago))["decision"] == "approve"
+    for days_ago in range(8, 13):  # large, but in dollars: not the euro history
+        assert assess(90_000, "USD", now=noon - timedelta(days=days_ago))["decision"] == "approve"
+
+    spike = assess(80_000)
+    assert spike["reasons"] == [domain.AMOUNT_SPIKE]
+    assert spike["signals"]["amount_spike"]["median"] == "21.00"
+    # Ten earlier outflows at 12:00 UTC (17:30 in the session's zone).
+    assert assess(2_000, now=noon + timedelta(days=1))["reasons"] == []
+    at_night = assess(2_000, now=noon + timedelta(days=1, hours=14))
+    assert at_night["reasons"] == [domain.UNUSUAL_HOUR]
