@@ -130,6 +130,43 @@ _MARK_PUBLISHED_LISTED = (
 )
 
 
+def _sweep_statement(skip_locked: bool):
+    """Lease the oldest rows left pending (created before `stale_before`,
+    not leased by a relay whose lease still runs), counting the attempt;
+    built once per dialect: a sweep runs every second, mostly to find
+    nothing. On PostgreSQL several instances share the table, and each row
+    goes to one relay."""
+    stale = (
+        select(OUTBOX.c.id)
+        .where(
+            OUTBOX.c.published_at.is_(None),
+            OUTBOX.c.created_at < bindparam("stale_before"),
+            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("now")),
+        )
+        .order_by(OUTBOX.c.id)
+        .limit(_BATCH)
+    )
+    if skip_locked:
+        stale = stale.with_for_update(skip_locked=True)
+    return (
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(stale.scalar_subquery()))
+        .values(claimed_until=bindparam("lease_until"), attempts=OUTBOX.c.attempts + 1)
+        .returning(
+            OUTBOX.c.id,
+            OUTBOX.c.event_id,
+            OUTBOX.c.event_type,
+            OUTBOX.c.body,
+            OUTBOX.c.headers,
+            OUTBOX.c.attempts,
+        )
+    )
+
+
+_SWEEP_PG = _sweep_statement(skip_locked=True)
+_SWEEP_LISTED = _sweep_statement(skip_locked=False)
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """A staged event as the relay publishes it."""
@@ -507,40 +544,16 @@ class OutboxRelay(DependencyProvider):
         """
         now = datetime.now(UTC)
         engine = self._database.engine
-        stale = (
-            select(OUTBOX.c.id)
-            .where(
-                OUTBOX.c.published_at.is_(None),
-                or_(
-                    OUTBOX.c.created_at < now - timedelta(seconds=self.grace),
-                    OUTBOX.c.created_at < self._started_at,
-                ),
-                or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
-            )
-            .order_by(OUTBOX.c.id)
-            .limit(_BATCH)
-        )
-        if engine.dialect.name == "postgresql":
-            # Several instances share the table: each row goes to one relay.
-            stale = stale.with_for_update(skip_locked=True)
-        take = (
-            update(OUTBOX)
-            .where(OUTBOX.c.id.in_(stale.scalar_subquery()))
-            .values(
-                claimed_until=now + timedelta(seconds=LEASE_SECONDS),
-                attempts=OUTBOX.c.attempts + 1,
-            )
-            .returning(
-                OUTBOX.c.id,
-                OUTBOX.c.event_id,
-                OUTBOX.c.event_type,
-                OUTBOX.c.body,
-                OUTBOX.c.headers,
-                OUTBOX.c.attempts,
-            )
-        )
+        take = _SWEEP_PG if engine.dialect.name == "postgresql" else _SWEEP_LISTED
+        parameters = {
+            "now": now,
+            # Old enough that its own process would have published it by now,
+            # or staged before this process started.
+            "stale_before": max(now - timedelta(seconds=self.grace), self._started_at),
+            "lease_until": now + timedelta(seconds=LEASE_SECONDS),
+        }
         with engine.begin() as conn:
-            rows = sorted(conn.execute(take).all(), key=lambda row: row.id)
+            rows = sorted(conn.execute(take, parameters).all(), key=lambda row: row.id)
         if rows:
             batch = [
                 Outgoing(
