@@ -37,7 +37,13 @@ from shared.database import (
 _events = StoredEvent.__table__
 _snapshots = Snapshot.__table__
 
-_START = _events.insert().returning(_events.c.position)
+# The position of a stream's first event, read where it is written (in the
+# same transaction): what a new transfer's projections are listed at.
+FIRST_POSITION = (
+    select(_events.c.position)
+    .where(_events.c.stream_id == bindparam("first_of_stream"), _events.c.version == 1)
+    .scalar_subquery()
+)
 _RECORD_SNAPSHOT = _snapshots.insert().inline()
 _SAVE_SNAPSHOT = (
     update(_snapshots)
@@ -91,15 +97,13 @@ def _rows(stream_id, expected_version, events, correlation_id, now) -> list[dict
 
 def start(
     session: Session, transfer: Transfer, events: list[Event], correlation_id, now: datetime
-) -> int:
-    """Write a new stream's first events and its snapshot; returns the first position."""
-    first, *rest = _rows(transfer.transfer_id, 0, events, correlation_id, now)
-    position = query(session, _START, first).scalar_one()
-    defer_rows(session, _events, rest)
+) -> None:
+    """Write a new stream's first events and its snapshot (with the commit:
+    nothing here needs an answer; FIRST_POSITION reads where they went)."""
+    defer_rows(session, _events, _rows(transfer.transfer_id, 0, events, correlation_id, now))
     defer(
         session, _RECORD_SNAPSHOT, {"stream_id": transfer.transfer_id, **_snapshot(transfer, now)}
     )
-    return position
 
 
 def append(

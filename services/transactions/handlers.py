@@ -138,8 +138,8 @@ def create_transfer(
             notify,
         )
         transfer = Transfer.replay([requested])
-        position = event_store.start(session, transfer, [requested], correlation.current(), now)
-        projections.add(session, transfer, position)
+        event_store.start(session, transfer, [requested], correlation.current(), now)
+        projections.add(session, transfer)
         stage(session, transfer.requested())
     return {"transfer_id": transfer_id, "status": PENDING}
 

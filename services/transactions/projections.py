@@ -13,8 +13,9 @@ from sqlalchemy import Table, bindparam, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from services.transactions.domain import Transfer
+from services.transactions.event_store import FIRST_POSITION
 from services.transactions.models import AccountHistory, TransferView
-from shared.database import defer, defer_rows
+from shared.database import defer
 
 _view = TransferView.__table__
 _history = AccountHistory.__table__
@@ -62,7 +63,6 @@ def history_rows(transfer: Transfer, position: int) -> list[dict]:
     ]
 
 
-_ADD_VIEW = _view.insert().inline()
 _UPDATE_VIEW = (
     update(_view)
     .where(_view.c.transfer_id == bindparam("transfer"))
@@ -77,10 +77,12 @@ _UPDATE_VIEW = (
 )
 
 
-def history_from_views(views: Table, history: Table, transfer_ids: list[str] | None = None):
+def history_from_views(
+    views: Table, history: Table, transfer_ids: list[str] | None = None, *, of=None
+):
     """INSERT ... SELECT of `history_rows` for every row of `views` (or those
-    named): the same rule as history_rows, in SQL, for a rebuild's bulk;
-    the rebuild tests hold the two equal."""
+    named, or the one `of` binds): the same rule as history_rows, in SQL, for
+    a rebuild's bulk and a new transfer; the rebuild tests hold the two equal."""
     sides = []
     for account, direction in ((views.c.from_account_id, "out"), (views.c.to_account_id, "in")):
         side = select(account, views.c.transfer_id, literal(direction), views.c.position).where(
@@ -88,17 +90,28 @@ def history_from_views(views: Table, history: Table, transfer_ids: list[str] | N
         )
         if transfer_ids is not None:
             side = side.where(views.c.transfer_id.in_(transfer_ids))
+        if of is not None:
+            side = side.where(views.c.transfer_id == of)
         sides.append(side)
     return history.insert().from_select(
         ["account_id", "transfer_id", "direction", "position"], union_all(*sides)
     )
 
 
-def add(session: Session, transfer: Transfer, position: int) -> None:
-    """A new transfer: its view, listed at `position`, and its accounts' history
-    (written with the commit)."""
-    defer(session, _ADD_VIEW, view_row(transfer, position))
-    defer_rows(session, _history, history_rows(transfer, position))
+# A new transfer's view, listed at its stream's first event, and its
+# accounts' history from that view: written with the commit, after the
+# events (event_store.start), with no answer needed from the database.
+_ADD_NEW_VIEW = _view.insert().values(position=FIRST_POSITION).inline()
+_ADD_NEW_HISTORY = history_from_views(_view, _history, of=bindparam("listed"))
+
+
+def add(session: Session, transfer: Transfer) -> None:
+    """A new transfer: its view and its accounts' history (with the commit,
+    after its stream's first events)."""
+    view = view_row(transfer, None)
+    del view["position"]
+    defer(session, _ADD_NEW_VIEW, {**view, "first_of_stream": transfer.transfer_id})
+    defer(session, _ADD_NEW_HISTORY, {"listed": transfer.transfer_id})
 
 
 def update_view(session: Session, transfer: Transfer) -> None:

@@ -7,7 +7,8 @@ order, errors, savepoints, isolation of reads, a clean pooled connection,
 and the number of messages a saga step costs.
 """
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import eventlet
@@ -28,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import sessionmaker
 
+from services.transactions import handlers
+from services.transactions.directory import AccountDirectory
 from shared import pipelining
 from shared.database import (
     UnitOfWork,
@@ -296,3 +299,70 @@ def test_a_connection_cut_under_query_is_invalidated_and_the_next_unit_of_work_w
     assert raised.value.connection_invalidated  # never handed out again
     with uow.commit_on_exit() as session:
         assert query(session, text("SELECT pg_backend_pid() AS pid"), {}).one().pid != backend
+
+
+def test_a_new_transfer_between_known_accounts_is_recorded_in_one_message(integration_env):
+    """create_transfer asks the database nothing: the key, the event, the
+    snapshot, the view and the accounts' history go with the COMMIT, the
+    projections listed at the position the event got."""
+    engine = create_engine(
+        integration_env.database_urls["transactions"].replace(
+            "postgresql://", f"postgresql+{pipelining.DRIVER}://", 1
+        ),
+        connect_args={"connection_factory": CountingConnection},
+        pool_size=1,
+    )
+    uow = UnitOfWork(sessionmaker(engine))
+    owner, source, target = (str(uuid.uuid4()) for _ in range(3))
+    directory = AccountDirectory()
+    directory.learn(
+        {
+            "account_id": account,
+            "owner_id": owner,
+            "kind": "customer",
+            "currency": "EUR",
+            "status": "active",
+        }
+        for account in (source, target)
+    )
+
+    def create(key: str) -> str:
+        return handlers.create_transfer(
+            uow,
+            directory,
+            lambda: pytest.fail("the directory knows both accounts"),
+            owner,
+            key,
+            {
+                "kind": "internal",
+                "amount": 1_000,
+                "currency": "EUR",
+                "from_account_id": source,
+                "to_account_id": target,
+            },
+            timedelta(minutes=1),
+            datetime.now(UTC),
+        )["transfer_id"]
+
+    try:
+        create(str(uuid.uuid4()))  # the connection prepares its statements after this one
+        CountingConnection.sent = 0
+        transfer_id = create(str(uuid.uuid4()))
+        assert CountingConnection.sent == 1
+        with engine.connect() as conn:
+            listed = conn.execute(
+                text(
+                    "SELECT e.position, v.position, h.account_id, h.direction, h.position"
+                    " FROM events e JOIN transfer_view v ON v.transfer_id = e.stream_id"
+                    " JOIN account_history h ON h.transfer_id = e.stream_id"
+                    " WHERE e.stream_id = :id ORDER BY h.direction"
+                ),
+                {"id": transfer_id},
+            ).all()
+        (position, *_), _ = listed
+        assert [tuple(row) for row in listed] == [
+            (position, position, target, "in", position),
+            (position, position, source, "out", position),
+        ]
+    finally:
+        engine.dispose()
