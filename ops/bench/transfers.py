@@ -1209,6 +1209,16 @@ def main() -> int:
             f"({results['platform']['settled_per_s']:.1f} / "
             f"{results['monolith']['settled_per_s']:.1f}); the issue asks for >= 0.25"
         )
+        # The issue's 20 ms is absolute, from a host whose monolith costs about
+        # 4.6 ms a transfer; on a slower host this ratio is what compares.
+        platform_cpu = results["platform"]["cpu_platform_ms_per_transfer"]
+        monolith_cpu = results["monolith"]["cpu_platform_ms_per_transfer"]
+        summary_data["cpu_ratio_platform_to_monolith"] = platform_cpu / max(monolith_cpu, 1e-9)
+        print(
+            f"RESULT ratio platform/monolith CPU per transfer: "
+            f"{summary_data['cpu_ratio_platform_to_monolith']:.2f} "
+            f"({platform_cpu:.1f} / {monolith_cpu:.1f} ms)"
+        )
     summary(results)
     if args.json:
         args.json.write_text(json.dumps({**summary_data, "results": results}, indent=2) + "\n")
