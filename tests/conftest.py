@@ -153,6 +153,31 @@ def destroy_environment(environment: Environment) -> None:
             cur.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
+@pytest.fixture
+def own_database():
+    """`make(service)`: a migrated database of that service's for one test
+    alone. What the test leaves there (pending transfers, outbox rows) stays
+    out of the shared databases, where other tests' timers and sweeps would
+    find it."""
+    from shared.migrate import upgrade
+
+    made: list[str] = []
+
+    def make(service: str) -> str:
+        name = f"ft_{RUN_ID}_own{len(made)}_{service}"
+        with closing(_admin_connection()) as conn, conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        url = make_url(_admin_db_url()).set(database=name).render_as_string(hide_password=False)
+        upgrade(service, url)
+        return url
+
+    yield make
+    with closing(_admin_connection()) as conn, conn.cursor() as cur:
+        for name in made:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def environment_factory():
     made: list[Environment] = []

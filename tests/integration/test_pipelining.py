@@ -8,7 +8,6 @@ and the number of messages a saga step costs.
 """
 
 import uuid
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -28,7 +27,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
 from services.transactions import handlers
@@ -42,9 +40,7 @@ from shared.database import (
     make_engine,
     query,
 )
-from shared.migrate import upgrade
 from shared.sqltypes import UtcDateTime
-from tests.conftest import RUN_ID, _admin_connection, _admin_db_url
 
 metadata = MetaData()
 rows = Table(
@@ -305,28 +301,14 @@ def test_a_connection_cut_under_query_is_invalidated_and_the_next_unit_of_work_w
         assert query(session, text("SELECT pg_backend_pid() AS pid"), {}).one().pid != backend
 
 
-@pytest.fixture
-def transactions_database():
-    """A migrated transactions database of its own: the pending transfers a
-    test makes here stay out of the other tests' deadline checks and sweeps."""
-    name = f"ft_{RUN_ID}_pipelining_transactions"
-    with closing(_admin_connection()) as conn, conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(_admin_db_url()).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade("transactions", url)
-        yield url
-    finally:
-        with closing(_admin_connection()) as conn, conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_a_new_transfer_between_known_accounts_is_recorded_in_one_message(transactions_database):
+def test_a_new_transfer_between_known_accounts_is_recorded_in_one_message(own_database):
     """create_transfer asks the database nothing: the key, the event, the
     snapshot, the view and the accounts' history go with the COMMIT, the
     projections listed at the position the event got."""
     engine = create_engine(
-        transactions_database.replace("postgresql://", f"postgresql+{pipelining.DRIVER}://", 1),
+        own_database("transactions").replace(
+            "postgresql://", f"postgresql+{pipelining.DRIVER}://", 1
+        ),
         connect_args={"connection_factory": CountingConnection},
         pool_size=1,
     )

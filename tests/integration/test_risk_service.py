@@ -401,10 +401,11 @@ def test_failed_logins_from_auth_raise_the_customers_risk(risk, publish, assesse
 
 
 @pytest.fixture
-def risk_uow(integration_env):
-    """A unit of work on risk's PostgreSQL database whose sessions keep a
-    time zone far from UTC, as a server's default may be."""
-    engine = make_engine(integration_env.database_urls["risk"], pool_size=1)
+def risk_uow(own_database):
+    """A unit of work on a risk database of its own (its outbox rows are no
+    other test's to publish) whose sessions keep a time zone far from UTC,
+    as a server's default may be."""
+    engine = make_engine(own_database("risk"), pool_size=1)
 
     @sqlalchemy.event.listens_for(engine, "connect")
     def far_from_utc(dbapi_connection, _):
