@@ -9,6 +9,7 @@ with running_notifications_sandbox() as sandbox:
 
 import mailbox
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -218,8 +219,11 @@ def running_notifications_sandbox(smtp_port: int | None = None) -> Iterator[Noti
     sandbox = NotificationsSandbox(
         f"http://127.0.0.1:{http_port}", smtp_port, workdir / "mail", workdir / "sandbox.log"
     )
-    with sandbox_process("sandboxes.notifications", args, env, sandbox.url, sandbox.log_path):
-        yield sandbox
+    try:
+        with sandbox_process("sandboxes.notifications", args, env, sandbox.url, sandbox.log_path):
+            yield sandbox
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # its mail and log: every run left one
 
 
 # -- payments webhooks and crashes ----------------------------------------------------
