@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import SimpleNamespace
 from typing import ParamSpec, TypeVar
 
 from nameko.extensions import DependencyProvider
@@ -319,6 +320,13 @@ def defer(session: Session | Connection, statement, parameters: dict | None = No
             dbapi.queue_interpolated(form[0], _bound(form, parameters or {}))
             return
     connection.execute(statement, parameters, execution_options={pipelining.DEFER: True})
+
+
+def new_row(columns: tuple[str, ...], **values) -> SimpleNamespace:
+    """A row to insert with `defer(..., vars(row))`: every one of `columns`,
+    None unless given, read by attribute as its ORM object would be (views
+    take either). A hot path builds no ORM object only to insert one row."""
+    return SimpleNamespace(**{**dict.fromkeys(columns), **values})
 
 
 def defer_rows(session: Session | Connection, table: Table, rows: list[dict]) -> None:

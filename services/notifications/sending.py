@@ -51,6 +51,7 @@ from shared.database import (
     claims_deferred,
     defer,
     insert_ignoring_duplicates,
+    new_row,
     query,
 )
 from shared.events import event_time
@@ -175,7 +176,8 @@ def _create_notifications(
     for channel, address in wanted.items():
         subject, body = rendered.for_channel(channel)
         rows.append(
-            _new_notification(
+            new_row(
+                _NOTIFICATION_COLUMNS,
                 id=str(uuid.uuid4()),
                 event_id=envelope["event_id"],
                 event_type=event_type,
@@ -201,12 +203,6 @@ def _create_notifications(
 
 _ADD_NOTIFICATION = Notification.__table__.insert().inline()
 _NOTIFICATION_COLUMNS = tuple(column.key for column in Notification.__table__.columns)
-
-
-def _new_notification(**values) -> SimpleNamespace:
-    """A new notification's row (every column), read as a Notification is: the
-    hot path builds no ORM object."""
-    return SimpleNamespace(**{**dict.fromkeys(_NOTIFICATION_COLUMNS), **values})
 
 
 def _to_send(now: datetime):

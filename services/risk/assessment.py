@@ -21,7 +21,6 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 
 from sqlalchemy import bindparam, case, func, literal, select
 from sqlalchemy.orm import Session
@@ -31,7 +30,7 @@ from services.risk.models import AccountAge, Assessment, Customer, EndedTransfer
 from services.risk.rulebook import NEWEST_RULES, RuleCache
 from services.risk.views import assessment_view, final_decision, review_of
 from shared import contracts, iban
-from shared.database import UnitOfWork, advisory_lock, claims_deferred, defer, query
+from shared.database import UnitOfWork, advisory_lock, claims_deferred, defer, new_row, query
 from shared.events import is_id
 from shared.inbox import claim
 from shared.outbox import stage
@@ -255,7 +254,8 @@ def assess_transfer(
         # away): judged for the record, never held, never moving money.
         ended = bool(found.ended)
         # A row, read as an Assessment is (views, reviews): no ORM object on the hot path.
-        assessment = _new_assessment(
+        assessment = new_row(
+            _ASSESSMENT_COLUMNS,
             transfer_id=transfer_id,
             kind=transfer["kind"],
             account_id=account_id,
@@ -300,11 +300,6 @@ _RECORD_ASSESSMENT = Assessment.__table__.insert().inline()
 _ASSESSMENT_COLUMNS = tuple(
     column.key for column in Assessment.__table__.columns if not column.primary_key
 )
-
-
-def _new_assessment(**values) -> SimpleNamespace:
-    """A new assessment's row (every column but the key), with attribute access."""
-    return SimpleNamespace(**{**dict.fromkeys(_ASSESSMENT_COLUMNS), **values})
 
 
 def _repeat(session: Session, assessment: Assessment, transfer: Mapping, event_id: str) -> None:
