@@ -128,15 +128,9 @@ def make_environment(label: str, topology: bool = True) -> Environment:
     environment = Environment(label, vhost, amqp_uri)
     from shared.migrate import services_with_migrations, upgrade
 
-    admin = make_url(_admin_db_url())
-    with closing(_admin_connection()) as conn, conn.cursor() as cur:
-        # Every service with migrations gets its own database, migrated.
-        for service in services_with_migrations():
-            name = f"ft_{RUN_ID}_{label}_{service}"
-            cur.execute(f'CREATE DATABASE "{name}"')
-            environment.database_urls[service] = admin.set(database=name).render_as_string(
-                hide_password=False
-            )
+    # Every service with migrations gets its own database, migrated.
+    for service in services_with_migrations():
+        environment.database_urls[service] = _created_database(f"ft_{RUN_ID}_{label}_{service}")
     for service, url in environment.database_urls.items():
         upgrade(service, url)
     if topology:
@@ -146,11 +140,22 @@ def make_environment(label: str, topology: bool = True) -> Environment:
     return environment
 
 
+def _created_database(name: str) -> str:
+    """CREATE DATABASE `name` on the test server; its URL."""
+    with closing(_admin_connection()) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    return make_url(_admin_db_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_databases(urls) -> None:
+    with closing(_admin_connection()) as conn, conn.cursor() as cur:
+        for url in urls:
+            cur.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
 def destroy_environment(environment: Environment) -> None:
     _delete_vhost(environment.vhost)
-    with closing(_admin_connection()) as conn, conn.cursor() as cur:
-        for url in environment.database_urls.values():
-            cur.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    _drop_databases(environment.database_urls.values())
 
 
 @pytest.fixture
@@ -164,18 +169,12 @@ def own_database():
     made: list[str] = []
 
     def make(service: str) -> str:
-        name = f"ft_{RUN_ID}_own{len(made)}_{service}"
-        with closing(_admin_connection()) as conn, conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        url = make_url(_admin_db_url()).set(database=name).render_as_string(hide_password=False)
-        upgrade(service, url)
-        return url
+        made.append(_created_database(f"ft_{RUN_ID}_own{len(made)}_{service}"))
+        upgrade(service, made[-1])
+        return made[-1]
 
     yield make
-    with closing(_admin_connection()) as conn, conn.cursor() as cur:
-        for name in made:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drop_databases(made)
 
 
 @pytest.fixture(scope="session")
